@@ -1,0 +1,60 @@
+"""The `gunshot` command: a thin dispatcher over the library's entry points.
+
+    gunshot score FILE...        score recordings in the terminal (gunshot_core.score_cli)
+    gunshot models download|list|info   fetch and inspect VGGish/PCA/head files (gunshot_core.models)
+    gunshot subset ...           build balanced AudioSet subsets (Beam: pipelines.build_subset)
+    gunshot batch ...            score archives of recordings into Parquet tables (Beam: pipelines.score)
+    gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
+
+Subcommands are imported only when used, so `gunshot score` never imports Beam.
+"""
+
+import importlib
+import sys
+
+# name -> (module, callable taking argv, one-line help)
+COMMANDS = {
+    "score": ("gunshot_core.score_cli", "main", "score recordings and print gunshot scores"),
+    "models": ("gunshot_core.models", "main", "download, list and inspect model files"),
+    "subset": ("pipelines.build_subset", "run", "build balanced AudioSet subsets (Beam)"),
+    "batch": ("pipelines.score", "run", "score folders/archives of recordings into Parquet (Beam)"),
+    "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
+    "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
+    "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
+    "analyze": ("training.analyze", "main", "PCA and t-SNE views of embeddings"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: gunshot COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run `gunshot COMMAND --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from gunshot_core import __version__
+
+        print(f"gunshot-spotter {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"gunshot: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = COMMANDS[name]
+    if name in ("subset", "batch", "transform"):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    result = getattr(importlib.import_module(module_name), func_name)(rest)
+    # Beam `run` functions return a PipelineResult; the training mains return an exit code.
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
