@@ -1,0 +1,384 @@
+"""Shared Beam plumbing of the pipelines: argument splitting, file matching, error rows, writers, counters.
+
+Every pipeline module (`pipelines.build_subset`, `pipelines.score`) builds on these pieces:
+
+- `split_args(parser, argv)`: our flags vs. Beam's (`parse_known_args`), with a loud error on typos
+  of our own flags that Beam would otherwise swallow.
+- `expand_patterns(patterns)`: match local or `gs://` glob patterns at launch time (sorted, de-duplicated
+  `FileMetadata`), failing fast with the pattern when nothing matches.
+- `ErrorReporter` / `error_output(...)`: the one way a DoFn turns bad input into an error row: a named
+  Beam counter, a rate-limited warning and a `TaggedOutput(ERRORS_TAG, row)`.
+- `WriteTable(output_dir, name, schema, sort_key=..., num_shards=1)`: a PCollection of dict rows ->
+  Parquet files `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with deterministic names and content
+  (rows assigned to shards by a stable hash of their sort key, sorted within each shard, every shard
+  written even when empty).
+- `WriteSharded(...)`: the generic form of the same (used for TFRecord shards).
+- `write_json(path, obj)`, `counter_values(result)` / `log_counters(result)`: end-of-run reporting.
+
+All DoFns and functions here are module level and keep only small picklable state, so they work on
+the DirectRunner in multi_processing mode and on Dataflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import io
+import json
+import logging
+import pickle
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+_LOG = logging.getLogger(__name__)
+
+ERRORS_TAG = "errors"
+"""Name of the tagged output that carries error rows (dicts) out of a DoFn."""
+
+MAX_WARNINGS_PER_REASON = 20
+"""Warnings logged per DoFn instance and error reason before further ones are only counted."""
+
+
+# ---- Arguments ----------------------------------------------------------------------------------
+
+
+def split_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, list]:
+    """Parses our flags with `parser` and returns (args, remaining Beam flags).
+
+    Beam accepts unknown `--flags`, so a misspelt flag of ours (e.g. `--positive_class`) would silently
+    go to Beam. Flags that neither we nor Beam know are rejected here with the list of our flags.
+
+    Args:
+      parser: the pipeline's own argument parser.
+      argv: command-line arguments without the program name (None: sys.argv[1:]).
+    Returns:
+      (args, beam_args): the parsed namespace and the list of arguments left for PipelineOptions.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args, beam_args = parser.parse_known_args(argv)
+    known_beam = set()
+    for cls in PipelineOptions.__subclasses__():
+        probe = argparse.ArgumentParser(add_help=False)
+        try:
+            cls._add_argparse_args(probe)
+        except Exception:  # an options class of an optional extra that cannot register its flags
+            continue
+        for action in probe._actions:
+            known_beam.update(action.option_strings)
+    unknown = []
+    for item in beam_args:
+        if item.startswith("--"):
+            flag = item.split("=", 1)[0]
+            if flag not in known_beam:
+                unknown.append(flag)
+    if unknown:
+        parser.error(
+            f"unrecognised flags {unknown}; neither {parser.prog} nor Apache Beam knows them "
+            f"(our flags: {sorted(s for a in parser._actions for s in a.option_strings if s.startswith('--'))})"
+        )
+    return args, beam_args
+
+
+# ---- Files ------------------------------------------------------------------------------------
+
+
+def expand_patterns(patterns: str | Iterable[str], *, allow_empty: bool = False) -> list:
+    """Matches local or `gs://` glob patterns at launch time.
+
+    Args:
+      patterns: one pattern or several (a directory is taken as `DIR/*`).
+      allow_empty: if False, a pattern that matches nothing raises.
+    Returns:
+      list of `apache_beam.io.filesystem.FileMetadata` (path, size_in_bytes), sorted by path, without
+      duplicates, so the list of inputs is the same on every run.
+    Raises:
+      FileNotFoundError: a pattern matched no file (the message names the pattern).
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found = {}
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?[") and FileSystems.exists(pattern):
+            # A directory (local or a gs:// prefix given with a trailing slash) means every file in it.
+            if pattern.endswith("/") or FileSystems.match([pattern])[0].metadata_list == []:
+                pattern = FileSystems.join(pattern.rstrip("/"), "*")
+        metadata = FileSystems.match([pattern])[0].metadata_list
+        metadata = [m for m in metadata if not m.path.endswith("/")]
+        if not metadata and not allow_empty:
+            raise FileNotFoundError(f"no file matches input pattern {pattern!r}")
+        for m in metadata:
+            found[m.path] = m
+    return [found[path] for path in sorted(found)]
+
+
+def open_maybe_compressed(path: str):
+    """Opens a local or `gs://` file for reading, decompressing gzip transparently.
+
+    Compression is taken from the file name (`.gz`, `.gzip`, ...) or, failing that, from the gzip magic
+    bytes, so gzip-compressed shards named `*.tfrecord` are read too.
+
+    Returns:
+      a binary file object (the caller closes it).
+    """
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression == CompressionTypes.UNCOMPRESSED:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as probe:
+            magic = probe.read(2)
+        if magic == b"\x1f\x8b":
+            compression = CompressionTypes.GZIP
+    return FileSystems.open(path, compression_type=compression)
+
+
+def stable_hash(value: Any) -> int:
+    """A 64-bit hash of `value` (anything `repr`-stable) that is the same in every process and run.
+
+    Python's `hash` is salted per process; this one is not, so it can assign rows to shards and rank
+    rows for sampling identically on every worker and runner.
+    """
+    data = value if isinstance(value, bytes) else repr(value).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+# ---- Errors -----------------------------------------------------------------------------------
+
+
+class ErrorReporter:
+    """Counts, logs and emits error rows for one DoFn (picklable; create it in the DoFn's __init__).
+
+    Each reason gets a Beam counter `errors_<reason>` in `namespace` (plus a total `errors`), and the
+    first MAX_WARNINGS_PER_REASON occurrences per reason and DoFn instance are logged as warnings.
+
+    Example:
+      self._errors = ErrorReporter("build_subset")
+      ...
+      yield self._errors.emit({"source": path, "reason": "bad_crc", "detail": "..."})
+    """
+
+    def __init__(self, namespace: str):
+        self._namespace = namespace
+        self._total = Metrics.counter(namespace, "errors")
+        self._counters = {}
+        self._warned = collections.Counter()
+
+    def __getstate__(self):
+        return {"_namespace": self._namespace}
+
+    def __setstate__(self, state):
+        self.__init__(state["_namespace"])
+
+    def emit(self, row: dict) -> beam.pvalue.TaggedOutput:
+        """Counts and logs `row` (a dict with at least `reason`) and wraps it for the errors output."""
+        reason = str(row.get("reason") or "unknown")
+        counter = self._counters.get(reason)
+        if counter is None:
+            counter = self._counters[reason] = Metrics.counter(self._namespace, f"errors_{reason}")
+        counter.inc()
+        self._total.inc()
+        self._warned[reason] += 1
+        if self._warned[reason] <= MAX_WARNINGS_PER_REASON:
+            _LOG.warning("%s error %s: %s", self._namespace, reason, row)
+            if self._warned[reason] == MAX_WARNINGS_PER_REASON:
+                _LOG.warning("%s: further %r errors are counted but not logged", self._namespace, reason)
+        return beam.pvalue.TaggedOutput(ERRORS_TAG, row)
+
+
+def error_output(namespace: str, row: dict) -> beam.pvalue.TaggedOutput:
+    """One-off form of `ErrorReporter.emit` for code without a DoFn instance (counts, warns, tags)."""
+    return ErrorReporter(namespace).emit(row)
+
+
+# ---- Deterministic sharded writing ------------------------------------------------------------
+
+
+def shard_name(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
+    """`{prefix}-SSSSS-of-NNNNN{suffix}`, the file name of one output shard."""
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}{suffix}"
+
+
+def _default_sort_key(row: Any):
+    """Sort key for rows without an explicit one: canonical JSON (total order, stable across runs)."""
+    if isinstance(row, bytes):
+        return row
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+class _AssignShard(beam.DoFn):
+    def __init__(self, num_shards: int, sort_key: Callable):
+        self._num_shards = num_shards
+        self._sort_key = sort_key
+
+    def process(self, element):
+        yield stable_hash(self._sort_key(element)) % self._num_shards, element
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, path_prefix, num_shards, suffix, sort_key, write_fn):
+        self._path_prefix = path_prefix
+        self._num_shards = num_shards
+        self._suffix = suffix
+        self._sort_key = sort_key
+        self._write_fn = write_fn
+        self._rows_written = Metrics.counter("write", "rows_written")
+
+    def process(self, keyed):
+        shard, grouped = keyed
+        rows = sorted(grouped["rows"], key=self._sort_key)
+        path = shard_name(self._path_prefix, shard, self._num_shards, self._suffix)
+        # Writing in place is idempotent: a retried bundle rewrites the same bytes to the same name.
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            self._write_fn(handle, rows)
+        self._rows_written.inc(len(rows))
+        _LOG.info("wrote %d rows to %s", len(rows), path)
+        yield path
+
+
+class WriteSharded(beam.PTransform):
+    """Writes a PCollection into a fixed number of files with deterministic names and content.
+
+    Input: PCollection of elements (rows, bytes, ...). Output: PCollection of str, the written paths
+    (exactly `num_shards`, each shard is written even if it receives no element).
+
+    Each element goes to shard `stable_hash(sort_key(element)) % num_shards`; within a shard elements
+    are sorted by `sort_key`. The same elements therefore give the same files on any runner, worker
+    count or input order.
+
+    Args:
+      path_prefix: path (local or gs://) without the shard suffix, e.g. `out/train/subset`.
+      num_shards: number of files.
+      suffix: file name suffix, e.g. `.tfrecord`.
+      write_fn: `write_fn(binary_file, sorted_elements)` writes one shard (module-level function).
+      sort_key: module-level function giving a total, run-independent order of elements.
+    """
+
+    def __init__(self, path_prefix: str, num_shards: int, suffix: str, write_fn: Callable, sort_key=None):
+        super().__init__()
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+        self._path_prefix = path_prefix
+        self._num_shards = num_shards
+        self._suffix = suffix
+        self._write_fn = write_fn
+        self._sort_key = sort_key or _default_sort_key
+
+    def expand(self, pcoll):
+        keyed = pcoll | "AssignShard" >> beam.ParDo(_AssignShard(self._num_shards, self._sort_key))
+        shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self._num_shards)])
+        return (
+            {"rows": keyed, "shard": shards}
+            | "Group" >> beam.CoGroupByKey()
+            | "Write"
+            >> beam.ParDo(
+                _WriteShard(self._path_prefix, self._num_shards, self._suffix, self._sort_key, self._write_fn)
+            )
+        )
+
+
+class _ParquetWriter:
+    """write_fn for WriteSharded: dict rows -> one Parquet file with `schema` (picklable)."""
+
+    def __init__(self, schema: pa.Schema):
+        self._schema_bytes = schema.serialize().to_pybytes()
+
+    def __call__(self, handle, rows):
+        schema = pa.ipc.read_schema(pa.py_buffer(self._schema_bytes))
+        table = pa.Table.from_pylist(list(rows), schema=schema)
+        buffer = io.BytesIO()
+        # No timestamps or writer-dependent metadata beyond the library version: stable bytes.
+        pq.write_table(table, buffer, compression="zstd")
+        handle.write(buffer.getvalue())
+
+
+class WriteTable(beam.PTransform):
+    """Writes dict rows as Parquet `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with a fixed schema.
+
+    Input: PCollection of dict rows whose keys are the schema's field names (missing keys -> null).
+    Output: PCollection of str, the written file paths.
+
+    Deterministic: rows are spread over `num_shards` files by a stable hash of `sort_key(row)` and
+    sorted by it within each file; every shard is written, even empty ones (readers always find the
+    table, with the schema, also when a run produced no row). Read the whole table back with
+    `pyarrow.parquet.read_table(output_dir, ...)` or `read_table(output_dir, name)` below.
+
+    Args:
+      output_dir: directory, local or gs://.
+      name: table name (file prefix), e.g. "tagged".
+      schema: pyarrow schema (from pipelines.schemas).
+      sort_key: module-level function row -> sortable key (default: canonical JSON of the row).
+        Use `operator.itemgetter(...)` of the table's natural key for readable order.
+      num_shards: number of files (1 is right for tables up to a few million rows).
+    """
+
+    def __init__(self, output_dir: str, name: str, schema: pa.Schema, sort_key=None, num_shards: int = 1):
+        super().__init__()
+        self._prefix = FileSystems.join(output_dir, name)
+        self._schema = schema
+        self._sort_key = sort_key
+        self._num_shards = num_shards
+
+    def expand(self, pcoll):
+        return pcoll | WriteSharded(
+            self._prefix, self._num_shards, ".parquet", _ParquetWriter(self._schema), sort_key=self._sort_key
+        )
+
+
+def read_table(output_dir: str, name: str):
+    """Reads a table written by WriteTable (all shards, in shard order) into one pyarrow.Table."""
+    paths = [m.path for m in expand_patterns(FileSystems.join(output_dir, f"{name}-*-of-*.parquet"))]
+    tables = []
+    for path in paths:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            tables.append(pq.read_table(io.BytesIO(handle.read())))
+    return pa.concat_tables(tables)
+
+
+# ---- Small outputs and counters ----------------------------------------------------------------
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes `obj` as sorted, indented JSON to a local or gs:// path (stable bytes for equal input)."""
+    data = (json.dumps(obj, sort_keys=True, indent=2, default=str) + "\n").encode("utf-8")
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(data)
+
+
+def counter_values(result, namespace: str | None = None) -> dict[str, int]:
+    """Committed counter values of a finished run: {"namespace/name": value}, sorted by name."""
+    metric_filter = MetricsFilter()
+    if namespace:
+        metric_filter = metric_filter.with_namespace(namespace)
+    values = collections.Counter()
+    for counter in result.metrics().query(metric_filter)["counters"]:
+        key = f"{counter.key.metric.namespace}/{counter.key.metric.name}"
+        value = counter.committed if counter.committed is not None else counter.attempted
+        values[key] += value or 0
+    return dict(sorted(values.items()))
+
+
+def log_counters(result, namespace: str | None = None) -> dict[str, int]:
+    """Waits for `result` to finish, logs every counter at INFO and returns them (see counter_values)."""
+    result.wait_until_finish()
+    values = counter_values(result, namespace)
+    for key, value in values.items():
+        _LOG.info("counter %s = %d", key, value)
+    return values
+
+
+def is_picklable(obj: Any) -> bool:
+    """True if `obj` survives pickling (what multi-process runners need of DoFns and their state)."""
+    try:
+        pickle.loads(pickle.dumps(obj))
+    except Exception:
+        return False
+    return True
