@@ -85,31 +85,33 @@ def log_mel_spectrogram(waveform: np.ndarray, sample_rate: int = params.SAMPLE_R
         return np.zeros((0, params.NUM_MEL_BINS), np.float32)
     window = periodic_hann(window_length).astype(np.float32)
     spectrogram = np.abs(np.fft.rfft(frames * window, fft_length)).astype(np.float32)
-    weights = mel_matrix(
-        num_spectrogram_bins=fft_length // 2 + 1, audio_sample_rate=sample_rate
-    ).astype(np.float32)
+    weights = mel_matrix(num_spectrogram_bins=fft_length // 2 + 1, audio_sample_rate=sample_rate).astype(
+        np.float32
+    )
     return np.log(spectrogram @ weights + np.float32(params.LOG_OFFSET)).astype(np.float32)
 
 
 def waveform_to_examples(waveform: np.ndarray, sample_rate: int = params.SAMPLE_RATE) -> np.ndarray:
-    """VGGish input examples of a 16 kHz mono waveform.
+    """VGGish input examples of a waveform (the official vggish_input.waveform_to_examples).
 
     Args:
-      waveform: float [num_samples] mono audio at `sample_rate`, values in [-1, 1]. Use
-        gunshot_core.audio to decode, mix down and resample other audio first.
-      sample_rate: must be 16000; anything else raises ValueError (resampling is the audio module's
-        job, so that one recording is resampled one way everywhere).
+      waveform: float [num_samples] or [num_samples, channels] audio in [-1, 1]. Channels are
+        averaged; a rate other than 16 kHz is resampled with gunshot_core.audio's default resampler.
+      sample_rate: its rate in Hz.
     Returns:
-      float32 [n, 96, 64] log-mel examples of 0.96 s each, n = 0 for clips shorter than 0.975 s.
+      float32 [n, 96, 64] log-mel examples of 0.96 s each; n = 0 for clips shorter than 0.975 s.
     """
-    waveform = np.asarray(waveform)
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim == 2:
+        waveform = waveform.mean(axis=1, dtype=np.float32)
     if waveform.ndim != 1:
-        raise ValueError(f"waveform must be mono [num_samples], got shape {waveform.shape}")
-    if sample_rate != params.SAMPLE_RATE:
         raise ValueError(
-            f"waveform_to_examples needs {params.SAMPLE_RATE} Hz audio, got {sample_rate} Hz;"
-            " resample with gunshot_core.audio.resample first"
+            f"waveform must be [num_samples] or [num_samples, channels], got shape {waveform.shape}"
         )
-    log_mel = log_mel_spectrogram(waveform, sample_rate)
+    if sample_rate != params.SAMPLE_RATE:
+        from gunshot_core import audio  # audio imports this module
+
+        waveform = audio.resample(waveform, sample_rate, params.SAMPLE_RATE)
+    log_mel = log_mel_spectrogram(waveform, params.SAMPLE_RATE)
     examples = frame(log_mel, params.NUM_FRAMES, params.NUM_FRAMES)
     return np.ascontiguousarray(examples, dtype=np.float32)

@@ -1,0 +1,139 @@
+"""The VGGish network in TF2/Keras, loading the official TF1 checkpoint by variable name.
+
+Architecture (vggish_slim.py): conv 64 -> pool -> conv 128 -> pool -> conv 256 x2 -> pool ->
+conv 512 x2 -> pool -> flatten -> fc 4096 x2 -> fc 128 (linear). 3x3 convolutions with stride 1,
+SAME padding and ReLU; 2x2 max pooling with stride 2, SAME padding; NHWC layout throughout, so the
+flattened [6, 4, 512] feature map has the same order as the reference and fc1_1 weights apply as is.
+"""
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+from gunshot_core import params
+from gunshot_core.errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+#: (checkpoint variable scope, kind, kernel shape) of every layer, in graph order.
+LAYERS = (
+    ("vggish/conv1", "conv", (3, 3, 1, 64)),
+    ("vggish/conv2", "conv", (3, 3, 64, 128)),
+    ("vggish/conv3/conv3_1", "conv", (3, 3, 128, 256)),
+    ("vggish/conv3/conv3_2", "conv", (3, 3, 256, 256)),
+    ("vggish/conv4/conv4_1", "conv", (3, 3, 256, 512)),
+    ("vggish/conv4/conv4_2", "conv", (3, 3, 512, 512)),
+    ("vggish/fc1/fc1_1", "dense", (12288, 4096)),
+    ("vggish/fc1/fc1_2", "dense", (4096, 4096)),
+    ("vggish/fc2", "dense", (4096, params.EMBEDDING_SIZE)),
+)
+#: Convolutions followed by a 2x2 max pool (the last of each block).
+_POOL_AFTER = {"vggish/conv1", "vggish/conv2", "vggish/conv3/conv3_2", "vggish/conv4/conv4_2"}
+#: Examples per forward pass: bounds activation memory (~0.2 GB at 64) while keeping BLAS busy.
+DEFAULT_BATCH_SIZE = 64
+
+
+def read_checkpoint_weights(path: str) -> dict[str, np.ndarray]:
+    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix).
+
+    Returns:
+      {scope + '/weights' or '/biases': float32 array} for the 9 layers in LAYERS.
+    Raises:
+      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
+    """
+    import tensorflow as tf
+
+    if not (os.path.exists(path) or tf.io.gfile.exists(path + ".index")):
+        raise ModelFileError(
+            f"VGGish checkpoint not found: {path}. Run `gunshot models download` or pass --checkpoint."
+        )
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except Exception as e:  # TF raises DataLossError, NotFoundError, ... for bad files
+        raise ModelFileError(f"{path}: not a readable TensorFlow checkpoint: {e}") from e
+    shapes = reader.get_variable_to_shape_map()
+    weights = {}
+    for scope, _, kernel_shape in LAYERS:
+        for name, shape in ((f"{scope}/weights", kernel_shape), (f"{scope}/biases", kernel_shape[-1:])):
+            if name not in shapes:
+                raise ModelFileError(
+                    f"{path}: checkpoint has no variable {name!r}; is it a VGGish checkpoint?"
+                )
+            if tuple(shapes[name]) != tuple(shape):
+                raise ModelFileError(f"{path}: variable {name!r} has shape {shapes[name]}, expected {shape}")
+            weights[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
+    return weights
+
+
+def build_model(weights: dict[str, np.ndarray]):
+    """Builds the VGGish Keras model from {variable name: array}; input float32 [n, 96, 64]."""
+    import keras
+
+    inputs = keras.Input(shape=(params.NUM_FRAMES, params.NUM_BANDS), name="log_mel_examples")
+    x = keras.layers.Reshape((params.NUM_FRAMES, params.NUM_BANDS, 1))(inputs)
+    for scope, kind, _ in LAYERS:
+        name = scope.split("/")[-1]
+        kernel, bias = weights[f"{scope}/weights"], weights[f"{scope}/biases"]
+        if kind == "conv":
+            layer = keras.layers.Conv2D(kernel.shape[-1], 3, padding="same", activation="relu", name=name)
+            x = layer(x)
+            layer.set_weights([kernel, bias])
+            if scope in _POOL_AFTER:
+                x = keras.layers.MaxPooling2D(2, strides=2, padding="same", name=f"pool_{name}")(x)
+        else:
+            if name == "fc1_1":
+                x = keras.layers.Flatten(name="flatten")(x)
+            activation = None if name == "fc2" else "relu"
+            layer = keras.layers.Dense(kernel.shape[-1], activation=activation, name=name)
+            x = layer(x)
+            layer.set_weights([kernel, bias])
+    return keras.Model(inputs, x, name="vggish")
+
+
+class VGGish:
+    """VGGish embedding network: float32 [n, 96, 64] log-mel examples -> float32 [n, 128].
+
+    Build once per process (the fc layers hold ~290 MB of weights) and call `embed` with as many
+    examples as convenient; they are run in compiled, fixed-size batches.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE):
+        import tensorflow as tf
+
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.model = build_model(weights)
+        spec = tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
+        self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE) -> "VGGish":
+        """Loads the official `vggish_model.ckpt` (or any checkpoint with the same variable names)."""
+        log.info("loading VGGish checkpoint %s", path)
+        return cls(read_checkpoint_weights(str(path)), batch_size=batch_size)
+
+    def embed(self, examples: np.ndarray) -> np.ndarray:
+        """Raw (pre-PCA) embeddings.
+
+        Args:
+          examples: float32 [n, 96, 64] log-mel examples (n may be 0).
+        Returns:
+          float32 [n, 128].
+        """
+        examples = np.asarray(examples, dtype=np.float32)
+        if examples.ndim != 3 or examples.shape[1:] != (params.NUM_FRAMES, params.NUM_BANDS):
+            raise ValueError(f"examples must be [n, 96, 64], got shape {examples.shape}")
+        n = examples.shape[0]
+        if n == 0:
+            return np.zeros((0, params.EMBEDDING_SIZE), np.float32)
+        out = np.empty((n, params.EMBEDDING_SIZE), np.float32)
+        with self._lock:  # one forward pass at a time: the model is shared by threads of a worker
+            for start in range(0, n, self.batch_size):
+                out[start : start + self.batch_size] = self._forward(
+                    examples[start : start + self.batch_size]
+                )
+        return out

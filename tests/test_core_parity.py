@@ -1,0 +1,102 @@
+"""Parity of every VGGish stage with golden outputs of the official reference implementation.
+
+Tolerances are those of ../shared/golden/README.md.
+"""
+
+import numpy as np
+import pytest
+
+from gunshot_core import audio, features, params
+from gunshot_core.postprocess import Postprocessor
+from gunshot_core.vggish import VGGish
+from tests.conftest import GOLDEN_CLIPS, load_recipe
+
+CLIPS = sorted(GOLDEN_CLIPS)
+
+
+@pytest.fixture(scope="module")
+def model(random_vggish):
+    return VGGish.from_checkpoint(random_vggish[0])
+
+
+@pytest.fixture(scope="module")
+def postprocessor(random_vggish):
+    return Postprocessor.from_npz(random_vggish[1])
+
+
+def assert_uint8_close(actual, expected, max_fraction=0.005):
+    """Exact, except one LSB on at most `max_fraction` of the values (the golden tolerance)."""
+    assert actual.shape == expected.shape and actual.dtype == np.uint8
+    diff = np.abs(actual.astype(int) - expected.astype(int))
+    assert diff.max(initial=0) <= 1, f"max uint8 difference {diff.max()}"
+    assert (diff > 0).mean() <= max_fraction if diff.size else True
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_waveform_with_resampy_matches_reference(clip, golden):
+    g = golden[clip]
+    waveform = audio.load_audio(str(GOLDEN_CLIPS[clip]), resampler="resampy")
+    assert waveform.dtype == np.float32
+    assert waveform.shape == g["waveform_16k"].shape  # length exact
+    np.testing.assert_allclose(waveform, g["waveform_16k"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_examples_from_golden_waveform(clip, golden):
+    g = golden[clip]
+    examples = features.waveform_to_examples(g["waveform_16k"], params.SAMPLE_RATE)
+    assert examples.dtype == np.float32
+    assert examples.shape == g["examples"].shape == (int(g["num_examples"]), 96, 64)
+    np.testing.assert_allclose(examples, g["examples"], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_raw_embedding_from_golden_examples(clip, golden, model):
+    g = golden[clip]
+    raw = model.embed(g["examples"])
+    assert raw.dtype == np.float32 and raw.shape == g["raw_embedding"].shape
+    np.testing.assert_allclose(raw, g["raw_embedding"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_postprocessed_from_golden_raw(clip, golden, postprocessor):
+    g = golden[clip]
+    assert_uint8_close(postprocessor.postprocess(g["raw_embedding"]), g["postprocessed"])
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_end_to_end_with_reference_resampler(clip, golden, model, postprocessor):
+    g = golden[clip]
+    examples = features.waveform_to_examples(audio.load_audio(str(GOLDEN_CLIPS[clip]), resampler="resampy"))
+    raw = model.embed(examples)
+    np.testing.assert_allclose(raw, g["raw_embedding"], atol=5e-4, rtol=0)
+    assert_uint8_close(postprocessor.postprocess(raw), g["postprocessed"])
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_streamed_examples_equal_whole_file(clip):
+    path = str(GOLDEN_CLIPS[clip])
+    whole = features.waveform_to_examples(audio.load_audio(path))
+    # Tiny chunks force many block and example boundaries inside one clip.
+    chunks = list(audio.iter_examples(path, chunk_seconds=1.3))
+    starts = [start for start, _ in chunks]
+    streamed = np.concatenate([block for _, block in chunks]) if chunks else np.zeros((0, 96, 64), np.float32)
+    assert streamed.shape == whole.shape
+    assert starts == sorted(starts) and (not chunks or starts[0] == 0)
+    np.testing.assert_allclose(streamed, whole, atol=2e-5, rtol=0)
+
+
+def test_pca_file_is_the_recipe(random_vggish):
+    expected = load_recipe().random_pca_params()
+    pp = Postprocessor.from_npz(random_vggish[1])
+    np.testing.assert_array_equal(pp.pca_eigen_vectors, expected["pca_eigen_vectors"])
+
+
+def test_embed_batches_do_not_change_results(model):
+    examples = np.random.default_rng(1).normal(-2, 2, (70, 96, 64)).astype(np.float32)
+    together = model.embed(examples)
+    in_sevens = np.concatenate([model.embed(examples[i : i + 7]) for i in range(0, 70, 7)])
+    np.testing.assert_allclose(together, in_sevens, atol=1e-5, rtol=0)
+    assert model.embed(np.zeros((0, 96, 64), np.float32)).shape == (0, 128)
+    with pytest.raises(ValueError, match=r"\[n, 96, 64\]"):
+        model.embed(np.zeros((3, 64, 96), np.float32))
