@@ -1,0 +1,264 @@
+"""Reading what the subset builder writes: clip records, their tags, and tf.data input pipelines.
+
+A subset is a set of AudioSet-format TFRecords (`tf.train.SequenceExample`, names in
+`gunshot_core.records`) plus a tagged Parquet table keyed by (video_id, start time) that says which
+class each clip was selected for (`gunshot` or `no_gunshot`). The transform job joins the two; the
+evaluation and analysis jobs read the records directly, exactly as a deployed head sees them.
+"""
+
+import dataclasses
+import glob
+import logging
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from gunshot_core import params, records
+
+POSITIVE_TAG = "gunshot"
+NEGATIVE_TAG = "no_gunshot"
+
+# Feature names of the transformed examples written by training.transform (tf.train.Example).
+FRAMES = "frames"  # float32 [frames * 128], z-scored per dimension, padded/truncated
+NUM_FRAMES = "num_frames"  # int64, frames in the clip before padding/truncation
+LABEL = "label"  # int64, 1 for the positive tag
+TAG = "tag"  # bytes, the subset builder's tag
+TAG_ID = "tag_id"  # int64, index of the tag in the training vocabulary
+VIDEO_ID = "video_id"
+START_TIME = "start_time"
+CLASS_IDS = "class_ids"  # int64 list, the AudioSet label indices of the clip
+
+# Column names of the subset builder's tagged table that the join needs.
+TAG_TABLE_VIDEO_ID = "video_id"
+TAG_TABLE_START = "start_time_seconds"
+TAG_TABLE_TAG = "tag"
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One decoded AudioSet clip.
+
+    Attributes:
+      video_id: YouTube id of the clip.
+      start_time: start of the segment in the video, seconds.
+      end_time: end of the segment, seconds.
+      class_ids: AudioSet label indices (`labels` context feature).
+      frames: uint8 [n, 128], one postprocessed VGGish embedding per 0.96 s.
+      tag: the subset builder's tag if the record carries one, else None.
+    """
+
+    video_id: str
+    start_time: float
+    end_time: float
+    class_ids: tuple
+    frames: np.ndarray
+    tag: str | None = None
+
+
+class BadRecord(ValueError):
+    """A record that cannot be used; `reason` is a short machine-readable word."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def clip_key(video_id: str, start_time: float) -> str:
+    """The join key of a clip: video id and start time rounded to milliseconds."""
+    return f"{video_id}@{float(start_time):.3f}"
+
+
+def _context_float(context, name: str) -> float:
+    feature = context.feature[name] if name in context.feature else None
+    if feature is None or not feature.float_list.value:
+        return math.nan
+    return float(feature.float_list.value[0])
+
+
+def decode_clip(serialized: bytes) -> Clip:
+    """Decodes one serialized AudioSet SequenceExample.
+
+    Args:
+      serialized: bytes of a `tf.train.SequenceExample`.
+    Returns:
+      The clip, frames uint8 [n, 128].
+    Raises:
+      BadRecord: reason `corrupt` (not a SequenceExample / no video id), `bad_embedding` (a frame
+        that is not 128 bytes) or `empty` (no frames).
+    """
+    try:
+        example = tf.train.SequenceExample.FromString(serialized)
+    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
+        raise BadRecord(f"not a SequenceExample ({len(serialized)} bytes): {e}", "corrupt") from e
+    context = example.context
+    if records.VIDEO_ID not in context.feature or not context.feature[records.VIDEO_ID].bytes_list.value:
+        raise BadRecord(f"record without {records.VIDEO_ID!r}", "corrupt")
+    video_id = context.feature[records.VIDEO_ID].bytes_list.value[0].decode("utf-8", "replace")
+    start = _context_float(context, records.START_TIME)
+    end = _context_float(context, records.END_TIME)
+    class_ids = (
+        tuple(int(v) for v in context.feature[records.LABELS].int64_list.value)
+        if (records.LABELS in context.feature)
+        else ()
+    )
+    tag = None
+    if TAG_TABLE_TAG in context.feature and context.feature[TAG_TABLE_TAG].bytes_list.value:
+        tag = context.feature[TAG_TABLE_TAG].bytes_list.value[0].decode("utf-8")
+    feature_list = example.feature_lists.feature_list
+    raw = (
+        [f.bytes_list.value[0] for f in feature_list[records.EMBEDDING].feature]
+        if (records.EMBEDDING in feature_list)
+        else []
+    )
+    if not raw:
+        raise BadRecord(f"clip {clip_key(video_id, start)} has no {records.EMBEDDING!r} frames", "empty")
+    widths = {len(b) for b in raw}
+    if widths != {records.EMBEDDING_WIDTH}:
+        raise BadRecord(
+            f"clip {clip_key(video_id, start)}: frames of {sorted(widths)} bytes, expected "
+            f"{records.EMBEDDING_WIDTH}",
+            "bad_embedding",
+        )
+    frames = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), records.EMBEDDING_WIDTH)
+    return Clip(video_id, start, end, class_ids, frames, tag)
+
+
+def pad_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
+    """Zero-pads or truncates a clip to a fixed number of frames, as the heads are fed.
+
+    Args:
+      frames: uint8 or float [n, 128].
+      num_frames: frames wanted.
+    Returns:
+      float32 [num_frames, 128]: the first `num_frames` frames, zero frames appended if n is smaller.
+    """
+    out = np.zeros((num_frames, frames.shape[1]), np.float32)
+    n = min(num_frames, frames.shape[0])
+    out[:n] = frames[:n]
+    return out
+
+
+def match_files(pattern: str) -> list[str]:
+    """Sorted files matching a glob pattern (local or gs://); a comma separates several patterns."""
+    files = []
+    for part in pattern.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        found = tf.io.gfile.glob(part) if "://" in part else glob.glob(part)
+        files.extend(found)
+    return sorted(set(files))
+
+
+def load_tag_table(pattern: str) -> dict[str, str]:
+    """Reads the subset builder's tagged Parquet table(s) into {clip_key: tag}.
+
+    Args:
+      pattern: glob of Parquet files (or a directory of them) with columns `video_id`,
+        `start_time_seconds` and `tag`.
+    Raises:
+      FileNotFoundError: nothing matches; ValueError: a needed column is missing.
+    """
+    import pyarrow.dataset as ds
+
+    files = match_files(pattern)
+    if not files:
+        raise FileNotFoundError(f"no tag table matches {pattern!r}")
+    table = ds.dataset(files, format="parquet").to_table()
+    missing = {TAG_TABLE_VIDEO_ID, TAG_TABLE_START, TAG_TABLE_TAG} - set(table.column_names)
+    if missing:
+        raise ValueError(f"tag table {pattern!r} lacks columns {sorted(missing)}; has {table.column_names}")
+    ids = table.column(TAG_TABLE_VIDEO_ID).to_pylist()
+    starts = table.column(TAG_TABLE_START).to_pylist()
+    tags = table.column(TAG_TABLE_TAG).to_pylist()
+    return {clip_key(v, s): t for v, s, t in zip(ids, starts, tags, strict=True)}
+
+
+def iter_records(pattern: str):
+    """Yields (file, index, serialized bytes) of every record in the matching TFRecord files.
+
+    Gzip-compressed files (`.gz`) are read as such.
+    """
+    files = match_files(pattern)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord file matches {pattern!r}")
+    for path in files:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for i, raw in enumerate(
+            tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()
+        ):
+            yield path, i, raw
+
+
+@dataclasses.dataclass
+class LabelledClips:
+    """Clips of a split with their labels, as arrays for evaluation and analysis.
+
+    Attributes:
+      video_ids, start_times, tags: one entry per clip.
+      class_ids: list of tuples of AudioSet label indices.
+      labels: int64 [n], 1 for the positive tag.
+      frames: float32 [n, num_frames, 128], raw uint8 values padded/truncated as the heads see them.
+      num_frames: int64 [n], frames before padding.
+      errors: list of (source, reason, message) for records that could not be used.
+    """
+
+    video_ids: list
+    start_times: list
+    tags: list
+    class_ids: list
+    labels: np.ndarray
+    frames: np.ndarray
+    num_frames: np.ndarray
+    errors: list
+
+
+def load_clips(
+    pattern: str, tags: dict[str, str] | None, num_frames: int, positive_tag: str = POSITIVE_TAG
+) -> LabelledClips:
+    """Reads and labels every clip of a split (in memory; evaluation-sized data).
+
+    A clip's tag comes from `tags` (the tagged table) or, failing that, from a `tag` context feature
+    in the record. Unusable records and untagged clips are returned in `errors`, never dropped silently.
+
+    Args:
+      pattern: glob of subset TFRecord files.
+      tags: {clip_key: tag} from `load_tag_table`, or None.
+      num_frames: frames per clip fed to the head.
+      positive_tag: the tag whose clips are labelled 1.
+    """
+    out = LabelledClips([], [], [], [], [], [], [], [])
+    for path, index, raw in iter_records(pattern):
+        source = f"{path}:{index}"
+        try:
+            clip = decode_clip(raw)
+        except BadRecord as e:
+            out.errors.append((source, e.reason, str(e)))
+            continue
+        tag = (tags or {}).get(clip_key(clip.video_id, clip.start_time), clip.tag)
+        if tag is None:
+            out.errors.append(
+                (source, "untagged", f"clip {clip_key(clip.video_id, clip.start_time)} has no tag")
+            )
+            continue
+        out.video_ids.append(clip.video_id)
+        out.start_times.append(clip.start_time)
+        out.tags.append(tag)
+        out.class_ids.append(clip.class_ids)
+        out.labels.append(int(tag == positive_tag))
+        out.frames.append(pad_frames(clip.frames, num_frames))
+        out.num_frames.append(clip.frames.shape[0])
+    if out.errors:
+        logging.warning(
+            "%d of %d records unusable, first: %s",
+            len(out.errors),
+            len(out.errors) + len(out.labels),
+            out.errors[0],
+        )
+    out.labels = np.asarray(out.labels, np.int64)
+    out.frames = (
+        np.stack(out.frames) if out.frames else np.zeros((0, num_frames, params.EMBEDDING_SIZE), np.float32)
+    )
+    out.num_frames = np.asarray(out.num_frames, np.int64)
+    return out
