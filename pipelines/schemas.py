@@ -8,3 +8,106 @@ import pyarrow as pa  # noqa: F401
 # ---- Subset builder tables (pipelines.build_subset) ------------------------------------------
 
 # ---- Scoring tables (pipelines.score) ----------------------------------------------------------
+# Tables in the output directory of `python -m pipelines.score` (docs/scoring.md describes them).
+# Times: `*_seconds` are offsets from the start of the recording; `*_utc` are absolute times, set
+# only when --timestamp_pattern parsed the recording's start from its file name (else null).
+# Every table ends with the PROVENANCE columns, identical on every row of one run.
+
+PROVENANCE_FIELDS = [
+    pa.field("model_id", pa.string(), nullable=False),  # short hash of the three model hashes
+    pa.field("head_name", pa.string(), nullable=False),  # file name of the head
+    pa.field("vggish_sha256", pa.string(), nullable=False),
+    pa.field("pca_sha256", pa.string(), nullable=False),
+    pa.field("head_sha256", pa.string(), nullable=False),
+    pa.field("code_version", pa.string(), nullable=False),  # gunshot_core.__version__
+    pa.field("window_seconds", pa.float64(), nullable=False),  # head window actually used (frames * 0.96)
+    pa.field("hop_seconds", pa.float64(), nullable=False),
+    pa.field("threshold", pa.float64(), nullable=False),
+]
+
+# One row per head window over a recording's 0.96 s embedding frames.
+SCORE_WINDOWS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),  # unique id: path, or archive!member
+        pa.field("window_index", pa.int32(), nullable=False),
+        pa.field("start_seconds", pa.float64(), nullable=False),
+        pa.field("end_seconds", pa.float64(), nullable=False),  # end of the audio the window covers
+        pa.field("start_utc", pa.timestamp("ms", tz="UTC")),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("detected", pa.bool_(), nullable=False),  # score >= threshold
+    ]
+    + PROVENANCE_FIELDS
+)
+
+# One row per matched input (a file, an archive member, or a record of an embedding TFRecord).
+RECORDING_STATUSES = ("ok", "error")
+SCORE_RECORDINGS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("file", pa.string(), nullable=False),  # the matched file (the archive for members)
+        pa.field("member", pa.string()),  # path inside the archive / record id in a TFRecord
+        pa.field("input_kind", pa.string(), nullable=False),  # audio | archive_member | tfrecord
+        pa.field("format", pa.string()),  # soundfile format (WAV, FLAC, ...) or TFRECORD
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int32()),
+        pa.field("duration_seconds", pa.float64()),
+        pa.field("frames", pa.int32()),  # 0.96 s embedding frames
+        pa.field("windows", pa.int32()),
+        pa.field("max_score", pa.float32()),
+        pa.field("max_score_start_seconds", pa.float64()),  # start of the best window
+        pa.field("mean_score", pa.float32()),  # mean over windows
+        pa.field("detected", pa.bool_()),  # max_score >= threshold
+        pa.field("events", pa.int32()),
+        pa.field("start_utc", pa.timestamp("ms", tz="UTC")),
+        pa.field("status", pa.string(), nullable=False),  # ok | error
+        pa.field("error_reason", pa.string()),  # corrupt|empty|too_short|unsupported|unreadable|...
+        pa.field("error_message", pa.string()),
+    ]
+    + PROVENANCE_FIELDS
+)
+
+# One row per merged run of consecutive above-threshold windows.
+SCORE_EVENTS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("event_index", pa.int32(), nullable=False),
+        pa.field("start_seconds", pa.float64(), nullable=False),
+        pa.field("end_seconds", pa.float64(), nullable=False),
+        pa.field("peak_score", pa.float32(), nullable=False),
+        pa.field("peak_seconds", pa.float64(), nullable=False),  # start of the best window
+        pa.field("num_windows", pa.int32(), nullable=False),
+        pa.field("start_utc", pa.timestamp("ms", tz="UTC")),
+        pa.field("end_utc", pa.timestamp("ms", tz="UTC")),
+    ]
+    + PROVENANCE_FIELDS
+)
+
+# One row per problem: a pattern that matched nothing, an unreadable file, a failed export, ...
+SCORE_ERRORS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),  # match|read|decode|embed|score|timestamp|export
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+    ]
+    + PROVENANCE_FIELDS
+)
+
+# --write_embeddings parquet: the postprocessed VGGish frames, one row per 0.96 s frame.
+SCORE_EMBEDDINGS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("start_seconds", pa.float64(), nullable=False),
+        pa.field("embedding", pa.binary(128), nullable=False),  # uint8 [128], AudioSet quantisation
+    ]
+    + PROVENANCE_FIELDS
+)
+
+SCORE_TABLES = {
+    "windows": SCORE_WINDOWS,
+    "recordings": SCORE_RECORDINGS,
+    "events": SCORE_EVENTS,
+    "errors": SCORE_ERRORS,
+    "embeddings": SCORE_EMBEDDINGS,
+}

@@ -1,0 +1,316 @@
+"""Scores folders, buckets, archives or embedding TFRecords for gunshots into Parquet tables.
+
+    python -m pipelines.score --input 'recordings/**' --output scores/ [options] [Beam options]
+    gunshot batch --input 'gs://bucket/site7/*.flac' --output gs://bucket/scores/ --runner DataflowRunner ...
+
+Writes the tables windows, recordings, events and errors (and embeddings with --write_embeddings)
+as Parquet into --output, plus events.csv, a Raven selection table and run.json; see docs/scoring.md.
+"""
+
+import argparse
+import datetime
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineState
+
+import gunshot_core
+from gunshot_core import audio, windows
+from pipelines import common, schemas, scoring
+from pipelines import scoring_outputs as outputs
+from pipelines import scoring_sources as sources
+
+_LOG = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.score",
+        description=__doc__.split("\n", 1)[0],
+        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
+    )
+    io_group = parser.add_argument_group("inputs and outputs")
+    io_group.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        help="file, folder, glob (** recurses) or gs:// path of recordings (wav/flac/ogg/mp3/... , "
+        "zip/tar(.gz) archives) or embedding TFRecords; repeatable",
+    )
+    io_group.add_argument(
+        "--input_list",
+        action="append",
+        default=[],
+        help="text file (local or gs://) with one --input per line",
+    )
+    io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
+    io_group.add_argument(
+        "--skip_existing",
+        action="store_true",
+        help="keep the rows of files a previous run in --output scored, and score only the rest",
+    )
+    io_group.add_argument(
+        "--timestamp_pattern",
+        help="strptime pattern of the recording start in file names, e.g. %%Y%%m%%d_%%H%%M%%S (UTC unless %%z)",
+    )
+    model = parser.add_argument_group("models (default: the downloaded VGGish files and the bundled head)")
+    model.add_argument("--checkpoint", help="VGGish checkpoint (vggish_model.ckpt)")
+    model.add_argument("--pca", help="VGGish PCA parameters (.npz)")
+    model.add_argument("--head", help="head: original .h5 or a trained head directory")
+    scoring_group = parser.add_argument_group("scoring")
+    scoring_group.add_argument(
+        "--threshold", type=float, help="a window scoring >= threshold is a detection (default: the head's)"
+    )
+    scoring_group.add_argument(
+        "--window_seconds",
+        type=float,
+        default=windows.DEFAULT_WINDOW_SECONDS,
+        help="head window, rounded to 0.96 s frames (default %(default)s: the heads were trained on 10 frames)",
+    )
+    scoring_group.add_argument(
+        "--hop_seconds",
+        type=float,
+        default=windows.DEFAULT_HOP_SECONDS,
+        help="step between windows, rounded to 0.96 s frames (default %(default)s)",
+    )
+    scoring_group.add_argument(
+        "--resampler", choices=audio.RESAMPLERS, default=audio.DEFAULT_RESAMPLER, help="default %(default)s"
+    )
+    perf = parser.add_argument_group("performance")
+    perf.add_argument(
+        "--batch_size",
+        type=int,
+        default=scoring.DEFAULT_BATCH_SIZE,
+        help="examples per VGGish batch (%(default)s)",
+    )
+    perf.add_argument(
+        "--chunk_seconds",
+        type=float,
+        default=scoring.DEFAULT_CHUNK_SECONDS,
+        help="seconds of audio decoded at a time; bounds worker memory (%(default)s)",
+    )
+    perf.add_argument(
+        "--num_shards",
+        type=int,
+        default=1,
+        help="Parquet files of the windows/embeddings tables (%(default)s)",
+    )
+    extra = parser.add_argument_group("exports")
+    extra.add_argument(
+        "--export_clips",
+        type=int,
+        default=0,
+        metavar="K",
+        help="write WAV clips of the top-K events per recording",
+    )
+    extra.add_argument(
+        "--clip_padding_seconds", type=float, default=1.0, help="audio around each clip (%(default)s)"
+    )
+    extra.add_argument(
+        "--write_embeddings",
+        action="store_true",
+        help="also write the postprocessed VGGish frames (embeddings table)",
+    )
+    return parser
+
+
+def parse_known_args(argv):
+    parser = build_parser()
+    args, beam_args = common.split_args(parser, argv)
+    if not args.input and not args.input_list:
+        parser.error("give at least one --input or --input_list")
+    for name in ("batch_size", "num_shards"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.export_clips < 0:
+        parser.error(f"--export_clips must be >= 0, got {args.export_clips}")
+    if not args.chunk_seconds > 1:
+        parser.error(f"--chunk_seconds must be > 1, got {args.chunk_seconds}")
+    if args.timestamp_pattern:
+        try:
+            sources.compile_timestamp_pattern(args.timestamp_pattern)
+        except ValueError as e:
+            parser.error(str(e))
+    return args, beam_args
+
+
+def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
+    """Resolves the model files and settings (hashing the models once, at launch)."""
+    from gunshot_core import heads, models
+
+    paths = models.resolve_model_paths(args.checkpoint, args.pca, args.head)
+    head = heads.load_head(scoring.localize(paths.head))
+    window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
+    hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
+    threshold = head.threshold if args.threshold is None else float(args.threshold)
+    provenance = outputs.Provenance(
+        head_name=head.head_id,
+        vggish_sha256=models.file_sha256(paths.checkpoint),
+        pca_sha256=models.file_sha256(paths.pca),
+        head_sha256=head.sha256,
+        code_version=gunshot_core.__version__,
+        window_seconds=round(window * 0.96, 6),
+        hop_seconds=round(hop * 0.96, 6),
+        threshold=threshold,
+    )
+    config = scoring.ScoringConfig(
+        checkpoint=paths.checkpoint,
+        pca=paths.pca,
+        head=paths.head,
+        window_frames=window,
+        hop_frames=hop,
+        threshold=threshold,
+        batch_size=args.batch_size,
+        chunk_seconds=args.chunk_seconds,
+        resampler=args.resampler,
+        timestamp_pattern=args.timestamp_pattern,
+        write_embeddings=args.write_embeddings,
+        export_clips=args.export_clips,
+        clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
+        clip_padding_seconds=args.clip_padding_seconds,
+    )
+    return config, provenance
+
+
+def _add_columns(row, columns):
+    return outputs.with_provenance(row, columns)
+
+
+def build_pipeline(p, args, config, provenance, previous):
+    """Adds the scoring steps to pipeline `p`; returns nothing (all outputs are files)."""
+    staging = beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
+    patterns = list(args.input)
+    for listing in args.input_list:
+        patterns.extend(sources.read_input_list(listing))
+    srcs, match_errors = p | "Patterns" >> beam.Create(patterns) | "Match" >> scoring.MatchSources()
+    if previous.done_files:
+        done = previous.done_files
+        srcs = srcs | "SkipDone" >> beam.Filter(lambda s, done=done: s.path not in done)
+    tables = srcs | "Score" >> scoring.ScoreRecordings(config)
+    names = ["windows", "recordings", "events", "errors"] + (["embeddings"] if args.write_embeddings else [])
+    columns = provenance.columns()
+    extra_errors = [match_errors]
+    if config.export_clips:
+        exported = tables["clips"] | "ExportClips" >> beam.ParDo(
+            outputs.ExportClipsFn(config.clip_dir, config.clip_padding_seconds)
+        ).with_outputs(common.ERRORS_TAG, main="done")
+        extra_errors.append(exported[common.ERRORS_TAG])
+    final = {}
+    for name in names:
+        parts = [tables[name]] + (extra_errors if name == "errors" else [])
+        if previous.done_sources:
+            parts.append(
+                p | f"Previous{name.title()}" >> outputs.CarryOver(args.output, name, previous.done_sources)
+            )
+        rows = parts | f"All{name.title()}" >> beam.Flatten() if len(parts) > 1 else parts[0]
+        final[name] = rows
+        shards = args.num_shards if name in ("windows", "embeddings") else 1
+        _ = (
+            rows
+            | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
+            | f"Write{name.title()}"
+            >> common.WriteTable(staging, name, schemas.SCORE_TABLES[name], outputs.SORT_KEYS[name], shards)
+        )
+    _ = final["events"] | "Exports" >> outputs.WriteEventExports(staging)
+
+
+def _wait(result) -> None:
+    """Waits for the job, logging its counters once a minute while it runs (remote runners)."""
+    while True:
+        try:
+            state = result.wait_until_finish(duration=60_000)
+        except TypeError:  # runners whose wait takes no duration
+            state = result.wait_until_finish()
+        if state is None or PipelineState.is_terminal(state):
+            break
+        counts = common.counter_values(result, scoring.NAMESPACE)
+        _LOG.info(
+            "progress: matched %d, finished %d, failed %d, %.2f audio hours",
+            counts.get("score/files_matched", 0),
+            counts.get("score/recordings_scored", 0),
+            counts.get("score/recordings_failed", 0),
+            counts.get("score/audio_milliseconds", 0) / 3.6e6,
+        )
+    if result.state != PipelineState.DONE:
+        raise RuntimeError(f"scoring pipeline ended in state {result.state}")
+
+
+def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
+    """Run summary from the final tables (including rows carried over by --skip_existing)."""
+    recordings = common.read_table(output_dir, "recordings")
+    errors = common.read_table(output_dir, "errors")
+    events = common.read_table(output_dir, "events")
+    status = recordings.column("status").to_pylist()
+    durations = recordings.column("duration_seconds").to_pylist()
+    detected = recordings.column("detected").to_pylist()
+    audio_hours = sum(d or 0.0 for d, s in zip(durations, status, strict=True) if s == "ok") / 3600
+    new_hours = counts.get("score/audio_milliseconds", 0) / 3.6e6
+    return {
+        "recordings": len(status),
+        "recordings_ok": status.count("ok"),
+        "recordings_failed": len(status) - status.count("ok"),
+        "recordings_detected": sum(1 for d in detected if d),
+        "events": events.num_rows,
+        "errors": errors.num_rows,
+        "audio_hours": round(audio_hours, 4),
+        "audio_hours_this_run": round(new_hours, 4),
+        "wall_seconds": round(wall_seconds, 2),
+        "audio_hours_per_hour": round(new_hours / (wall_seconds / 3600), 2) if wall_seconds > 0 else None,
+    }
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    """Runs the scoring job; returns the run summary dict (also written to run.json)."""
+    args, beam_args = parse_known_args(argv)
+    config, provenance = make_config(args)
+    previous = outputs.PreviousRun(frozenset(), frozenset())
+    if args.skip_existing:
+        previous = outputs.read_previous_run(args.output, provenance)
+        _LOG.info("--skip_existing: %d files already scored in %s", len(previous.done_files), args.output)
+    options = PipelineOptions(beam_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    started = time.monotonic()
+    run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    p = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(p, args, config, provenance, previous)
+    result = p.run()
+    _wait(result)
+    counts = common.counter_values(result)
+    moved = outputs.finalize_tables(args.output, list(schemas.SCORE_TABLES))
+    wall = time.monotonic() - started
+    summary = summarize(args.output, counts, wall)
+    manifest = {
+        "run_utc": run_utc,
+        "arguments": {k: v for k, v in sorted(vars(args).items())},
+        "beam_args": beam_args,
+        "models": {"checkpoint": config.checkpoint, "pca": config.pca, "head": config.head},
+        "provenance": provenance.columns(),
+        "window_frames": config.window_frames,
+        "hop_frames": config.hop_frames,
+        "files_skipped_as_done": len(previous.done_files),
+        "counters": counts,
+        "summary": summary,
+        "files": sorted(moved),
+    }
+    common.write_json(beam.io.filesystems.FileSystems.join(args.output, outputs.RUN_MANIFEST), manifest)
+    _LOG.info(
+        "scored %d recordings (%d failed, %d with detections, %d events), %.2f audio hours in %.1f s"
+        " (%.1f audio hours/hour); %d error rows; tables in %s",
+        summary["recordings"],
+        summary["recordings_failed"],
+        summary["recordings_detected"],
+        summary["events"],
+        summary["audio_hours_this_run"],
+        wall,
+        summary["audio_hours_per_hour"] or 0.0,
+        summary["errors"],
+        args.output,
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()
