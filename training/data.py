@@ -9,7 +9,6 @@ evaluation and analysis jobs read the records directly, exactly as a deployed he
 import dataclasses
 import glob
 import logging
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -45,7 +44,6 @@ class Clip:
       end_time: end of the segment, seconds.
       class_ids: AudioSet label indices (`labels` context feature).
       frames: uint8 [n, 128], one postprocessed VGGish embedding per 0.96 s.
-      tag: the subset builder's tag if the record carries one, else None.
     """
 
     video_id: str
@@ -53,75 +51,25 @@ class Clip:
     end_time: float
     class_ids: tuple
     frames: np.ndarray
-    tag: str | None = None
-
-
-class BadRecord(ValueError):
-    """A record that cannot be used; `reason` is a short machine-readable word."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def clip_key(video_id: str, start_time: float) -> str:
-    """The join key of a clip: video id and start time rounded to milliseconds."""
-    return f"{video_id}@{float(start_time):.3f}"
-
-
-def _context_float(context, name: str) -> float:
-    feature = context.feature[name] if name in context.feature else None
-    if feature is None or not feature.float_list.value:
-        return math.nan
-    return float(feature.float_list.value[0])
+    """The join key of a clip between records and the tagged table (gunshot_core.records.clip_key)."""
+    return records.clip_key(video_id, start_time)
 
 
 def decode_clip(serialized: bytes) -> Clip:
-    """Decodes one serialized AudioSet SequenceExample.
+    """Decodes one serialized AudioSet SequenceExample (gunshot_core.records).
 
     Args:
       serialized: bytes of a `tf.train.SequenceExample`.
     Returns:
-      The clip, frames uint8 [n, 128].
+      The clip, frames uint8 [n, 128] (n >= 1).
     Raises:
-      BadRecord: reason `corrupt` (not a SequenceExample / no video id), `bad_embedding` (a frame
-        that is not 128 bytes) or `empty` (no frames).
+      records.RecordError: malformed record; `.reason` says why (e.g. `bad_embedding_width`).
     """
-    try:
-        example = tf.train.SequenceExample.FromString(serialized)
-    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
-        raise BadRecord(f"not a SequenceExample ({len(serialized)} bytes): {e}", "corrupt") from e
-    context = example.context
-    if records.VIDEO_ID not in context.feature or not context.feature[records.VIDEO_ID].bytes_list.value:
-        raise BadRecord(f"record without {records.VIDEO_ID!r}", "corrupt")
-    video_id = context.feature[records.VIDEO_ID].bytes_list.value[0].decode("utf-8", "replace")
-    start = _context_float(context, records.START_TIME)
-    end = _context_float(context, records.END_TIME)
-    class_ids = (
-        tuple(int(v) for v in context.feature[records.LABELS].int64_list.value)
-        if (records.LABELS in context.feature)
-        else ()
-    )
-    tag = None
-    if TAG_TABLE_TAG in context.feature and context.feature[TAG_TABLE_TAG].bytes_list.value:
-        tag = context.feature[TAG_TABLE_TAG].bytes_list.value[0].decode("utf-8")
-    feature_list = example.feature_lists.feature_list
-    raw = (
-        [f.bytes_list.value[0] for f in feature_list[records.EMBEDDING].feature]
-        if (records.EMBEDDING in feature_list)
-        else []
-    )
-    if not raw:
-        raise BadRecord(f"clip {clip_key(video_id, start)} has no {records.EMBEDDING!r} frames", "empty")
-    widths = {len(b) for b in raw}
-    if widths != {records.EMBEDDING_WIDTH}:
-        raise BadRecord(
-            f"clip {clip_key(video_id, start)}: frames of {sorted(widths)} bytes, expected "
-            f"{records.EMBEDDING_WIDTH}",
-            "bad_embedding",
-        )
-    frames = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), records.EMBEDDING_WIDTH)
-    return Clip(video_id, start, end, class_ids, frames, tag)
+    context, frames = records.decode_sequence_example(serialized)
+    return Clip(context.video_id, context.start_time, context.end_time, context.labels, frames)
 
 
 def pad_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
@@ -193,14 +141,13 @@ def iter_records(pattern: str):
 
 @dataclasses.dataclass
 class LabelledClips:
-    """Clips of a split with their labels, as arrays for evaluation and analysis.
+    """Clips of a split with their labels, for evaluation and analysis (held in memory).
 
     Attributes:
       video_ids, start_times, tags: one entry per clip.
       class_ids: list of tuples of AudioSet label indices.
       labels: int64 [n], 1 for the positive tag.
-      frames: float32 [n, num_frames, 128], raw uint8 values padded/truncated as the heads see them.
-      num_frames: int64 [n], frames before padding.
+      frames: list of uint8 [n_i, 128], the clips' frames as stored.
       errors: list of (source, reason, message) for records that could not be used.
     """
 
@@ -209,34 +156,46 @@ class LabelledClips:
     tags: list
     class_ids: list
     labels: np.ndarray
-    frames: np.ndarray
-    num_frames: np.ndarray
+    frames: list
     errors: list
 
+    def __len__(self) -> int:
+        return len(self.video_ids)
 
-def load_clips(
-    pattern: str, tags: dict[str, str] | None, num_frames: int, positive_tag: str = POSITIVE_TAG
-) -> LabelledClips:
+    def padded(self, num_frames: int) -> np.ndarray:
+        """float32 [n, num_frames, 128]: every clip zero-padded/truncated as a head is fed."""
+        if not self.frames:
+            return np.zeros((0, num_frames, params.EMBEDDING_SIZE), np.float32)
+        return np.stack([pad_frames(f, num_frames) for f in self.frames])
+
+    def frame_means(self) -> np.ndarray:
+        """float32 [n, 128]: each clip's mean embedding over its real frames."""
+        if not self.frames:
+            return np.zeros((0, params.EMBEDDING_SIZE), np.float32)
+        return np.stack([f.astype(np.float32).mean(axis=0) for f in self.frames])
+
+
+def load_clips(pattern: str, tags: dict[str, str], positive_tag: str = POSITIVE_TAG) -> LabelledClips:
     """Reads and labels every clip of a split (in memory; evaluation-sized data).
 
-    A clip's tag comes from `tags` (the tagged table) or, failing that, from a `tag` context feature
-    in the record. Unusable records and untagged clips are returned in `errors`, never dropped silently.
+    A clip's tag comes from `tags` (the tagged table). Unusable records and untagged clips are
+    returned in `errors`, never dropped silently.
 
     Args:
       pattern: glob of subset TFRecord files.
-      tags: {clip_key: tag} from `load_tag_table`, or None.
-      num_frames: frames per clip fed to the head.
+      tags: {clip_key: tag} from `load_tag_table`.
       positive_tag: the tag whose clips are labelled 1.
     """
-    out = LabelledClips([], [], [], [], [], [], [], [])
+    out = LabelledClips([], [], [], [], [], [], [])
+    labels = []
     for path, index, raw in iter_records(pattern):
         source = f"{path}:{index}"
         try:
             clip = decode_clip(raw)
-        except BadRecord as e:
+        except records.RecordError as e:
             out.errors.append((source, e.reason, str(e)))
             continue
-        tag = (tags or {}).get(clip_key(clip.video_id, clip.start_time), clip.tag)
+        tag = tags.get(clip_key(clip.video_id, clip.start_time))
         if tag is None:
             out.errors.append(
                 (source, "untagged", f"clip {clip_key(clip.video_id, clip.start_time)} has no tag")
@@ -246,19 +205,14 @@ def load_clips(
         out.start_times.append(clip.start_time)
         out.tags.append(tag)
         out.class_ids.append(clip.class_ids)
-        out.labels.append(int(tag == positive_tag))
-        out.frames.append(pad_frames(clip.frames, num_frames))
-        out.num_frames.append(clip.frames.shape[0])
+        labels.append(int(tag == positive_tag))
+        out.frames.append(clip.frames)
     if out.errors:
         logging.warning(
             "%d of %d records unusable, first: %s",
             len(out.errors),
-            len(out.errors) + len(out.labels),
+            len(out.errors) + len(labels),
             out.errors[0],
         )
-    out.labels = np.asarray(out.labels, np.int64)
-    out.frames = (
-        np.stack(out.frames) if out.frames else np.zeros((0, num_frames, params.EMBEDDING_SIZE), np.float32)
-    )
-    out.num_frames = np.asarray(out.num_frames, np.int64)
+    out.labels = np.asarray(labels, np.int64)
     return out

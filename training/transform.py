@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from gunshot_core import params
+from gunshot_core import params, records
 from training import data
 
 RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
@@ -113,13 +113,13 @@ class DecodeClipFn(beam.DoFn):
     def process(self, serialized: bytes):
         try:
             clip = data.decode_clip(serialized)
-        except data.BadRecord as e:
+        except records.RecordError as e:
             yield self._error(f"sha1:{_digest(serialized)}", e.reason, str(e))
             return
         key = data.clip_key(clip.video_id, clip.start_time)
-        tag = self._tags.get(key, clip.tag)
+        tag = self._tags.get(key)
         if tag is None:
-            yield self._error(key, "untagged", f"clip {key} is not in the tag table and has no tag feature")
+            yield self._error(key, "untagged", f"clip {key} is not in the tag table")
             return
         self._clips.inc()
         yield {
@@ -147,8 +147,8 @@ def parse_known_args(argv):
     parser.add_argument("--eval", help="glob of the evaluation subset TFRecords (optional)")
     parser.add_argument(
         "--tags",
-        help="glob of the subset builder's tagged Parquet table(s) (video_id, start_time_seconds, tag); "
-        "without it each record must carry a `tag` context feature",
+        required=True,
+        help="glob of the subset builder's tagged Parquet table(s) (video_id, start_time_seconds, tag)",
     )
     parser.add_argument("--output", required=True, help="output directory TDIR (local or gs://)")
     parser.add_argument(

@@ -1,0 +1,460 @@
+"""Evaluates a gunshot head on a subset split: metrics with confidence intervals, error analysis, report.
+
+    python -m training.evaluate --model MDIR --data 'DIR/eval*' --tags 'DIR/tagged*.parquet' --output EDIR
+
+The head is loaded with `gunshot_core.heads.load_head` (a trained artifact MDIR or an original .h5
+head) and fed the stored uint8 frames exactly as `gunshot score` feeds it. EDIR receives:
+
+    metrics.json      metrics at the chosen threshold (with bootstrap 95% intervals) and at the card's
+    scores.parquet    one row per clip: video_id, start_time_seconds, tag, label, score, predicted
+    per_label.csv     per AudioSet label: clips, errors, error rate, mean score (which negatives fool it)
+    errors.csv        records that could not be evaluated (source, reason, message)
+    roc.png, pr.png, score_histogram.png, training_curves.png (if MDIR/history.csv exists)
+    report.md         all of the above, with a table comparable to the original project's
+"""
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from gunshot_core.errors import GunshotError
+from training import data
+
+# The original project's reported results on 224 balanced evaluation clips (README of spotting_gunshots).
+ORIGINAL_RESULTS = (
+    {"model": "original 1-layer LSTM (reported)", "accuracy": 0.9107, "clips": 224, "threshold": 0.536},
+    {"model": "original logistic regression (reported)", "accuracy": 0.7946, "clips": 224, "threshold": None},
+)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="Evaluate a gunshot head on subset TFRecords: metrics, bootstrap intervals, per-label "
+        "errors, plots and a Markdown report.",
+    )
+    parser.add_argument("--model", required=True, help="head artifact directory MDIR or an original .h5 head")
+    parser.add_argument("--data", required=True, help="glob of the subset TFRecords to evaluate on")
+    parser.add_argument("--tags", required=True, help="glob of the subset builder's tagged Parquet table(s)")
+    parser.add_argument("--output", required=True, help="report directory EDIR")
+    parser.add_argument("--positive_tag", default=data.POSITIVE_TAG, help="tag labelled 1 (%(default)s)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--target_recall",
+        type=float,
+        help="choose the highest threshold whose recall reaches this value (default: maximise Youden's J "
+        "on this data, like the original's ROC pick)",
+    )
+    choice.add_argument("--threshold", type=float, help="use this threshold instead of choosing one")
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (%(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (%(default)s)")
+    parser.add_argument("--name", help="model name in the report (default: the head id)")
+    args = parser.parse_args(argv)
+    if args.target_recall is not None and not 0.0 < args.target_recall <= 1.0:
+        parser.error(f"--target_recall must be in (0, 1], got {args.target_recall}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.bootstrap < 0:
+        parser.error(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    return args
+
+
+def score_clips(head, frames: list) -> np.ndarray:
+    """Scores clips with a head, each fed exactly as `head.predict(clip)` would be.
+
+    Clips are batched by length, so a variable-length head sees each clip's own frames.
+
+    Args:
+      head: gunshot_core.heads.Head.
+      frames: list of uint8 [n_i, 128].
+    Returns:
+      float32 [len(frames)] scores.
+    """
+    scores = np.zeros(len(frames), np.float32)
+    by_length = {}
+    for i, f in enumerate(frames):
+        by_length.setdefault(f.shape[0], []).append(i)
+    for _, idx in sorted(by_length.items()):
+        for start in range(0, len(idx), 1024):
+            chunk = idx[start : start + 1024]
+            scores[chunk] = np.asarray(
+                head.predict(np.stack([frames[i] for i in chunk])), np.float32
+            ).reshape(-1)
+    return scores
+
+
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, target_recall: float | None
+) -> tuple[float, str]:
+    """The decision threshold and the rule that chose it.
+
+    With `target_recall`: the highest ROC threshold whose recall (TPR) reaches it. Otherwise the
+    threshold maximising Youden's J = TPR - FPR.
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    thresholds = np.clip(thresholds, 0.0, 1.0)  # the first ROC threshold is +inf
+    if target_recall is not None:
+        reached = np.flatnonzero(tpr >= target_recall - 1e-12)
+        return float(thresholds[reached[0]]), f"recall >= {target_recall}"
+    return float(thresholds[int(np.argmax(tpr - fpr))]), "youden_j"
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Accuracy, precision, recall, F1, specificity, ROC-AUC, PR-AUC and the confusion matrix.
+
+    Args:
+      labels: int [n] of 0/1. scores: float [n]. threshold: score >= threshold predicts 1.
+    Returns:
+      dict; `confusion_matrix` is [[tn, fp], [fn, tp]]; AUCs are None if one class is absent.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    predicted = (scores >= threshold).astype(np.int64)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, average="binary", pos_label=1, zero_division=0
+    )
+    cm = confusion_matrix(labels, predicted, labels=[0, 1])
+    both = len(np.unique(labels)) == 2
+    tn, fp = int(cm[0, 0]), int(cm[0, 1])
+    return {
+        "clips": int(len(labels)),
+        "positives": int(labels.sum()),
+        "threshold": float(threshold),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
+        "pr_auc": float(average_precision_score(labels, scores)) if both else None,
+        "confusion_matrix": cm.astype(int).tolist(),
+    }
+
+
+CI_METRICS = ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "pr_auc")
+
+
+def bootstrap_intervals(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, resamples: int, seed: int, level: float = 0.95
+) -> dict:
+    """Percentile bootstrap intervals of the metrics at a fixed threshold.
+
+    Clips are resampled with replacement `resamples` times (numpy default_rng(seed)); a resample
+    without both classes is skipped for the AUCs.
+
+    Returns:
+      {metric: [low, high]} (None where no resample defined the metric).
+    """
+    if resamples == 0 or len(labels) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    values = {m: [] for m in CI_METRICS}
+    for _ in range(resamples):
+        idx = rng.integers(0, len(labels), len(labels))
+        m = binary_metrics(labels[idx], scores[idx], threshold)
+        for name in CI_METRICS:
+            if m[name] is not None:
+                values[name].append(m[name])
+    alpha = (1.0 - level) / 2.0
+    return {
+        name: ([float(np.quantile(v, alpha)), float(np.quantile(v, 1.0 - alpha))] if v else None)
+        for name, v in values.items()
+    }
+
+
+def per_label_breakdown(clips: data.LabelledClips, scores: np.ndarray, predicted: np.ndarray) -> list[dict]:
+    """Errors per AudioSet label: for each (class of the clip, label) pair, clips and errors.
+
+    For negatives an error is a false positive (the hard negatives that fool the head); for
+    positives a false negative. Sorted by errors, then error rate, descending.
+    """
+    from gunshot_core.labels import ClassCatalog
+
+    catalog = ClassCatalog.from_files()
+    rows = {}
+    for i, class_ids in enumerate(clips.class_ids):
+        for c in class_ids:
+            key = (int(clips.labels[i]), int(c))
+            row = rows.setdefault(key, {"clips": 0, "errors": 0, "score_sum": 0.0})
+            row["clips"] += 1
+            row["errors"] += int(predicted[i] != clips.labels[i])
+            row["score_sum"] += float(scores[i])
+    out = []
+    for (label, c), row in rows.items():
+        try:
+            name = catalog.name(c)
+        except (KeyError, IndexError, ValueError):
+            name = f"class {c}"
+        out.append(
+            {
+                "clip_class": "positive" if label else "negative",
+                "class_index": c,
+                "class_name": name,
+                "clips": row["clips"],
+                "errors": row["errors"],
+                "error_kind": "false_negative" if label else "false_positive",
+                "error_rate": row["errors"] / row["clips"],
+                "mean_score": row["score_sum"] / row["clips"],
+            }
+        )
+    out.sort(key=lambda r: (-r["errors"], -r["error_rate"], r["clip_class"], r["class_index"]))
+    return out
+
+
+def _plots(out_dir: str, labels, scores, threshold: float, history_csv: str | None, title: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=100)
+        plt.close(fig)
+        written.append(name)
+
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, thr = roc_curve(labels, scores)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(fpr, tpr, label="ROC")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        k = int(np.argmin(np.abs(np.clip(thr, 0, 1) - threshold)))
+        ax.plot(fpr[k], tpr[k], "ro", label=f"threshold {threshold:.3f}")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title=f"ROC - {title}")
+        ax.legend(loc="lower right")
+        save(fig, "roc.png")
+        precision, recall, _ = precision_recall_curve(labels, scores)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(recall, precision)
+        ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall - {title}", ylim=(0, 1.02))
+        save(fig, "pr.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 41)
+    for label, name in ((0, "no_gunshot"), (1, "gunshot")):
+        ax.hist(
+            scores[labels == label], bins=bins, alpha=0.6, label=f"{name} ({int((labels == label).sum())})"
+        )
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="score", ylabel="clips", title=f"Scores per class - {title}")
+    ax.legend()
+    save(fig, "score_histogram.png")
+    if history_csv and os.path.exists(history_csv):
+        with open(history_csv) as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            metrics = [m for m in ("loss", "accuracy") if m in rows[0]]
+            fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+            epochs = [int(r["epoch"]) + 1 for r in rows]
+            for ax, m in zip(axes[0], metrics, strict=True):
+                ax.plot(epochs, [float(r[m]) for r in rows], label="train")
+                if f"val_{m}" in rows[0]:
+                    ax.plot(epochs, [float(r[f"val_{m}"]) for r in rows], label="validation")
+                ax.set(xlabel="epoch", ylabel=m, title=f"Training {m}")
+                ax.legend()
+            save(fig, "training_curves.png")
+    return written
+
+
+def _fmt(v, pct=True):
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f} %" if pct else f"{v:.4f}"
+
+
+def _ci(ci, name, pct=True):
+    v = (ci or {}).get(name)
+    if not v:
+        return "-"
+    return f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]" if pct else f"[{v[0]:.4f}, {v[1]:.4f}]"
+
+
+def write_report(out_dir: str, result: dict, per_label: list[dict], plots: list[str]) -> str:
+    """Writes report.md (Markdown, PNGs embedded by relative path); returns its path."""
+    chosen, ci, card = result["chosen"], result["confidence_intervals"], result.get("at_card_threshold")
+    lines = [
+        f"# Evaluation of `{result['model_name']}`",
+        "",
+        f"Data: `{result['data']}` - {chosen['clips']} clips ({chosen['positives']} {result['positive_tag']}), "
+        f"{result['unusable_records']} unusable records (errors.csv).",
+        f"Threshold {chosen['threshold']:.4f} chosen by {result['threshold_rule']}"
+        + (f"; the card's threshold is {card['threshold']:.4f}." if card else "."),
+        "",
+        "## Comparison with the original project",
+        "",
+        "| model | clips | threshold | accuracy | recall | precision | F1 | ROC-AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ORIGINAL_RESULTS:
+        thr = f"{r['threshold']:.3f}" if r["threshold"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['clips']} | {thr} | {_fmt(r['accuracy'])} | - | - | - | - |")
+    rows = [("chosen threshold", chosen)] + ([("card threshold", card)] if card else [])
+    for what, m in rows:
+        lines.append(
+            f"| {result['model_name']} ({what}) | {m['clips']} | {m['threshold']:.3f} | {_fmt(m['accuracy'])} | "
+            f"{_fmt(m['recall'])} | {_fmt(m['precision'])} | {_fmt(m['f1'])} | {_fmt(m['roc_auc'], False)} |"
+        )
+    lines += [
+        "",
+        "The original figures are as reported (mean validation accuracy over epochs, threshold picked on "
+        "the evaluation ROC); here the threshold rule is stated above and intervals are bootstrap 95 %.",
+        "",
+        f"## Metrics at threshold {chosen['threshold']:.4f} (95 % bootstrap intervals, "
+        f"{result['bootstrap_resamples']} resamples)",
+        "",
+        "| metric | value | 95 % interval |",
+        "|---|---|---|",
+    ]
+    for name in CI_METRICS:
+        lines.append(
+            f"| {name} | {_fmt(chosen[name], name not in ('roc_auc', 'pr_auc'))} | {_ci(ci, name)} |"
+        )
+    (tn, fp), (fn, tp) = chosen["confusion_matrix"]
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted):",
+        "",
+        "| | predicted no_gunshot | predicted gunshot |",
+        "|---|---|---|",
+        f"| no_gunshot | {tn} | {fp} |",
+        f"| gunshot | {fn} | {tp} |",
+        "",
+        "## Errors by AudioSet label",
+        "",
+        "Which labels of the misclassified clips (false positives: hard negatives that fool the head). "
+        "Top 20; all rows in per_label.csv.",
+        "",
+        "| clip class | AudioSet label | clips | errors | error rate | mean score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in [r for r in per_label if r["errors"] > 0][:20]:
+        lines.append(
+            f"| {r['clip_class']} | {r['class_name']} | {r['clips']} | {r['errors']} ({r['error_kind']}) | "
+            f"{100 * r['error_rate']:.1f} % | {r['mean_score']:.3f} |"
+        )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name[:-4]}]({name})" for name in plots]
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def evaluate(args) -> dict:
+    """Runs the evaluation; writes EDIR; returns the metrics.json dict."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gunshot_core import heads
+
+    head = heads.load_head(args.model)
+    tags = data.load_tag_table(args.tags)
+    clips = data.load_clips(args.data, tags, positive_tag=args.positive_tag)
+    if len(clips) == 0:
+        raise ValueError(f"no usable clip in {args.data!r} ({len(clips.errors)} unusable records)")
+    logging.info("scoring %d clips with %r", len(clips), head)
+    scores = score_clips(head, clips.frames)
+    labels = clips.labels
+    if args.threshold is not None:
+        threshold, rule = float(args.threshold), "--threshold"
+    elif len(np.unique(labels)) == 2:
+        threshold, rule = choose_threshold(labels, scores, args.target_recall)
+    else:
+        threshold, rule = head.threshold, "card (only one class in the data)"
+    chosen = binary_metrics(labels, scores, threshold)
+    intervals = bootstrap_intervals(labels, scores, threshold, args.bootstrap, args.seed)
+    predicted = (scores >= threshold).astype(np.int64)
+    os.makedirs(args.output, exist_ok=True)
+    result = {
+        "model": os.path.abspath(args.model),
+        "model_name": args.name or head.head_id,
+        "head_sha256": head.sha256,
+        "data": args.data,
+        "tags": args.tags,
+        "positive_tag": args.positive_tag,
+        "unusable_records": len(clips.errors),
+        "threshold_rule": rule,
+        "chosen": chosen,
+        "confidence_intervals": intervals,
+        "bootstrap_resamples": args.bootstrap,
+        "bootstrap_seed": args.seed,
+        "at_card_threshold": binary_metrics(labels, scores, head.threshold),
+        "original_reported": list(ORIGINAL_RESULTS),
+    }
+    with open(os.path.join(args.output, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    table = pa.table(
+        {
+            "video_id": pa.array(clips.video_ids, pa.string()),
+            "start_time_seconds": pa.array(clips.start_times, pa.float64()),
+            "tag": pa.array(clips.tags, pa.string()),
+            "class_ids": pa.array([list(c) for c in clips.class_ids], pa.list_(pa.int32())),
+            "frames": pa.array([f.shape[0] for f in clips.frames], pa.int32()),
+            "label": pa.array(labels, pa.int8()),
+            "score": pa.array(scores, pa.float32()),
+            "predicted": pa.array(predicted, pa.int8()),
+        }
+    )
+    pq.write_table(table, os.path.join(args.output, "scores.parquet"))
+    per_label = per_label_breakdown(clips, scores, predicted)
+    with open(os.path.join(args.output, "per_label.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(per_label[0]) if per_label else ["class_index"])
+        writer.writeheader()
+        writer.writerows(per_label)
+    with open(os.path.join(args.output, "errors.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["source", "reason", "message"])
+        writer.writerows(clips.errors)
+    history = os.path.join(args.model, "history.csv") if os.path.isdir(args.model) else None
+    plots = _plots(args.output, labels, scores, threshold, history, result["model_name"])
+    report = write_report(args.output, result, per_label, plots)
+    logging.info(
+        "accuracy %.4f recall %.4f at threshold %.4f (%s); report %s",
+        chosen["accuracy"],
+        chosen["recall"],
+        threshold,
+        rule,
+        report,
+    )
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        result = evaluate(args)
+    except (FileNotFoundError, ValueError, GunshotError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)
+        return 1
+    chosen = result["chosen"]
+    print(
+        json.dumps(
+            {
+                k: chosen[k]
+                for k in ("clips", "threshold", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(main())
