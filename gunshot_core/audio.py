@@ -23,8 +23,10 @@ from gunshot_core.errors import AudioDecodeError
 PathOrFile = str | os.PathLike | BinaryIO
 
 #: Resamplers: 'soxr' (libsoxr very-high-quality) or 'resampy' (kaiser_best, the official
-#: reference's). The default was chosen by measurement (benchmarks/bench_core.py): scores through
-#: 'soxr' stay within 1e-3 of the reference on every golden clip and head, at ~1/50 of the CPU cost.
+#: reference's). The default was chosen by measurement: through 'soxr', every golden clip's score
+#: stays within 0.005 of the reference for all five original heads (largest: 4.5e-3, the two-layer
+#: LSTM; tests/test_core_parity.py holds it under 0.01), while resampling costs ~15x less CPU
+#: (benchmarks/bench_core.py), less than the VGGish CNN instead of more.
 RESAMPLERS = ("soxr", "resampy")
 DEFAULT_RESAMPLER = "soxr"
 

@@ -100,3 +100,30 @@ def test_embed_batches_do_not_change_results(model):
     assert model.embed(np.zeros((0, 96, 64), np.float32)).shape == (0, 128)
     with pytest.raises(ValueError, match=r"\[n, 96, 64\]"):
         model.embed(np.zeros((3, 64, 96), np.float32))
+
+
+@pytest.fixture(scope="module")
+def seed_heads():
+    from gunshot_core.heads import load_head
+    from tests.conftest import SEED_HEADS, SEED_MODELS
+
+    return {name: load_head(str(SEED_MODELS / name)) for name in SEED_HEADS}
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_default_path_scores_stay_within_0_01_of_reference(clip, golden, model, postprocessor, seed_heads):
+    """The default resampler (not the reference's) keeps every head's score within 0.01."""
+    from tests.conftest import head_key
+
+    g = golden[clip]
+    frames = postprocessor.postprocess(
+        model.embed(features.waveform_to_examples(audio.load_audio(str(GOLDEN_CLIPS[clip]))))
+    )
+    assert frames.shape == g["postprocessed"].shape
+    for name, head in seed_heads.items():
+        key = head_key(name)
+        score = float(np.asarray(head.predict(frames)).reshape(-1)[0])
+        assert abs(score - float(g[f"score_{key}"])) < 0.01, (name, score)
+        if "SingleLayerNN" in name:  # saturated: its score is 0 everywhere, so check the logit
+            logit = float(np.asarray(head.logits(frames)).reshape(-1)[0])
+            assert logit == pytest.approx(float(g[f"logit_{key}"]), rel=0.01)
