@@ -6,6 +6,45 @@ Readers (training, tests, users) import the schemas from here; README.md documen
 import pyarrow as pa  # noqa: F401
 
 # ---- Subset builder tables (pipelines.build_subset) ------------------------------------------
+# Tables in the output directory of `python -m pipelines.build_subset` (docs/build_subset.md).
+# Clips are keyed by (video_id, start_time_seconds); `clip_key` is gunshot_core.records.clip_key.
+
+# One row per record that carries a tag's class (selected or not); `other` clips have no row.
+SUBSET_TAGGED = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),  # --split name ("subset" for --input)
+        pa.field("clip_key", pa.string(), nullable=False),  # "{video_id}:{start in ms}"
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("start_time_seconds", pa.float32(), nullable=False),
+        pa.field("end_time_seconds", pa.float32(), nullable=False),
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),  # class indices used for tagging
+        pa.field("label_names", pa.list_(pa.string()), nullable=False),  # display names of `labels`
+        pa.field("tag", pa.string(), nullable=False),  # e.g. gunshot | no_gunshot
+        pa.field("co_labels", pa.list_(pa.int32()), nullable=False),  # labels of other tags (priority)
+        pa.field("leaked", pa.bool_(), nullable=False),  # video id also tagged in another split
+        pa.field("selected", pa.bool_(), nullable=False),  # written to the split's subset TFRecords
+        pa.field("weight", pa.float32(), nullable=False),  # class weight (--balance weights), else 1
+        pa.field("rank", pa.int64(), nullable=False),  # seeded hash of the clip; lowest ranks selected
+        pa.field("source", pa.string(), nullable=False),  # input shard path
+        pa.field("record_index", pa.int64(), nullable=False),  # 0-based record number in the shard
+    ]
+)
+
+# One row per rejected record slot or unreadable shard.
+SUBSET_ERRORS = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # input shard (or segments CSV) path
+        pa.field("record_index", pa.int64()),  # null when the whole file failed
+        pa.field("offset", pa.int64()),  # byte offset of the record in the (decompressed) file
+        pa.field("video_id", pa.string()),  # when the context could be read
+        pa.field("reason", pa.string(), nullable=False),  # bad_data_crc | truncated | missing_labels | ...
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
+SUBSET_TABLES = {"tagged": SUBSET_TAGGED, "errors": SUBSET_ERRORS}
+
 
 # ---- Scoring tables (pipelines.score) ----------------------------------------------------------
 # Tables in the output directory of `python -m pipelines.score` (docs/scoring.md describes them).
