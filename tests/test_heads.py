@@ -295,3 +295,42 @@ def test_load_head_accepts_copied_artifact_dir(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     a, b = heads.load_head(tmp_path / "a"), heads.load_head(tmp_path / "b" / "model.keras")
     assert a.sha256 == b.sha256 and b.source_path == str(tmp_path / "b")
+
+
+def test_artifact_with_tf_transform_hook(tmp_path):
+    """card['transform'] points at a tf.Transform output that is applied before the model."""
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, size=(8, 10, 128)).astype(np.float32)
+    spec = {"embedding": tf.io.FixedLenFeature([10, 128], tf.float32)}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+
+    def preprocessing_fn(inputs):
+        return {"embedding_xf": tft.scale_to_z_score(inputs["embedding"])}
+
+    with tft_beam.Context(temp_dir=str(tmp_path / "tft-tmp"), force_tf_compat_v1=False):
+        transform_fn = ([{"embedding": c} for c in clips], metadata) | tft_beam.AnalyzeDataset(
+            preprocessing_fn
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "tft"))
+
+    inputs = keras.Input(shape=(10, 128))
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    weights = rng.standard_normal((1280, 1)).astype(np.float32) * 0.01
+    dense.set_weights([weights, np.array([0.25], np.float32)])
+    model.save(tmp_path / "model.keras")
+    transform = {"kind": "tf_transform", "dir": "tft", "input_key": "embedding", "output_key": "embedding_xf"}
+    heads.write_card(tmp_path, {"head_id": "zscored", "frames": 10, "transform": transform})
+    head = heads.load_head(tmp_path)
+    x = rng.integers(0, 256, size=(3, 10, 128), dtype=np.uint8)
+    z = (x.astype(np.float64) - clips.mean()) / clips.std()
+    expected = z.reshape(3, -1) @ weights.astype(np.float64)[:, 0] + 0.25
+    np.testing.assert_allclose(head.logits(x), expected, rtol=1e-4, atol=1e-4)
+    clone = pickle.loads(pickle.dumps(head))
+    np.testing.assert_allclose(clone.logits(x), head.logits(x), rtol=1e-6, atol=1e-6)
