@@ -551,8 +551,14 @@ def _row_stats(row, tag_classes, names):
 
 
 def _subset_sort_key(element):
-    row, _ = element
-    return (row["video_id"], row["start_time_seconds"], row["source"], row["record_index"])
+    # Ties (the same clip twice) are broken by the record bytes, never by where the record came from,
+    # so the subset files do not depend on how the input was sharded.
+    row, data = element
+    return (row["video_id"], row["start_time_seconds"], data)
+
+
+def _subset_shard_key(element):
+    return element[0]["clip_key"]
 
 
 def _write_payloads(handle, elements):
@@ -721,6 +727,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
                 ".tfrecord",
                 _write_payloads,
                 sort_key=_subset_sort_key,
+                shard_key=_subset_shard_key,
             )
         )
     rows | "WriteTagged" >> common.WriteTable(

@@ -215,12 +215,12 @@ def _default_sort_key(row: Any):
 
 
 class _AssignShard(beam.DoFn):
-    def __init__(self, num_shards: int, sort_key: Callable):
+    def __init__(self, num_shards: int, shard_key: Callable):
         self._num_shards = num_shards
-        self._sort_key = sort_key
+        self._shard_key = shard_key
 
     def process(self, element):
-        yield stable_hash(self._sort_key(element)) % self._num_shards, element
+        yield stable_hash(self._shard_key(element)) % self._num_shards, element
 
 
 class _WriteShard(beam.DoFn):
@@ -250,7 +250,7 @@ class WriteSharded(beam.PTransform):
     Input: PCollection of elements (rows, bytes, ...). Output: PCollection of str, the written paths
     (exactly `num_shards`, each shard is written even if it receives no element).
 
-    Each element goes to shard `stable_hash(sort_key(element)) % num_shards`; within a shard elements
+    Each element goes to shard `stable_hash(shard_key(element)) % num_shards`; within a shard elements
     are sorted by `sort_key`. The same elements therefore give the same files on any runner, worker
     count or input order.
 
@@ -260,9 +260,19 @@ class WriteSharded(beam.PTransform):
       suffix: file name suffix, e.g. `.tfrecord`.
       write_fn: `write_fn(binary_file, sorted_elements)` writes one shard (module-level function).
       sort_key: module-level function giving a total, run-independent order of elements.
+      shard_key: module-level function whose stable hash picks an element's shard (default: sort_key);
+        give a cheaper or narrower key than sort_key when that one holds large or incidental values.
     """
 
-    def __init__(self, path_prefix: str, num_shards: int, suffix: str, write_fn: Callable, sort_key=None):
+    def __init__(
+        self,
+        path_prefix: str,
+        num_shards: int,
+        suffix: str,
+        write_fn: Callable,
+        sort_key=None,
+        shard_key=None,
+    ):
         super().__init__()
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
@@ -271,9 +281,10 @@ class WriteSharded(beam.PTransform):
         self._suffix = suffix
         self._write_fn = write_fn
         self._sort_key = sort_key or _default_sort_key
+        self._shard_key = shard_key or self._sort_key
 
     def expand(self, pcoll):
-        keyed = pcoll | "AssignShard" >> beam.ParDo(_AssignShard(self._num_shards, self._sort_key))
+        keyed = pcoll | "AssignShard" >> beam.ParDo(_AssignShard(self._num_shards, self._shard_key))
         shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self._num_shards)])
         return (
             {"rows": keyed, "shard": shards}
