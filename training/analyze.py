@@ -25,7 +25,10 @@ def parse_args(argv):
         description="PCA and t-SNE scatter plots of clip embeddings, coloured by tag and by AudioSet label.",
     )
     parser.add_argument("--data", required=True, help="glob of subset TFRecords")
-    parser.add_argument("--tags", required=True, help="glob of the subset builder's tagged Parquet table(s)")
+    parser.add_argument(
+        "--tags",
+        help="glob of the subset builder's tagged Parquet table(s) (default: the subset's tagged-*.parquet)",
+    )
     parser.add_argument("--output", required=True, help="output directory ADIR")
     parser.add_argument("--positive_tag", default=data.POSITIVE_TAG, help="(%(default)s)")
     parser.add_argument("--sample", type=int, default=2000, help="max clips for t-SNE (%(default)s)")
@@ -80,6 +83,7 @@ def analyze(args) -> dict:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
+    args.tags = args.tags or data.find_tag_table(args.data)
     clips = data.load_clips(args.data, data.load_tag_table(args.tags), positive_tag=args.positive_tag)
     if len(clips) < 3:
         raise ValueError(f"need at least 3 usable clips in {args.data!r}, got {len(clips)}")

@@ -9,6 +9,7 @@ evaluation and analysis jobs read the records directly, exactly as a deployed he
 import dataclasses
 import glob
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +33,7 @@ CLASS_IDS = "class_ids"  # int64 list, the AudioSet label indices of the clip
 TAG_TABLE_VIDEO_ID = "video_id"
 TAG_TABLE_START = "start_time_seconds"
 TAG_TABLE_TAG = "tag"
+TAG_TABLE_GLOB = "tagged-*.parquet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,25 +90,56 @@ def pad_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 def match_files(pattern: str) -> list[str]:
-    """Sorted files matching a glob pattern (local or gs://); a comma separates several patterns."""
+    """Sorted files matching a glob (local or gs://); a comma separates several globs.
+
+    A matched directory stands for the files in it, so the subset builder's split folders work as
+    `DIR/train*` (its layout is `DIR/<split>/subset-SSSSS-of-NNNNN.tfrecord`).
+    """
     files = []
     for part in pattern.split(","):
         part = part.strip()
         if not part:
             continue
-        found = tf.io.gfile.glob(part) if "://" in part else glob.glob(part)
-        files.extend(found)
+        for found in tf.io.gfile.glob(part) if "://" in part else glob.glob(part):
+            if tf.io.gfile.isdir(found):
+                files.extend(
+                    os.path.join(found, name)
+                    for name in tf.io.gfile.listdir(found)
+                    if not name.endswith("/") and not name.startswith(".")
+                )
+            else:
+                files.append(found)
     return sorted(set(files))
 
 
+def find_tag_table(pattern: str) -> str:
+    """The subset builder's tagged table next to a split: `tagged-*.parquet` in the folder of the
+    matched files or one of its two parents.
+
+    Raises:
+      FileNotFoundError: no such table.
+    """
+    files = match_files(pattern)
+    if not files:
+        raise FileNotFoundError(f"no file matches {pattern!r}")
+    folder = os.path.dirname(files[0])
+    for _ in range(3):
+        candidate = os.path.join(folder, TAG_TABLE_GLOB)
+        if match_files(candidate):
+            return candidate
+        folder = os.path.dirname(folder)
+    raise FileNotFoundError(f"no {TAG_TABLE_GLOB} near {files[0]!r}; pass --tags")
+
+
 def load_tag_table(pattern: str) -> dict[str, str]:
-    """Reads the subset builder's tagged Parquet table(s) into {clip_key: tag}.
+    """Reads the subset builder's tagged Parquet table(s) (pipelines.schemas.SUBSET_TAGGED) into
+    {clip_key: tag}.
 
     Args:
-      pattern: glob of Parquet files (or a directory of them) with columns `video_id`,
-        `start_time_seconds` and `tag`.
+      pattern: glob of Parquet files with columns `video_id`, `start_time_seconds` and `tag`.
     Raises:
-      FileNotFoundError: nothing matches; ValueError: a needed column is missing.
+      FileNotFoundError: nothing matches; ValueError: a needed column is missing, or one clip
+        carries two different tags.
     """
     import pyarrow.dataset as ds
 
@@ -120,7 +153,12 @@ def load_tag_table(pattern: str) -> dict[str, str]:
     ids = table.column(TAG_TABLE_VIDEO_ID).to_pylist()
     starts = table.column(TAG_TABLE_START).to_pylist()
     tags = table.column(TAG_TABLE_TAG).to_pylist()
-    return {clip_key(v, s): t for v, s, t in zip(ids, starts, tags, strict=True)}
+    out = {}
+    for v, s, t in zip(ids, starts, tags, strict=True):
+        key = clip_key(v, s)
+        if out.setdefault(key, t) != t:
+            raise ValueError(f"clip {key} has two tags in {pattern!r}: {out[key]!r} and {t!r}")
+    return out
 
 
 def iter_records(pattern: str):

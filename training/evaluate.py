@@ -40,7 +40,10 @@ def parse_args(argv):
     )
     parser.add_argument("--model", required=True, help="head artifact directory MDIR or an original .h5 head")
     parser.add_argument("--data", required=True, help="glob of the subset TFRecords to evaluate on")
-    parser.add_argument("--tags", required=True, help="glob of the subset builder's tagged Parquet table(s)")
+    parser.add_argument(
+        "--tags",
+        help="glob of the subset builder's tagged Parquet table(s) (default: the subset's tagged-*.parquet)",
+    )
     parser.add_argument("--output", required=True, help="report directory EDIR")
     parser.add_argument("--positive_tag", default=data.POSITIVE_TAG, help="tag labelled 1 (%(default)s)")
     choice = parser.add_mutually_exclusive_group()
@@ -364,6 +367,7 @@ def evaluate(args) -> dict:
 
     from gunshot_core import heads
 
+    args.tags = args.tags or data.find_tag_table(args.data)
     head = heads.load_head(args.model)
     tags = data.load_tag_table(args.tags)
     clips = data.load_clips(args.data, tags, positive_tag=args.positive_tag)

@@ -147,8 +147,8 @@ def parse_known_args(argv):
     parser.add_argument("--eval", help="glob of the evaluation subset TFRecords (optional)")
     parser.add_argument(
         "--tags",
-        required=True,
-        help="glob of the subset builder's tagged Parquet table(s) (video_id, start_time_seconds, tag)",
+        help="glob of the subset builder's tagged Parquet table(s) (default: the tagged-*.parquet of the "
+        "subset directory the --train files are in)",
     )
     parser.add_argument("--output", required=True, help="output directory TDIR (local or gs://)")
     parser.add_argument(
@@ -166,6 +166,10 @@ def parse_known_args(argv):
     args, beam_args = parser.parse_known_args(argv)
     if args.frames < 1:
         parser.error(f"--frames must be >= 1, got {args.frames}")
+    try:
+        args.tags = args.tags or data.find_tag_table(args.train)
+    except FileNotFoundError as e:
+        parser.error(str(e))
     return args, beam_args
 
 
@@ -196,9 +200,14 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         decoded = {}
         for split, pattern in splits:
             title = split.title()
+            files = data.match_files(pattern)
+            if not files:
+                raise FileNotFoundError(f"--{split} {pattern!r} matches no file")
+            logging.info("%s: %d files from %r", split, len(files), pattern)
             decoded[split] = (
                 p
-                | f"Read{title}" >> beam.io.ReadFromTFRecord(pattern)
+                | f"Match{title}" >> beam.Create(files)
+                | f"Read{title}" >> beam.io.ReadAllFromTFRecord()
                 | f"Decode{title}"
                 >> beam.ParDo(DecodeClipFn(split, args.frames, args.tags)).with_outputs(
                     "errors", main="clips"
@@ -228,7 +237,8 @@ def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, n
     """Reads the analysed per-dimension mean and std back out of a transform_fn.
 
     The transform is affine per dimension, scaled = (x - mean) / std, so two probes (all-zero and
-    all-one raw frames) determine it exactly: std = 1 / (s1 - s0), mean = -s0 * std.
+    all-256 raw frames, far apart for float32 accuracy) determine it: std = 256 / (s256 - s0),
+    mean = -s0 * std.
 
     Returns:
       (mean, std), float64 [128] each.
@@ -248,8 +258,8 @@ def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, n
         out = output.transform_raw_features(features)[data.FRAMES].numpy()
         return out.reshape(num_frames, width)[0].astype(np.float64)
 
-    s0, s1 = probe(0.0), probe(1.0)
-    std = 1.0 / (s1 - s0)
+    s0, s256 = probe(0.0), probe(256.0)
+    std = 256.0 / (s256 - s0)
     return -s0 * std, std
 
 
