@@ -142,12 +142,20 @@ def open_maybe_compressed(path: str):
 
 
 def stable_hash(value: Any) -> int:
-    """A 64-bit hash of `value` (anything `repr`-stable) that is the same in every process and run.
+    """A 64-bit hash of `value` that is the same in every process and run.
+
+    blake2b (8-byte digest, big-endian) of the bytes, of the UTF-8 text of a str, or of `repr(value)`
+    for anything else whose repr is stable (tuples of str/int/float/bytes).
 
     Python's `hash` is salted per process; this one is not, so it can assign rows to shards and rank
     rows for sampling identically on every worker and runner.
     """
-    data = value if isinstance(value, bytes) else repr(value).encode("utf-8")
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = value.encode("utf-8")
+    else:
+        data = repr(value).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
