@@ -103,7 +103,9 @@ def choose_threshold(
     """
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, thresholds = roc_curve(labels, scores)
+    # Every distinct score is a candidate (the default drops collinear points, which can skip the
+    # highest threshold that reaches a target recall).
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     thresholds = np.clip(thresholds, 0.0, 1.0)  # the first ROC threshold is +inf
     if target_recall is not None:
         reached = np.flatnonzero(tpr >= target_recall - 1e-12)

@@ -189,7 +189,7 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
     if len(set(labels.tolist())) < 2:
         return 0.5
-    fpr, tpr, thresholds = roc_curve(labels, scores)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     best = int(np.argmax(tpr - fpr))
     return float(np.clip(thresholds[best], 0.0, 1.0))
 

@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from gunshot_core import params, records
+from pipelines import remote
 from training import data
 
 RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
@@ -229,6 +230,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             _write_split(evaluation, args.output, "eval", transformed_metadata, args.num_shards)
         transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(args.output)
     result = p.result if hasattr(p, "result") else None
+    if result is not None and remote.job_detached(result, p.options):  # template launch, dry run, no-wait
+        remote.log_detached(result, p.options, "transform")
+        return result
     write_info(args)
     return result
 
