@@ -543,9 +543,10 @@ def _check_keras_config(node, path: str) -> None:
     if isinstance(node, dict):
         module = node.get("module")
         registered = node.get("registered_name")
+        builtin_function = module == "builtins" and node.get("class_name") == "function"
         if (
             isinstance(module, str)
-            and module != "builtins"
+            and not builtin_function
             and not module.startswith(_ALLOWED_MODULE_PREFIXES)
         ):
             raise ModelFileError(

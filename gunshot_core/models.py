@@ -580,11 +580,16 @@ def main(argv=None) -> int:
             from gunshot_core.heads import DEFAULT_HEAD_PATH
 
             root = models_dir(args.dir)
+            env_for = {CHECKPOINT_NAME: ENV_CHECKPOINT, PCA_NAME: ENV_PCA}
+
+            def installed(name):  # the file `resolve_model_paths` would use: $ENV override, else the dir
+                return os.environ.get(env_for.get(name, "")) or str(root / name)
+
             if args.target is None:
-                targets = [str(root / n) for n in KNOWN_FILES if (root / n).is_file()]
+                targets = [installed(n) for n in KNOWN_FILES if os.path.isfile(installed(n))]
                 targets.append(os.environ.get(ENV_HEAD) or DEFAULT_HEAD_PATH)
             elif args.target in KNOWN_FILES:
-                targets = [str(root / args.target)]
+                targets = [installed(args.target)]
             elif args.target == "head":
                 targets = [os.environ.get(ENV_HEAD) or DEFAULT_HEAD_PATH]
             else:

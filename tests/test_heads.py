@@ -334,3 +334,21 @@ def test_artifact_with_tf_transform_hook(tmp_path):
     np.testing.assert_allclose(head.logits(x), expected, rtol=1e-4, atol=1e-4)
     clone = pickle.loads(pickle.dumps(head))
     np.testing.assert_allclose(clone.logits(x), head.logits(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "node, match",
+    [
+        ({"module": "os", "class_name": "system", "config": {}}, "module 'os'"),
+        ({"module": "builtins", "class_name": "eval", "config": {}}, "module 'builtins'"),
+        ({"module": "keras.layers", "class_name": "Dense", "registered_name": "evil>Layer"}, "evil>Layer"),
+        ({"module": "builtins", "class_name": "function", "config": "evil>fn"}, "evil>fn"),
+        ({"module": "keras.layers", "class_name": "Lambda", "config": {}}, "Lambda"),
+    ],
+)
+def test_keras_config_check_refuses_foreign_references(node, match):
+    with pytest.raises(ModelFileError, match=match):
+        heads._check_keras_config({"config": {"layers": [node]}}, "model.keras")
+    heads._check_keras_config(
+        {"module": "builtins", "class_name": "function", "config": heads.KERAS2_HARD_SIGMOID}, "m"
+    )

@@ -341,3 +341,14 @@ def test_file_sha256_streams_and_notices_changes(tmp_path):
     assert models.file_sha256(str(path)) == hashlib.sha256(b"changed").hexdigest()
     with pytest.raises(ModelFileError, match="cannot read"):
         models.file_sha256(tmp_path / "missing")
+
+
+def test_info_follows_env_overrides(tmp_path, monkeypatch, capsys):
+    pca = tmp_path / "custom_pca.npz"
+    pca.write_bytes(PCA)
+    monkeypatch.setenv(models.ENV_PCA, str(pca))
+    assert models.main(["info", models.PCA_NAME]) == 0
+    assert f"path: {pca}" in capsys.readouterr().out
+    assert models.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"path: {pca}" in out and "kind: vggish_checkpoint" not in out  # no checkpoint installed
