@@ -420,3 +420,37 @@ def test_analyze_writes_views(subset_dir, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "points.csv")))
     assert len(rows) == len(_subset_clips(directory, "train"))
     assert sum(1 for r in rows if r["tsne_x"]) == 60
+
+
+def test_interrupted_run_resumes(transformed, tmp_path):
+    import keras
+
+    from training import train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated interruption after epoch 2")
+
+    argv = [
+        "--transformed",
+        transformed,
+        "--model",
+        "logreg",
+        "--output",
+        str(tmp_path),
+        "--epochs",
+        "4",
+        "--patience",
+        "10",
+        "--verbose",
+        "0",
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        train.train(train.parse_args(argv), extra_callbacks=[Interrupt()])
+    assert (tmp_path / "backup").is_dir() and not (tmp_path / "model.keras").exists()
+    assert train.main(argv) == 0
+    epochs = [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "history.csv"))]
+    assert epochs == [0, 1, 2, 3]  # epochs 3 and 4 continued the interrupted run
+    assert not (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "card.json").read_text())["training"]["epochs_run"] == 4

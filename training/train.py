@@ -225,8 +225,13 @@ def import_h5(args) -> int:
     return 0
 
 
-def train(args) -> dict:
-    """Runs one training job; returns the card dict written to MDIR/card.json."""
+def train(args, extra_callbacks=()) -> dict:
+    """Runs one training job; returns the card dict written to MDIR/card.json.
+
+    Args:
+      args: parsed command line (parse_args).
+      extra_callbacks: Keras callbacks run after the job's own (progress hooks, tests).
+    """
     import keras
     import tensorflow as tf
 
@@ -274,6 +279,12 @@ def train(args) -> dict:
             "validation split is empty (validation_fraction=%s); no early stopping", args.validation_fraction
         )
         val_ds = None
+    # The sizes are known now: tell Keras, so progress shows totals and epochs end cleanly.
+    train_ds = train_ds.apply(
+        tf.data.experimental.assert_cardinality(-(-len(train_labels) // args.batch_size))
+    )
+    if val_ds is not None:
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-len(val_labels) // args.batch_size)))
 
     training_model, serving_model = models.build_models(config, frames, mean, std)
     training_model.compile(
@@ -309,6 +320,7 @@ def train(args) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "logs")))
     else:
         logging.warning("tensorboard is not installed: no TensorBoard logs (history.csv has the curves)")
+    callbacks.extend(extra_callbacks)
     if resuming:
         logging.info("resuming the interrupted run from %s", backup)
     history = training_model.fit(
@@ -317,9 +329,12 @@ def train(args) -> dict:
         epochs=args.epochs,
         class_weight=class_weight,
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
         verbose=args.verbose,
     )
-    epochs_run = len(history.history.get("loss", []))
+    with open(os.path.join(args.output, "history.csv")) as f:
+        epochs_run = max(0, sum(1 for _ in f) - 1)  # a resumed run appends to the interrupted run's rows
+    del history
 
     # Threshold and metrics on the validation split (never on the evaluation data).
     metrics = {}
@@ -396,7 +411,11 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.import_h5:
         return import_h5(args)
-    card = train(args)
+    try:
+        card = train(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 1
     print(json.dumps({"output": args.output, "threshold": card["threshold"], "metrics": card["metrics"]}))
     return 0
 
