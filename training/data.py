@@ -141,15 +141,23 @@ def load_tag_table(pattern: str) -> dict[str, str]:
       FileNotFoundError: nothing matches; ValueError: a needed column is missing, or one clip
         carries two different tags.
     """
-    import pyarrow.dataset as ds
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     files = match_files(pattern)
     if not files:
         raise FileNotFoundError(f"no tag table matches {pattern!r}")
-    table = ds.dataset(files, format="parquet").to_table()
-    missing = {TAG_TABLE_VIDEO_ID, TAG_TABLE_START, TAG_TABLE_TAG} - set(table.column_names)
-    if missing:
-        raise ValueError(f"tag table {pattern!r} lacks columns {sorted(missing)}; has {table.column_names}")
+    columns = [TAG_TABLE_VIDEO_ID, TAG_TABLE_START, TAG_TABLE_TAG]
+    tables = []
+    for path in files:  # through tf.io.gfile, so gs:// works like a local path
+        with tf.io.gfile.GFile(path, "rb") as f:
+            buffer = pa.py_buffer(f.read())
+        schema = pq.read_schema(pa.BufferReader(buffer))
+        missing = set(columns) - set(schema.names)
+        if missing:
+            raise ValueError(f"tag table {path!r} lacks columns {sorted(missing)}; has {schema.names}")
+        tables.append(pq.read_table(pa.BufferReader(buffer), columns=columns))
+    table = pa.concat_tables(tables)
     ids = table.column(TAG_TABLE_VIDEO_ID).to_pylist()
     starts = table.column(TAG_TABLE_START).to_pylist()
     tags = table.column(TAG_TABLE_TAG).to_pylist()

@@ -143,6 +143,8 @@ def parse_known_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m training.transform",
         description="tf.Transform analysis of a training subset; transforms train and eval with it.",
+        epilog="Any other --flag is passed to Apache Beam (e.g. --runner DataflowRunner, --project, --region, "
+        "--temp_location, --setup_file ./setup.py).",
     )
     parser.add_argument("--train", required=True, help="glob of the training subset TFRecords")
     parser.add_argument("--eval", help="glob of the evaluation subset TFRecords (optional)")
