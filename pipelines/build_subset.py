@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from gunshot_core import labels as labels_lib
 from gunshot_core import records
-from pipelines import common, schemas
+from pipelines import common, remote, schemas
 
 _LOG = logging.getLogger(__name__)
 
@@ -534,20 +534,41 @@ def _leak_entry(element, split_order):
         yield video_id, tuple(unique)
 
 
-def _row_stats(row, tag_classes, names):
-    split, tag = row["split"], row["tag"]
-    yield ("tag_before", split, tag), 1
-    in_tag = set(tag_classes[tag])
-    for label in set(row["labels"]):
-        if label in in_tag:
-            yield ("class_before", split, tag, names.get(label, f"#{label}")), 1
-    if row["selected"]:
-        yield ("tag_after", split, tag), 1
+class RowStats(beam.DoFn):
+    """Counts tagged rows per (split, tag), per class before/after balancing and leaked rows.
+
+    Input: SUBSET_TAGGED row dicts. Output: ((kind, split, ...), count) pairs summed within each bundle,
+    so the stats cost one element per key and bundle instead of several per row.
+    """
+
+    def __init__(self, config: Config):
+        self._tag_classes = {t: frozenset(v) for t, v in config.tag_classes.items()}
+        self._names = config.label_names
+
+    def start_bundle(self):
+        self._counts = collections.Counter()
+
+    def process(self, row):
+        counts, names = self._counts, self._names
+        split, tag, selected = row["split"], row["tag"], row["selected"]
+        counts[("tag_before", split, tag)] += 1
+        if selected:
+            counts[("tag_after", split, tag)] += 1
+        if row["leaked"]:
+            counts[("leaked_clips", split)] += 1
+        in_tag = self._tag_classes[tag]
         for label in set(row["labels"]):
             if label in in_tag:
-                yield ("class_after", split, tag, names.get(label, f"#{label}")), 1
-    if row["leaked"]:
-        yield ("leaked_clips", split), 1
+                name = names.get(label, f"#{label}")
+                counts[("class_before", split, tag, name)] += 1
+                if selected:
+                    counts[("class_after", split, tag, name)] += 1
+
+    def finish_bundle(self):
+        for key, value in sorted(self._counts.items()):
+            yield beam.utils.windowed_value.WindowedValue(
+                (key, value), 0, [beam.transforms.window.GlobalWindow()]
+            )
 
 
 def _subset_sort_key(element):
@@ -685,13 +706,16 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
     clips = read.clips
 
     split_order = list(config.split_names)
-    leaked = (
-        clips
-        | "VideoSplit" >> beam.Map(lambda e: (e[0]["video_id"], e[0]["split"]))
-        | "DistinctVideoSplit" >> beam.Distinct()
-        | "GroupVideo" >> beam.GroupByKey()
-        | "Leaks" >> beam.FlatMap(_leak_entry, split_order)
-    )
+    if len(split_order) > 1:
+        leaked = (
+            clips
+            | "VideoSplit" >> beam.Map(lambda e: (e[0]["video_id"], e[0]["split"]))
+            | "DistinctVideoSplit" >> beam.Distinct()
+            | "GroupVideo" >> beam.GroupByKey()
+            | "Leaks" >> beam.FlatMap(_leak_entry, split_order)
+        )
+    else:  # one split cannot leak
+        leaked = p | "NoLeaks" >> beam.Create([])
     leaked_dict = beam.pvalue.AsDict(leaked)
 
     # Every (split, tag) gets a threshold entry, also when it has no eligible clip (quota 0).
@@ -740,7 +764,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
 
     stat_pairs = (
         read.stats,
-        rows | "RowStats" >> beam.FlatMap(_row_stats, config.tag_classes, config.label_names),
+        rows | "RowStats" >> beam.ParDo(RowStats(config)),
         errors | "ErrorStats" >> beam.Map(lambda r: (("error", r["split"], r["reason"]), 1)),
     ) | "AllStats" >> beam.Flatten()
     stats = (
@@ -782,6 +806,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, config, inputs)
     result = p.run()
+    if remote.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
+        remote.log_detached(result, p.options, NAMESPACE)
+        return result
     common.log_counters(result, NAMESPACE)
     _log_summary(FileSystems.join(config.output, STATS_FILE))
     return result
