@@ -20,7 +20,6 @@ import fractions
 import json
 import logging
 import math
-import operator
 import re
 
 import apache_beam as beam
@@ -340,7 +339,8 @@ class ReadAndTag(beam.DoFn):
     """Reads one AudioSet shard record by record, validates and tags each clip.
 
     Input: (split, path). Outputs:
-      main: (row dict of SUBSET_TAGGED without selection fields, record bytes) per tagged clip;
+      main: one list per shard of (row dict of SUBSET_TAGGED without selection fields, record bytes),
+        one pair per tagged clip (lists, so that Beam moves one element per shard, not per clip);
       'stats': ((kind, split, ...), count) partial counts per shard (records read, other, co-occurrence);
       ERRORS_TAG: SUBSET_ERRORS rows (bad CRC, truncation, malformed record, unreadable shard, ...).
     Only the context of untagged clips is read (unless validate_all); tagged clips are fully validated
@@ -364,7 +364,14 @@ class ReadAndTag(beam.DoFn):
     def process(self, element, segments=None):
         split, path = element
         stats = collections.Counter()
-        yield from self._read(split, path, stats, segments)
+        batch = []
+        for out in self._read(split, path, stats, segments):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield out
+            else:
+                batch.append(out)
+        if batch:
+            yield batch
         self._shards_read.inc()
         self._records_read.inc(stats[("read", split)])
         for key, value in sorted(stats.items()):
@@ -493,8 +500,8 @@ class ComputeThresholds(beam.DoFn):
 class Select(beam.DoFn):
     """Marks each tagged clip leaked / selected and sets its weight.
 
-    Input: (row, bytes); side inputs: thresholds {(split, tag): info}, leaked {video_id: splits}.
-    Output: (row with `leaked`, `selected`, `weight`, bytes).
+    Input: list of (row, bytes) (one input shard); side inputs: thresholds {(split, tag): info},
+    leaked {video_id: splits}. Output: the list with rows completed by `leaked`, `selected`, `weight`.
     """
 
     def __init__(self, config: Config):
@@ -502,29 +509,47 @@ class Select(beam.DoFn):
         self._selected = Metrics.counter(NAMESPACE, "clips_selected")
         self._leak_dropped = Metrics.counter(NAMESPACE, "clips_dropped_leakage")
 
-    def process(self, element, thresholds, leaked):
-        row, data = element
-        row = dict(row)
+    def process(self, batch, thresholds, leaked):
+        out = []
+        for row, data in batch:
+            row = dict(row)
+            splits = leaked.get(row["video_id"])
+            row["leaked"] = splits is not None
+            dropped = bool(self._drop_leakage and splits is not None and splits[0] != row["split"])
+            info = thresholds.get((row["split"], row["tag"]))
+            threshold = info["threshold"] if info else None
+            row["selected"] = bool(not dropped and threshold is not None and row["rank"] <= threshold)
+            row["weight"] = float(info["weight"]) if info else 1.0
+            if dropped:
+                self._leak_dropped.inc()
+            if row["selected"]:
+                self._selected.inc()
+            out.append((row, data))
+        yield out
+
+
+def _eligible_ranks(batch, drop_leakage, leaked):
+    """((split, tag), [ranks]) of one shard's clips that may be selected (not dropped for leakage)."""
+    ranks = collections.defaultdict(list)
+    for row, _ in batch:
         splits = leaked.get(row["video_id"])
-        row["leaked"] = splits is not None
-        dropped = bool(self._drop_leakage and splits is not None and splits[0] != row["split"])
-        info = thresholds.get((row["split"], row["tag"]))
-        threshold = info["threshold"] if info else None
-        row["selected"] = bool(not dropped and threshold is not None and row["rank"] <= threshold)
-        row["weight"] = float(info["weight"]) if info else 1.0
-        if dropped:
-            self._leak_dropped.inc()
-        if row["selected"]:
-            self._selected.inc()
-        yield row, data
+        if drop_leakage and splits is not None and splits[0] != row["split"]:
+            continue
+        ranks[(row["split"], row["tag"])].append(row["rank"])
+    return sorted(ranks.items())
 
 
-def _eligible_rank(element, drop_leakage, leaked):
-    row, _ = element
-    splits = leaked.get(row["video_id"])
-    if drop_leakage and splits is not None and splits[0] != row["split"]:
-        return []
-    return [((row["split"], row["tag"]), row["rank"])]
+def _video_splits(batch):
+    return sorted({(row["video_id"], row["split"]) for row, _ in batch})
+
+
+def _rows_of(batch):
+    return [row for row, _ in batch]
+
+
+def _selected_in(batch, split):
+    chosen = [pair for pair in batch if pair[0]["selected"] and pair[0]["split"] == split]
+    return [chosen] if chosen else []
 
 
 def _leak_entry(element, split_order):
@@ -537,7 +562,7 @@ def _leak_entry(element, split_order):
 class RowStats(beam.DoFn):
     """Counts tagged rows per (split, tag), per class before/after balancing and leaked rows.
 
-    Input: SUBSET_TAGGED row dicts. Output: ((kind, split, ...), count) pairs summed within each bundle,
+    Input: lists of SUBSET_TAGGED row dicts. Output: ((kind, split, ...), count) pairs summed per bundle,
     so the stats cost one element per key and bundle instead of several per row.
     """
 
@@ -548,21 +573,22 @@ class RowStats(beam.DoFn):
     def start_bundle(self):
         self._counts = collections.Counter()
 
-    def process(self, row):
+    def process(self, rows):
         counts, names = self._counts, self._names
-        split, tag, selected = row["split"], row["tag"], row["selected"]
-        counts[("tag_before", split, tag)] += 1
-        if selected:
-            counts[("tag_after", split, tag)] += 1
-        if row["leaked"]:
-            counts[("leaked_clips", split)] += 1
-        in_tag = self._tag_classes[tag]
-        for label in set(row["labels"]):
-            if label in in_tag:
-                name = names.get(label, f"#{label}")
-                counts[("class_before", split, tag, name)] += 1
-                if selected:
-                    counts[("class_after", split, tag, name)] += 1
+        for row in rows:
+            split, tag, selected = row["split"], row["tag"], row["selected"]
+            counts[("tag_before", split, tag)] += 1
+            if selected:
+                counts[("tag_after", split, tag)] += 1
+            if row["leaked"]:
+                counts[("leaked_clips", split)] += 1
+            in_tag = self._tag_classes[tag]
+            for label in set(row["labels"]):
+                if label in in_tag:
+                    name = names.get(label, f"#{label}")
+                    counts[("class_before", split, tag, name)] += 1
+                    if selected:
+                        counts[("class_after", split, tag, name)] += 1
 
     def finish_bundle(self):
         for key, value in sorted(self._counts.items()):
@@ -682,7 +708,8 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
       config: resolved settings.
       inputs: [(split, shard path)] in a stable order.
     Returns:
-      dict of the main PCollections: rows (tagged rows), errors, stats (one dict).
+      dict of the main PCollections: rows (lists of tagged rows, one per input shard), errors (error
+      rows), stats (one dict).
     """
     segments = None
     if config.label_source != "records":
@@ -709,7 +736,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
     if len(split_order) > 1:
         leaked = (
             clips
-            | "VideoSplit" >> beam.Map(lambda e: (e[0]["video_id"], e[0]["split"]))
+            | "VideoSplit" >> beam.FlatMap(_video_splits)
             | "DistinctVideoSplit" >> beam.Distinct()
             | "GroupVideo" >> beam.GroupByKey()
             | "Leaks" >> beam.FlatMap(_leak_entry, split_order)
@@ -721,9 +748,9 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
     # Every (split, tag) gets a threshold entry, also when it has no eligible clip (quota 0).
     per_split = (
         clips
-        | "EligibleRanks" >> beam.FlatMap(_eligible_rank, config.drop_leakage, leaked_dict)
+        | "EligibleRanks" >> beam.FlatMap(_eligible_ranks, config.drop_leakage, leaked_dict)
         | "GroupTag" >> beam.GroupByKey()
-        | "PerSplit" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], list(kv[1]))))
+        | "PerSplit" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], [r for part in kv[1] for r in part])))
     )
     empty = p | "AllSplitTags" >> beam.Create(
         [(s, (t, [])) for s in config.split_names for t in config.tag_names]
@@ -737,13 +764,13 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
     thresholds_dict = beam.pvalue.AsDict(thresholds)
 
     selected = clips | "Select" >> beam.ParDo(Select(config), thresholds_dict, leaked_dict)
-    rows = selected | "Rows" >> beam.Map(operator.itemgetter(0))
+    rows = selected | "Rows" >> beam.Map(_rows_of)
 
     output = config.output
     for split in config.split_names:
         (
             selected
-            | f"Keep_{split}" >> beam.Filter(lambda e, s: e[0]["selected"] and e[0]["split"] == s, split)
+            | f"Keep_{split}" >> beam.FlatMap(_selected_in, split)
             | f"WriteSubset_{split}"
             >> common.WriteSharded(
                 FileSystems.join(output, split, SUBSET_PREFIX),
@@ -752,10 +779,16 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
                 _write_payloads,
                 sort_key=_subset_sort_key,
                 shard_key=_subset_shard_key,
+                batched=True,
             )
         )
     rows | "WriteTagged" >> common.WriteTable(
-        output, "tagged", schemas.SUBSET_TAGGED, sort_key=_tagged_sort_key, num_shards=config.table_shards
+        output,
+        "tagged",
+        schemas.SUBSET_TAGGED,
+        sort_key=_tagged_sort_key,
+        num_shards=config.table_shards,
+        batched=True,
     )
     errors = read[common.ERRORS_TAG]
     errors | "WriteErrors" >> common.WriteTable(

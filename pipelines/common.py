@@ -8,7 +8,8 @@ Every pipeline module (`pipelines.build_subset`, `pipelines.score`) builds on th
   `FileMetadata`), failing fast with the pattern when nothing matches.
 - `ErrorReporter` / `error_output(...)`: the one way a DoFn turns bad input into an error row: a named
   Beam counter, a rate-limited warning and a `TaggedOutput(ERRORS_TAG, row)`.
-- `WriteTable(output_dir, name, schema, sort_key=..., num_shards=1)`: a PCollection of dict rows ->
+- `WriteTable(output_dir, name, schema, sort_key=..., num_shards=1, batched=False)`: dict rows (or
+  lists of them, `batched=True`) ->
   Parquet files `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with deterministic names and content
   (rows assigned to shards by a stable hash of their sort key, sorted within each shard, every shard
   written even when empty).
@@ -223,12 +224,23 @@ def _default_sort_key(row: Any):
 
 
 class _AssignShard(beam.DoFn):
-    def __init__(self, num_shards: int, shard_key: Callable):
+    def __init__(self, num_shards: int, shard_key: Callable, batched: bool = False):
         self._num_shards = num_shards
         self._shard_key = shard_key
+        self._batched = batched
 
     def process(self, element):
-        yield stable_hash(self._shard_key(element)) % self._num_shards, element
+        if not self._batched:
+            yield stable_hash(self._shard_key(element)) % self._num_shards, [element]
+            return
+        if self._num_shards == 1:
+            if element:
+                yield 0, list(element)
+            return
+        parts = collections.defaultdict(list)
+        for item in element:
+            parts[stable_hash(self._shard_key(item)) % self._num_shards].append(item)
+        yield from parts.items()
 
 
 class _WriteShard(beam.DoFn):
@@ -242,7 +254,7 @@ class _WriteShard(beam.DoFn):
 
     def process(self, keyed):
         shard, grouped = keyed
-        rows = sorted(grouped["rows"], key=self._sort_key)
+        rows = sorted((row for part in grouped["rows"] for row in part), key=self._sort_key)
         path = shard_name(self._path_prefix, shard, self._num_shards, self._suffix)
         # Writing in place is idempotent: a retried bundle rewrites the same bytes to the same name.
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
@@ -270,6 +282,9 @@ class WriteSharded(beam.PTransform):
       sort_key: module-level function giving a total, run-independent order of elements.
       shard_key: module-level function whose stable hash picks an element's shard (default: sort_key);
         give a cheaper or narrower key than sort_key when that one holds large or incidental values.
+      batched: the input elements are lists of rows (e.g. one list per input file) instead of rows;
+        the output is the same, but Beam moves one element per list, which is much cheaper than one
+        per row when rows are small and many.
     """
 
     def __init__(
@@ -280,6 +295,7 @@ class WriteSharded(beam.PTransform):
         write_fn: Callable,
         sort_key=None,
         shard_key=None,
+        batched: bool = False,
     ):
         super().__init__()
         if num_shards < 1:
@@ -290,9 +306,12 @@ class WriteSharded(beam.PTransform):
         self._write_fn = write_fn
         self._sort_key = sort_key or _default_sort_key
         self._shard_key = shard_key or self._sort_key
+        self._batched = batched
 
     def expand(self, pcoll):
-        keyed = pcoll | "AssignShard" >> beam.ParDo(_AssignShard(self._num_shards, self._shard_key))
+        keyed = pcoll | "AssignShard" >> beam.ParDo(
+            _AssignShard(self._num_shards, self._shard_key, self._batched)
+        )
         shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self._num_shards)])
         return (
             {"rows": keyed, "shard": shards}
@@ -337,18 +356,33 @@ class WriteTable(beam.PTransform):
       sort_key: module-level function row -> sortable key (default: canonical JSON of the row).
         Use `operator.itemgetter(...)` of the table's natural key for readable order.
       num_shards: number of files (1 is right for tables up to a few million rows).
+      batched: the input elements are lists of dict rows (see WriteSharded).
     """
 
-    def __init__(self, output_dir: str, name: str, schema: pa.Schema, sort_key=None, num_shards: int = 1):
+    def __init__(
+        self,
+        output_dir: str,
+        name: str,
+        schema: pa.Schema,
+        sort_key=None,
+        num_shards: int = 1,
+        batched: bool = False,
+    ):
         super().__init__()
         self._prefix = FileSystems.join(output_dir, name)
         self._schema = schema
         self._sort_key = sort_key
         self._num_shards = num_shards
+        self._batched = batched
 
     def expand(self, pcoll):
         return pcoll | WriteSharded(
-            self._prefix, self._num_shards, ".parquet", _ParquetWriter(self._schema), sort_key=self._sort_key
+            self._prefix,
+            self._num_shards,
+            ".parquet",
+            _ParquetWriter(self._schema),
+            sort_key=self._sort_key,
+            batched=self._batched,
         )
 
 
