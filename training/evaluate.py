@@ -328,9 +328,8 @@ def write_report(out_dir: str, result: dict, per_label: list[dict], plots: list[
         "|---|---|---|",
     ]
     for name in CI_METRICS:
-        lines.append(
-            f"| {name} | {_fmt(chosen[name], name not in ('roc_auc', 'pr_auc'))} | {_ci(ci, name)} |"
-        )
+        pct = name not in ("roc_auc", "pr_auc")
+        lines.append(f"| {name} | {_fmt(chosen[name], pct)} | {_ci(ci, name, pct)} |")
     (tn, fp), (fn, tp) = chosen["confusion_matrix"]
     lines += [
         "",

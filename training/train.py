@@ -64,6 +64,12 @@ def parse_args(argv):
     fit.add_argument("--frames", type=int, help="frames per clip (default: the transform's, 10)")
     fit.add_argument("--shuffle_buffer", type=int, default=10000, help="(%(default)s)")
     fit.add_argument(
+        "--cache",
+        default="memory",
+        help="cache of the parsed examples: memory, none, or a file path prefix for data larger than RAM "
+        "(%(default)s)",
+    )
+    fit.add_argument(
         "--seed", type=int, default=0, help="seed of weights, shuffling and dropout (%(default)s)"
     )
     fit.add_argument(
@@ -109,6 +115,7 @@ def make_dataset(
     seed: int,
     shuffle: bool,
     shuffle_buffer: int = 10000,
+    cache: str = "memory",
 ):
     """The tf.data pipeline over transformed examples.
 
@@ -160,7 +167,11 @@ def make_dataset(
         ds = ds.filter(lambda x, y, b: b < threshold)
     elif subset != "all":
         raise ValueError(f"subset must be train, validation or all, got {subset!r}")
-    ds = ds.map(lambda x, y, b: (x, y)).cache()
+    ds = ds.map(lambda x, y, b: (x, y))
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache != "none":
+        ds = ds.cache(f"{cache}-{split}-{subset}")
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -254,6 +265,7 @@ def train(args, extra_callbacks=()) -> dict:
         batch_size=args.batch_size,
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
+        cache=args.cache,
     )
     train_ds = make_dataset(args.transformed, "train", subset="train", shuffle=True, **common)
     val_ds = None

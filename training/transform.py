@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from gunshot_core import params, records
-from pipelines import remote
+from pipelines import common, remote
 from training import data
 
 RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
@@ -87,7 +87,7 @@ def make_preprocessing_fn(num_frames: int, positive_tag: str):
 
 
 class DecodeClipFn(beam.DoFn):
-    """Serialized SequenceExample -> tf.Transform instance dict; unusable records to 'errors'.
+    """(file, serialized SequenceExample) -> tf.Transform instance dict; unusable records to 'errors'.
 
     Errors are JSON strings {"source", "reason", "message"}; each reason has its own counter.
     """
@@ -111,16 +111,17 @@ class DecodeClipFn(beam.DoFn):
         row = {"split": self._split, "source": source, "reason": reason, "message": message}
         return beam.pvalue.TaggedOutput("errors", json.dumps(row, sort_keys=True))
 
-    def process(self, serialized: bytes):
+    def process(self, element):
+        path, serialized = element
         try:
             clip = data.decode_clip(serialized)
         except records.RecordError as e:
-            yield self._error(f"sha1:{_digest(serialized)}", e.reason, str(e))
+            yield self._error(f"{path} (record sha1 {_digest(serialized)})", e.reason, str(e))
             return
         key = data.clip_key(clip.video_id, clip.start_time)
         tag = self._tags.get(key)
         if tag is None:
-            yield self._error(key, "untagged", f"clip {key} is not in the tag table")
+            yield self._error(f"{path} ({key})", "untagged", f"clip {key} is not in the tag table")
             return
         self._clips.inc()
         yield {
@@ -210,7 +211,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             decoded[split] = (
                 p
                 | f"Match{title}" >> beam.Create(files)
-                | f"Read{title}" >> beam.io.ReadAllFromTFRecord()
+                | f"Read{title}" >> beam.io.ReadAllFromTFRecord(with_filename=True)
                 | f"Decode{title}"
                 >> beam.ParDo(DecodeClipFn(split, args.frames, args.tags)).with_outputs(
                     "errors", main="clips"
@@ -235,6 +236,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     if result is not None and remote.job_detached(result, p.options):  # template launch, dry run, no-wait
         remote.log_detached(result, p.options, "transform")
         return result
+    if result is not None:
+        common.log_counters(result)  # clips and unusable records per split and reason
     write_info(args)
     return result
 
