@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -111,9 +112,14 @@ def expand_patterns(patterns: str | Iterable[str], *, allow_empty: bool = False)
         patterns = [patterns]
     found = {}
     for pattern in patterns:
-        if not any(c in pattern for c in "*?[") and FileSystems.exists(pattern):
-            # A directory (local or a gs:// prefix given with a trailing slash) means every file in it.
-            if pattern.endswith("/") or FileSystems.match([pattern])[0].metadata_list == []:
+        if not any(c in pattern for c in "*?["):
+            # A directory (local, or a gs:// prefix that is not an object itself) means every file in it.
+            is_local = "://" not in pattern
+            if (
+                pattern.endswith("/")
+                or (is_local and os.path.isdir(pattern))
+                or (not is_local and not FileSystems.exists(pattern))
+            ):
                 pattern = FileSystems.join(pattern.rstrip("/"), "*")
         metadata = FileSystems.match([pattern])[0].metadata_list
         metadata = [m for m in metadata if not m.path.endswith("/")]

@@ -440,3 +440,43 @@ def test_quotas_and_weights():
     assert build_subset.parse_segment_line("# comment", mid_to_index) is None
     with pytest.raises(ValueError, match="unknown MIDs"):
         build_subset.parse_segment_line('x, 0, 10, "/m/nope"', mid_to_index)
+
+
+# ---- Shared plumbing (pipelines.common) ------------------------------------------------------------
+
+
+def test_expand_patterns_directories_globs_and_errors(shards):
+    eval_dir = str(shards["root"] / "eval")
+    expected = sorted(shards["eval"])
+    assert [m.path for m in common.expand_patterns(eval_dir)] == expected
+    assert [m.path for m in common.expand_patterns(eval_dir + "/")] == expected
+    both = common.expand_patterns([f"{eval_dir}/*.tfrecord", expected[0]])
+    assert [m.path for m in both] == expected  # sorted, without duplicates
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        common.expand_patterns(f"{eval_dir}/nothing-here*")
+
+
+def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
+    import apache_beam as beam
+    import pyarrow as pa
+
+    schema = pa.schema([("k", pa.string()), ("v", pa.int64())])
+    rows = [{"k": f"key{i:03d}", "v": i * 7 % 11} for i in range(50)]
+
+    def write(directory, elements, batched):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            pcoll = p | beam.Create(elements)
+            pcoll | common.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched)
+            p | "Empty" >> beam.Create([]) | "WriteEmpty" >> common.WriteTable(str(directory), "e", schema)
+
+    write(tmp_path / "a", rows, False)
+    write(tmp_path / "b", [rows[30:], rows[:30][::-1]], True)  # other order, batched
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b"))
+    assert names == ["e-00000-of-00001.parquet"] + [f"t-{i:05d}-of-00003.parquet" for i in range(3)]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    table = common.read_table(str(tmp_path / "a"), "t")
+    assert sorted(table.to_pylist(), key=lambda r: r["k"]) == rows
+    empty = common.read_table(str(tmp_path / "a"), "e")
+    assert empty.num_rows == 0 and empty.schema.equals(schema)
