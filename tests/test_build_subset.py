@@ -24,6 +24,9 @@ from tests import fixtures_audioset as fx
 from tests.conftest import AUDIOSET
 from tests.gcs_emulator import gcs_emulator  # noqa: F401  (pytest fixture)
 
+# Keep this module's tests on one xdist worker: they share the module-scoped shard fixtures.
+pytestmark = pytest.mark.xdist_group("build_subset")
+
 BEAM = ["--runner=FnApiRunner"]
 EVAL_CSV = AUDIOSET / "eval_segments.csv"
 TRAIN_CSV = AUDIOSET / "balanced_train_segments.csv"
