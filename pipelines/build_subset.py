@@ -38,6 +38,8 @@ DEFAULT_SPLIT = "subset"
 SUBSET_PREFIX = "subset"
 STATS_FILE = "stats.json"
 LEAK_EXAMPLES = 50
+MAX_BATCH = 2000
+"""Tagged clips per element between steps (one list per shard, split when a shard holds more)."""
 
 
 # ---- Options ------------------------------------------------------------------------------------
@@ -370,6 +372,9 @@ class ReadAndTag(beam.DoFn):
                 yield out
             else:
                 batch.append(out)
+                if len(batch) >= MAX_BATCH:  # bounded elements, also for unusually large shards
+                    yield batch
+                    batch = []
         if batch:
             yield batch
         self._shards_read.inc()

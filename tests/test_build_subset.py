@@ -483,3 +483,15 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
     assert sorted(table.to_pylist(), key=lambda r: r["k"]) == rows
     empty = common.read_table(str(tmp_path / "a"), "e")
     assert empty.num_rows == 0 and empty.schema.equals(schema)
+
+
+def test_batch_size_does_not_change_outputs(shards, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    fx.write_shards(src, shards["eval_segments"][:900], num_shards=2)
+    args = ["--input", f"{src}/*", "--ratio", "1:2"]
+    run_builder(args, tmp_path / "big")
+    monkeypatch.setattr(build_subset, "MAX_BATCH", 7)
+    run_builder(args, tmp_path / "small")
+    for name in ("stats.json", "tagged-00000-of-00001.parquet", "errors-00000-of-00001.parquet"):
+        assert (tmp_path / "big" / name).read_bytes() == (tmp_path / "small" / name).read_bytes()
+    assert file_bytes(tmp_path / "big", "subset") == file_bytes(tmp_path / "small", "subset")
