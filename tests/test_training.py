@@ -166,14 +166,30 @@ def test_transform_analyses_train_split_and_reports_bad_records(subset_dir, tran
     assert info["train_tag_counts"] == {t: tags.count(t) for t in set(tags)}
     assert sorted(info["tag_vocabulary"]) == ["gunshot", "no_gunshot"]
     # Every damaged record of the train folder is an error row with its reason, nothing else is.
-    with open(os.path.join(transformed, "errors", "train.jsonl")) as f:
+    with open(os.path.join(transformed, "errors", "train-00000-of-00001.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     reasons = {}
     for row in rows:
         reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
     assert reasons == expected_errors
-    with open(os.path.join(transformed, "errors", "eval.jsonl")) as f:
+    with open(os.path.join(transformed, "errors", "eval-00000-of-00001.jsonl")) as f:
         assert f.read() == ""
+
+
+def test_transform_rerun_writes_identical_files(subset_dir, transformed, tmp_path):
+    import glob
+
+    from training import transform
+
+    directory, _ = subset_dir
+    transform.run(
+        ["--train", f"{directory}/train*", "--eval", f"{directory}/eval*", "--output", str(tmp_path)]
+    )
+    names = sorted(os.path.relpath(p, transformed) for p in glob.glob(f"{transformed}/transformed/*"))
+    assert len(names) == 8  # 4 shards per split
+    for name in names + ["errors/train-00000-of-00001.jsonl"]:
+        assert (tmp_path / name).read_bytes() == open(os.path.join(transformed, name), "rb").read(), name
+    assert not os.path.exists(os.path.join(transformed, "tmp"))
 
 
 def test_serving_model_applies_the_transform_fn(subset_dir, transformed, trained):

@@ -9,11 +9,12 @@ splits are transformed with the same `transform_fn`. Output layout:
 
     TDIR/transform_fn/, TDIR/transformed_metadata/   tf.Transform output (tft.TFTransformOutput(TDIR))
     TDIR/transformed/train-*.tfrecord.gz, eval-*    tf.train.Example, features in training.data
-    TDIR/errors/{train,eval}-*.jsonl                one JSON line per unusable record
+    TDIR/errors/{train,eval}-00000-of-00001.jsonl   one JSON line per unusable record
     TDIR/transform_info.json                        frames, tag counts, frame statistics, options
 """
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -165,11 +166,15 @@ def parse_known_args(argv):
         help="frames per clip after zero-padding/truncation (default %(default)s = 10 s clips)",
     )
     parser.add_argument(
-        "--num_shards", type=int, default=0, help="output shards per split (0: runner decides)"
+        "--num_shards",
+        type=int,
+        default=4,
+        help="files per transformed split (%(default)s); clips are assigned by a stable hash of their key "
+        "and sorted, so reruns write identical files",
     )
     args, beam_args = parser.parse_known_args(argv)
-    if args.frames < 1:
-        parser.error(f"--frames must be >= 1, got {args.frames}")
+    if args.frames < 1 or args.num_shards < 1:
+        parser.error(f"--frames and --num_shards must be >= 1, got {args.frames}, {args.num_shards}")
     try:
         args.tags = args.tags or data.find_tag_table(args.train)
     except FileNotFoundError as e:
@@ -177,14 +182,50 @@ def parse_known_args(argv):
     return args, beam_args
 
 
+def _key_of(element):
+    return element[0]
+
+
+def _identity(element):
+    return element
+
+
+def _write_examples(handle, elements):
+    """Writes sorted (clip key, serialized Example) pairs as one gzip TFRecord file (fixed gzip header)."""
+    with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as compressed:
+        records.write_tfrecords(compressed, (payload for _, payload in elements))
+
+
+def _write_lines(handle, lines):
+    handle.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+class _KeyExample:
+    """Transformed instance dict -> (clip key, serialized tf.train.Example)."""
+
+    def __init__(self, schema):
+        self._coder = tft.coders.ExampleProtoCoder(schema)
+
+    def __call__(self, instance):
+        video_id = instance[data.VIDEO_ID]
+        video_id = video_id.decode("utf-8") if isinstance(video_id, bytes) else str(video_id)
+        return data.clip_key(video_id, float(instance[data.START_TIME])), self._coder.encode(instance)
+
+
 def _write_split(pcoll, output: str, split: str, metadata, num_shards: int):
-    coder = tft.coders.ExampleProtoCoder(metadata.schema)
+    """Writes a split's transformed examples into `num_shards` files; same inputs, same bytes."""
+    title = split.title()
     return (
         pcoll
-        | f"Encode{split.title()}" >> beam.Map(coder.encode)
-        | f"Write{split.title()}"
-        >> beam.io.WriteToTFRecord(
-            os.path.join(output, "transformed", split), file_name_suffix=".tfrecord.gz", num_shards=num_shards
+        | f"Encode{title}" >> beam.Map(_KeyExample(metadata.schema))
+        | f"Write{title}"
+        >> common.WriteSharded(
+            os.path.join(output, "transformed", split),
+            num_shards,
+            ".tfrecord.gz",
+            _write_examples,
+            sort_key=_identity,
+            shard_key=_key_of,
         )
     )
 
@@ -217,8 +258,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                     "errors", main="clips"
                 )
             )
-            decoded[split].errors | f"WriteErrors{title}" >> beam.io.WriteToText(
-                os.path.join(args.output, "errors", split), file_name_suffix=".jsonl", shard_name_template=""
+            decoded[split].errors | f"WriteErrors{title}" >> common.WriteSharded(
+                os.path.join(args.output, "errors", split), 1, ".jsonl", _write_lines, sort_key=_identity
             )
         (train, transformed_metadata), transform_fn = (
             decoded["train"].clips,
@@ -239,6 +280,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     if result is not None:
         common.log_counters(result)  # clips and unusable records per split and reason
     write_info(args)
+    if tf.io.gfile.exists(temp_dir):
+        tf.io.gfile.rmtree(temp_dir)
     return result
 
 
