@@ -18,7 +18,7 @@ from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
 from gunshot_core import audio, windows
-from pipelines import common, schemas, scoring
+from pipelines import common, remote, schemas, scoring
 from pipelines import scoring_outputs as outputs
 from pipelines import scoring_sources as sources
 
@@ -147,8 +147,8 @@ def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
     threshold = head.threshold if args.threshold is None else float(args.threshold)
     provenance = outputs.Provenance(
         head_name=head.head_id,
-        vggish_sha256=models.file_sha256(paths.checkpoint),
-        pca_sha256=models.file_sha256(paths.pca),
+        vggish_sha256=models.file_sha256(scoring.localize(paths.checkpoint)),
+        pca_sha256=models.file_sha256(scoring.localize(paths.pca)),
         head_sha256=head.sha256,
         code_version=gunshot_core.__version__,
         window_seconds=round(window * 0.96, 6),
@@ -216,6 +216,10 @@ def build_pipeline(p, args, config, provenance, previous):
     _ = final["events"] | "Exports" >> outputs.WriteEventExports(staging)
 
 
+def staging_dir(args) -> str:
+    return beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
+
+
 def _wait(result) -> None:
     """Waits for the job, logging its counters once a minute while it runs (remote runners)."""
     while True:
@@ -276,8 +280,16 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, args, config, provenance, previous)
     result = p.run()
+    if remote.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
+        remote.log_detached(result, p.options, "score")
+        _LOG.info(
+            "the job writes its tables to %s; they are moved into %s when it is finalized",
+            staging_dir(args),
+            args.output,
+        )
+        return {"detached": True, "output": args.output}
     _wait(result)
-    counts = common.counter_values(result)
+    counts = common.log_counters(result)  # logs every counter (namespace/name = value)
     moved = outputs.finalize_tables(args.output, list(schemas.SCORE_TABLES))
     wall = time.monotonic() - started
     summary = summarize(args.output, counts, wall)
@@ -308,6 +320,10 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         summary["errors"],
         args.output,
     )
+    if not counts.get("score/files_matched"):
+        raise FileNotFoundError(
+            f"no input file matched {list(args.input) + list(args.input_list)}; see the errors table in {args.output}"
+        )
     return summary
 
 

@@ -16,8 +16,6 @@ frames straight into the same grouping.
 import dataclasses
 import datetime
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -33,7 +31,7 @@ from pipelines import scoring_sources as sources
 _LOG = logging.getLogger(__name__)
 
 NAMESPACE = "score"
-DEFAULT_BATCH_SIZE = 256  # examples per VGGish call
+DEFAULT_BATCH_SIZE = 256  # examples per RunInference batch (run in blocks of EMBED_BLOCK)
 DEFAULT_CHUNK_SECONDS = 60.0
 PROGRESS_SECONDS = 60.0
 
@@ -366,7 +364,7 @@ class DecodeFn(beam.DoFn):
             source.path,
             source.path,
             None,
-            sources.KIND_ARCHIVE,
+            source.kind,
             status="error",
             stage="read",
             error_reason=reason,
@@ -374,30 +372,41 @@ class DecodeFn(beam.DoFn):
         )
         return beam.pvalue.TaggedOutput(INFO_TAG, (source.path, info))
 
-    def _decode_tfrecord(self, source: sources.Source) -> Iterator:
+    def _decode_tfrecord(self, source) -> Iterator:
         from pipelines import scoring_records
 
+        start_utc, missing = self._start_utc(source.path)
         try:
-            for video_id, start, end, frames in scoring_records.iter_embedding_records(source.path):
-                key, member = sources.record_source_id(source.path, video_id, start)
-                start_utc, missing = self._start_utc(source.path)
-                info = RecordingInfo(
-                    key,
-                    source.path,
-                    member,
-                    sources.KIND_TFRECORD,
-                    format="TFRECORD",
-                    duration_seconds=float(end - start),
-                    num_examples=int(frames.shape[0]),
-                    start_utc=add_seconds(start_utc, start),
-                    timestamp_missing=missing,
-                )
+            for record in scoring_records.iter_embedding_records(source.path):
+                key = sources.member_source_id(source.path, record.member)
+                base = {"source": key, "file": source.path, "member": record.member}
+                base.update(input_kind=sources.KIND_TFRECORD, format="TFRECORD", timestamp_missing=missing)
                 self._recordings.inc()
-                yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, (0, frames)))
+                if record.frames is None:
+                    self._decode_errors.inc()
+                    message = f"bad record in {source.path}: {record.detail}"
+                    _LOG.warning("%s (%s)", message, record.reason)
+                    info = RecordingInfo(
+                        **base,
+                        status="error",
+                        stage="decode",
+                        error_reason=record.reason,
+                        error_message=message,
+                    )
+                    yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
+                    continue
+                context = record.context
+                info = RecordingInfo(
+                    **base,
+                    duration_seconds=float(context.end_time - context.start_time),
+                    num_examples=int(record.frames.shape[0]),
+                    start_utc=add_seconds(start_utc, context.start_time),
+                )
+                yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, (0, record.frames)))
                 yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
-        except Exception as e:  # noqa: BLE001
-            reason, message = _classify_exception(e)
-            yield self._archive_error(source, reason, f"cannot read TFRecord {source.path}: {message}")
+        except Exception as e:  # noqa: BLE001 - an unreadable file is one error row
+            _, message = _classify_exception(e)
+            yield self._archive_error(source, "unreadable", f"cannot read TFRecord {source.path}: {message}")
 
     def process(self, source):
         if source.kind == sources.KIND_ARCHIVE:
@@ -427,31 +436,38 @@ class DecodeFn(beam.DoFn):
 
 
 def localize(path: str, directory: str | None = None) -> str:
-    """A local path for a model file: the path itself, or a copy of a gs:// object in a temp folder."""
-    if "://" not in path:
-        return path
-    directory = directory or tempfile.mkdtemp(prefix="gunshot-models-")
-    local = os.path.join(directory, os.path.basename(path))
-    if not os.path.exists(local):
-        with sources.open_file(path) as src, open(local + ".part", "wb") as dst:
-            while block := src.read(1 << 24):
-                dst.write(block)
-        os.replace(local + ".part", local)
-    return local
+    """A local path for a model file or head directory: the path itself, or the worker's cached copy
+    of a gs:// object (downloaded once per worker and reused by every process; see pipelines.model_cache).
+    """
+    from pipelines import model_cache
+
+    return model_cache.local_copy(path, directory)
+
+
+# VGGish always runs on blocks of exactly this many examples (zero-padded): TF's CPU kernels give
+# results that depend on the batch shape in the last float bits (up to ~6e-6, enough to flip a
+# quantised byte now and then), so a fixed shape keeps every embedding, and so every table, identical
+# however RunInference happened to group chunks into batches.
+EMBED_BLOCK = 32
 
 
 class _Embedder:
     """VGGish + the PCA postprocessor of one worker (what VGGishModelHandler.load_model returns)."""
 
-    def __init__(self, checkpoint: str, pca: str, batch_size: int):
+    def __init__(self, checkpoint: str, pca: str):
         from gunshot_core.postprocess import Postprocessor
         from gunshot_core.vggish import VGGish
 
-        self.vggish = VGGish.from_checkpoint(localize(checkpoint), batch_size=min(batch_size, 128))
+        self.vggish = VGGish.from_checkpoint(localize(checkpoint), batch_size=EMBED_BLOCK)
         self.postprocessor = Postprocessor.from_npz(localize(pca))
 
     def __call__(self, examples: np.ndarray) -> np.ndarray:
-        return self.postprocessor.postprocess(self.vggish.embed(examples))
+        """float32 [n, 96, 64] -> uint8 [n, 128], independent of n and of the other examples."""
+        n = examples.shape[0]
+        pad = -n % EMBED_BLOCK
+        if pad:
+            examples = np.concatenate([examples, np.zeros((pad,) + examples.shape[1:], np.float32)])
+        return self.postprocessor.postprocess(self.vggish.embed(examples)[:n])
 
 
 def _chunk_examples(chunk) -> int:
@@ -472,7 +488,7 @@ class VGGishModelHandler(ModelHandler):
         self._batch_size = batch_size
 
     def load_model(self) -> _Embedder:
-        return _Embedder(self._checkpoint, self._pca, self._batch_size)
+        return _Embedder(self._checkpoint, self._pca)
 
     def run_inference(self, batch, model: _Embedder, inference_args=None) -> Iterable:
         if not batch:  # BatchElements can emit an empty batch when sizing by weight

@@ -14,6 +14,8 @@ import logging
 import os
 import posixpath
 import re
+import shutil
+import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -335,10 +337,17 @@ def _read_segment(target, start: float, end: float) -> tuple[np.ndarray, int]:
 
 
 def _find_member(archive: str, member: str):
-    for m in sources.iter_archive_members(archive):
-        if m.name == member:
-            return m.fileobj
-        m.fileobj.close()
+    """A seekable copy of one archive member (the archive's own spool is released with its iterator)."""
+    members = sources.iter_archive_members(archive)
+    try:
+        for m in members:
+            if m.name == member:
+                copy = tempfile.SpooledTemporaryFile(max_size=sources.SPOOL_MAX_MEMORY_BYTES)
+                shutil.copyfileobj(m.fileobj, copy, 1 << 20)
+                copy.seek(0)
+                return copy
+    finally:
+        members.close()
     raise FileNotFoundError(f"{member!r} not in {archive}")
 
 

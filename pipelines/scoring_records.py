@@ -1,51 +1,51 @@
-"""Reading AudioSet embedding TFRecords (already embedded) for scoring by the head alone."""
+"""Reading AudioSet embedding TFRecords (already embedded) for scoring by the head alone.
 
+Records are read slot by slot with `gunshot_core.records` (no TensorFlow needed), so a bad CRC, a
+truncated file or a malformed record becomes one error row and the rest of the file is still scored.
+"""
+
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
 
 from gunshot_core import records
+from pipelines import common
 
 
-def decode_sequence_example(serialized: bytes) -> tuple[str, float, float, np.ndarray]:
-    """One AudioSet SequenceExample -> (video_id, start seconds, end seconds, uint8 [n, 128] frames).
+@dataclasses.dataclass(frozen=True)
+class EmbeddingRecord:
+    """One record slot of an embedding TFRecord.
+
+    Attributes:
+      member: the record's id inside the file: the clip key `video_id:start_ms`, or `record<i>` for a
+        slot that could not be decoded.
+      context: records.ClipContext, or None for a bad slot.
+      frames: uint8 [n, 128], or None for a bad slot.
+      reason, detail: why a slot is bad (None / "" for a good one).
+    """
+
+    member: str
+    context: records.ClipContext | None
+    frames: np.ndarray | None
+    reason: str | None = None
+    detail: str = ""
+
+
+def iter_embedding_records(path: str) -> Iterator[EmbeddingRecord]:
+    """Every record slot of a (gzip-)TFRecord file of AudioSet SequenceExamples, local or gs://.
 
     Raises:
-      ValueError: the record is not a SequenceExample with 128-byte embedding frames.
+      OSError: the file cannot be opened.
     """
-    import tensorflow as tf
-
-    example = tf.train.SequenceExample.FromString(serialized)
-    context = example.context.feature
-    video_id = (
-        context[records.VIDEO_ID].bytes_list.value[0].decode("utf-8") if records.VIDEO_ID in context else ""
-    )
-    start = float(context[records.START_TIME].float_list.value[0]) if records.START_TIME in context else 0.0
-    feature_list = example.feature_lists.feature_list
-    if records.EMBEDDING not in feature_list:
-        raise ValueError(f"record {video_id!r} has no {records.EMBEDDING!r} feature list")
-    rows = [f.bytes_list.value[0] for f in feature_list[records.EMBEDDING].feature]
-    bad = [len(r) for r in rows if len(r) != records.EMBEDDING_WIDTH]
-    if bad:
-        raise ValueError(
-            f"record {video_id!r}: embedding frames of {bad[0]} bytes, expected {records.EMBEDDING_WIDTH}"
-        )
-    frames = np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), records.EMBEDDING_WIDTH)
-    if records.END_TIME in context:
-        end = float(context[records.END_TIME].float_list.value[0])
-    else:
-        end = start + 0.96 * len(rows)
-    return video_id, start, end, frames
-
-
-def iter_embedding_records(path: str) -> Iterator[tuple[str, float, float, np.ndarray]]:
-    """(video_id, start, end, uint8 [n, 128]) for every record of a (gzip-)TFRecord file, local or gs://.
-
-    Raises:
-      tensorflow.errors.DataLossError, ValueError: a corrupt file or record.
-    """
-    import tensorflow as tf
-
-    compression = "GZIP" if path.lower().endswith(".gz") else ""
-    for serialized in tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator():
-        yield decode_sequence_example(serialized)
+    with common.open_maybe_compressed(path) as handle:
+        for slot in records.read_tfrecords(handle):
+            if slot.data is None:
+                yield EmbeddingRecord(f"record{slot.index}", None, None, slot.reason, slot.detail)
+                continue
+            try:
+                context, frames = records.decode_sequence_example(slot.data)
+            except records.RecordError as e:
+                yield EmbeddingRecord(f"record{slot.index}", None, None, e.reason, str(e))
+                continue
+            yield EmbeddingRecord(context.key, context, frames)

@@ -1,0 +1,299 @@
+"""End-to-end runs of pipelines.score on the DirectRunner with the random-weight VGGish.
+
+One module-scoped run covers golden parity, broken files, archives, TFRecords, timestamps, clip and
+event exports; further runs check multi-process identity with other chunk sizes, --skip_existing and
+the default resampler.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+
+from pipelines import common, schemas, score
+from pipelines import scoring_outputs as outputs
+from tests import score_inputs
+from tests.conftest import GOLDEN, SEED_WAVS, head_key
+
+pytestmark = pytest.mark.slow
+
+DEFAULT_HEAD_KEY = "score_" + head_key("1LayerLSTM__Loss=BinCE_20Epochs_july02.h5")
+THRESHOLD = 0.04  # between the random-weight scores of the seed clips, so some recordings detect
+TABLES = ("windows", "recordings", "events", "errors", "embeddings")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score_inputs")
+    cases = score_inputs.broken_files(root / "bad")
+    pistol = (SEED_WAVS / "pistol_shot.wav").read_bytes()
+    footsteps = (SEED_WAVS / "footsteps_shuffle.wav").read_bytes()
+    archives = root / "archives"
+    archives.mkdir()
+    zipped = score_inputs.make_zip(
+        archives / "batch.zip", {"site/pistol_shot.wav": pistol, "site/README.txt": b"not audio"}
+    )
+    tarred = score_inputs.make_tar_gz(archives / "batch.tar.gz", {"a/footsteps.wav": footsteps})
+    tfrecord = score_inputs.golden_tfrecord(root / "golden.tfrecord")
+    stamped = score_inputs.copy_as(
+        SEED_WAVS / "footsteps_shuffle.wav", root / "stamped", "SITE7_20230114_031500.wav"
+    )
+    golden = [str(SEED_WAVS / f"{name}.wav") for name in score_inputs.GOLDEN_WAVS]
+    listing = root / "inputs.txt"
+    listing.write_text(
+        "# bad files\n" + "\n".join(sorted(cases.values())) + "\n\n" + str(root / "nothing*.wav") + "\n"
+    )
+    return {
+        "root": root,
+        "cases": cases,
+        "golden": golden,
+        "zip": zipped,
+        "tar": tarred,
+        "tfrecord": tfrecord,
+        "stamped": stamped,
+        "listing": str(listing),
+        "patterns": golden + [str(archives), tfrecord, str(root / "stamped")],
+    }
+
+
+def _argv(inputs, random_vggish, output, *extra):
+    ckpt, pca = random_vggish
+    argv = [f"--input={p}" for p in inputs["patterns"]]
+    argv += [
+        f"--input_list={inputs['listing']}",
+        f"--output={output}",
+        f"--checkpoint={ckpt}",
+        f"--pca={pca}",
+    ]
+    argv += ["--resampler=resampy", f"--threshold={THRESHOLD}", "--timestamp_pattern=%Y%m%d_%H%M%S"]
+    argv += ["--write_embeddings", "--export_clips=1", *extra]
+    return argv
+
+
+def _table(output, name):
+    return common.read_table(str(output), name).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def scored(inputs, random_vggish, tmp_path_factory):
+    output = tmp_path_factory.mktemp("scored") / "out"
+    summary = score.run(_argv(inputs, random_vggish, output, "--chunk_seconds=7"))
+    return output, summary
+
+
+def test_golden_scores(scored, inputs):
+    output, _ = scored
+    recordings = _table(output, "recordings").set_index("source")
+    windows = _table(output, "windows")
+    for name, path in zip(score_inputs.GOLDEN_WAVS, inputs["golden"], strict=True):
+        expected = float(np.load(GOLDEN / f"{name}.npz")[DEFAULT_HEAD_KEY])
+        row = recordings.loc[path]
+        assert row.status == "ok"
+        assert row.max_score == pytest.approx(expected, abs=2e-3), name
+        own = windows[windows.source == path]
+        assert len(own) == 1 and own.score.iloc[0] == pytest.approx(expected, abs=2e-3)
+        assert row.frames == int(np.load(GOLDEN / f"{name}.npz")["num_examples"])
+
+
+def test_every_input_is_one_recordings_row(scored, inputs):
+    output, summary = scored
+    recordings = _table(output, "recordings")
+    assert recordings.source.is_unique
+    by_source = recordings.set_index("source")
+    cases = inputs["cases"]
+    expected_errors = {
+        "zero_length": "empty",
+        "random_bytes": "corrupt",
+        "wrong_extension": "unsupported",
+        "short_0p3s": "too_short",
+    }
+    for case, reason in expected_errors.items():
+        row = by_source.loc[cases[case]]
+        assert (row.status, row.error_reason) == ("error", reason), case
+        assert row.error_message
+    assert by_source.loc[cases["truncated"]].status == "ok"  # the readable part is scored
+    assert by_source.loc[cases["truncated"]].duration_seconds < 4
+    long = by_source.loc[cases["five_minutes"]]
+    assert (long.status, long.frames, long.sample_rate, long.channels) == ("ok", 312, 44100, 2)
+    assert long.windows == len(_table(output, "windows").query("source == @cases['five_minutes']"))
+    errors = _table(output, "errors")
+    for case in expected_errors:
+        assert (errors.source == cases[case]).sum() == 1
+    unmatched = errors[errors.stage == "match"]
+    assert list(unmatched.reason) == ["not_found"] and unmatched.source.iloc[0].endswith("nothing*.wav")
+    assert summary["recordings"] == len(recordings)
+    assert summary["recordings_failed"] == len(expected_errors) + 1  # + the bad TFRecord slot
+
+
+def test_archive_members_are_keyed_by_archive_and_member(scored, inputs):
+    output, _ = scored
+    recordings = _table(output, "recordings").set_index("source")
+    member = recordings.loc[inputs["zip"] + "!site/pistol_shot.wav"]
+    plain = recordings.loc[inputs["golden"][0]]
+    assert (member.file, member.member, member.input_kind) == (
+        inputs["zip"],
+        "site/pistol_shot.wav",
+        "archive_member",
+    )
+    assert member.max_score == plain.max_score
+    tar_member = recordings.loc[inputs["tar"] + "!a/footsteps.wav"]
+    assert tar_member.max_score == recordings.loc[inputs["golden"][3]].max_score
+    assert not any("README" in s for s in recordings.index)
+
+
+def test_tfrecord_records_are_scored_by_the_head_alone(scored, inputs):
+    output, _ = scored
+    recordings = _table(output, "recordings")
+    rows = recordings[recordings.file == inputs["tfrecord"]].set_index("member")
+    assert len(rows) == len(score_inputs.GOLDEN_WAVS) + 1
+    for i, name in enumerate(score_inputs.GOLDEN_WAVS):
+        expected = float(np.load(GOLDEN / f"{name}.npz")[DEFAULT_HEAD_KEY])
+        row = rows.loc[f"{name}:{i * 10000}"]
+        assert (row.status, row.input_kind) == ("ok", "tfrecord")
+        assert row.max_score == pytest.approx(expected, abs=1e-5)
+    bad = rows.loc["record4"]
+    assert (bad.status, bad.error_reason) == ("error", "not_a_sequence_example")
+
+
+def test_timestamps_from_file_names(scored, inputs):
+    output, _ = scored
+    row = _table(output, "recordings").set_index("source").loc[inputs["stamped"]]
+    assert str(row.start_utc) == "2023-01-14 03:15:00+00:00"
+    errors = _table(output, "errors")
+    unstamped = errors[errors.stage == "timestamp"]
+    assert inputs["golden"][0] in set(unstamped.source)
+    assert inputs["stamped"] not in set(unstamped.source)
+
+
+def test_events_exports_and_clips(scored, inputs):
+    output, _ = scored
+    windows = _table(output, "windows")
+    events = _table(output, "events")
+    recordings = _table(output, "recordings").set_index("source")
+    assert len(events) > 0
+    for source, group in windows.groupby("source"):
+        assert recordings.loc[source].detected == bool((group.score >= THRESHOLD).any())
+        assert recordings.loc[source].events == (events.source == source).sum()
+    csv_lines = (output / outputs.EVENTS_CSV).read_text().splitlines()
+    assert len(csv_lines) == len(events) + 1
+    raven = (output / outputs.RAVEN_TABLE).read_text().splitlines()
+    assert raven[0].startswith("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)")
+    assert len(raven) == len(events) + 1
+    clips = sorted((output / outputs.CLIPS_DIR).glob("*.wav"))
+    detected_audio = [
+        s
+        for s in recordings.index[recordings.detected.fillna(False).astype(bool)]
+        if recordings.loc[s].input_kind != "tfrecord"
+    ]
+    assert len(clips) == len(detected_audio)
+    assert not (_table(output, "errors").stage == "export").any()
+    spanish = [c for c in clips if "spanishclass" in c.name]
+    assert len(spanish) == 1
+    info = soundfile.info(str(spanish[0]))  # event 0-9.6 s plus 1 s padding, cut at the 10-s end
+    assert (info.samplerate, info.channels) == (44100, 2) and info.duration == pytest.approx(10.0, abs=1e-3)
+
+
+def test_tables_carry_provenance_and_schemas(scored):
+    output, _ = scored
+    manifest = json.loads((output / outputs.RUN_MANIFEST).read_text())
+    for name in TABLES:
+        table = common.read_table(str(output), name)
+        assert table.schema.equals(schemas.SCORE_TABLES[name], check_metadata=False), name
+        if table.num_rows:
+            assert set(table.column("model_id").to_pylist()) == {manifest["provenance"]["model_id"]}
+            assert set(table.column("threshold").to_pylist()) == {THRESHOLD}
+    assert manifest["summary"]["recordings"] == common.read_table(str(output), "recordings").num_rows
+    assert not (output / outputs.STAGING).exists()
+    embeddings = _table(output, "embeddings")
+    recordings = _table(output, "recordings")
+    assert len(embeddings) == recordings.frames.fillna(0).sum()
+
+
+def test_multiprocess_run_with_other_batches_gives_identical_tables(scored, inputs, random_vggish, tmp_path):
+    output, _ = scored
+    other = tmp_path / "out"
+    score.run(
+        _argv(inputs, random_vggish, other, "--chunk_seconds=7", "--batch_size=40")
+        + ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+    for name in TABLES:
+        for path in sorted(output.glob(f"{name}-*.parquet")):
+            assert (other / path.name).read_bytes() == path.read_bytes(), path.name
+    for name in (outputs.EVENTS_CSV, outputs.RAVEN_TABLE):
+        assert (other / name).read_text() == (output / name).read_text()
+    assert sorted(p.name for p in (other / outputs.CLIPS_DIR).iterdir()) == sorted(
+        p.name for p in (output / outputs.CLIPS_DIR).iterdir()
+    )
+
+
+def test_chunked_decoding_matches_whole_file_embeddings(scored, inputs, random_vggish):
+    """The 5-minute file was decoded in 7-s chunks; whole-file processing gives the same frames."""
+    from gunshot_core import audio, features
+    from gunshot_core.postprocess import Postprocessor
+    from gunshot_core.vggish import VGGish
+
+    output, _ = scored
+    path = inputs["cases"]["five_minutes"]
+    waveform = audio.load_audio(path, resampler="resampy")
+    examples = features.waveform_to_examples(waveform, 16000)
+    ckpt, pca = random_vggish
+    whole = Postprocessor.from_npz(pca).postprocess(VGGish.from_checkpoint(ckpt).embed(examples))
+    table = _table(output, "embeddings").query("source == @path").sort_values("frame_index")
+    chunked = np.stack([np.frombuffer(b, np.uint8) for b in table.embedding])
+    assert chunked.shape == whole.shape == (312, 128)
+    diff = np.abs(chunked.astype(int) - whole.astype(int))
+    # The golden tolerance for float32 re-implementations: 1 LSB on at most 0.5% of the values.
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.005
+
+
+def test_skip_existing_scores_only_what_is_missing(scored, inputs, random_vggish, tmp_path):
+    output, _ = scored
+    rerun = tmp_path / "rerun"
+    shutil.copytree(output, rerun)
+    # Drop one good recording's rows, as if the first run had not seen it.
+    missing = inputs["golden"][1]
+    for name in TABLES:
+        for path in rerun.glob(f"{name}-*.parquet"):
+            table = pq.read_table(path)
+            keep = [s != missing for s in table.column("source").to_pylist()]
+            pq.write_table(table.filter(keep), path, compression="zstd")
+    summary = score.run(_argv(inputs, random_vggish, rerun, "--chunk_seconds=7", "--skip_existing"))
+    manifest = json.loads((rerun / outputs.RUN_MANIFEST).read_text())
+    counters = manifest["counters"]
+    failed_files = 5 + 1  # the five broken inputs and the TFRecord holding a bad record are retried
+    assert manifest["files_skipped_as_done"] > 0
+    assert counters["score/files_matched"] - manifest["files_skipped_as_done"] <= failed_files + 1
+    assert counters["score/recordings_scored"] < summary["recordings_ok"]
+    for name in TABLES:
+        assert _table(rerun, name).equals(_table(output, name)), name
+
+
+def test_default_resampler_is_close_to_golden(random_vggish, tmp_path):
+    ckpt, pca = random_vggish
+    output = tmp_path / "out"
+    golden = [str(SEED_WAVS / f"{name}.wav") for name in score_inputs.GOLDEN_WAVS]
+    score.run(
+        [f"--input={p}" for p in golden] + [f"--output={output}", f"--checkpoint={ckpt}", f"--pca={pca}"]
+    )
+    recordings = _table(output, "recordings").set_index("source")
+    for name, path in zip(score_inputs.GOLDEN_WAVS, golden, strict=True):
+        expected = float(np.load(GOLDEN / f"{name}.npz")[DEFAULT_HEAD_KEY])
+        assert recordings.loc[path].max_score == pytest.approx(expected, abs=0.01), name
+
+
+def test_no_matching_input_fails_loudly(random_vggish, tmp_path):
+    ckpt, pca = random_vggish
+    with pytest.raises(FileNotFoundError, match="no input"):
+        score.run(
+            [
+                f"--input={tmp_path}/none*.wav",
+                f"--output={tmp_path / 'o'}",
+                f"--checkpoint={ckpt}",
+                f"--pca={pca}",
+            ]
+        )
+    assert os.path.exists(tmp_path / "o" / "errors-00000-of-00001.parquet")
