@@ -93,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
     io_group.add_argument("--num_shards", type=int, default=4, help="subset TFRecord files per split")
-    io_group.add_argument("--table_shards", type=int, default=1, help="Parquet files per table")
+    io_group.add_argument(
+        "--table_shards",
+        type=int,
+        default=4,
+        help="Parquet files of the tagged table (one file holds rows/table_shards rows in a worker's memory; "
+        "use ~32 for the full unbalanced release)",
+    )
 
     cls = parser.add_argument_group("classes and tagging")
     cls.add_argument(
@@ -617,6 +623,10 @@ def _write_payloads(handle, elements):
     records.write_tfrecords(handle, (data for _, data in elements))
 
 
+def _tagged_shard_key(row):
+    return row["clip_key"]
+
+
 def _tagged_sort_key(row):
     return (row["split"], row["video_id"], row["start_time_seconds"], row["source"], row["record_index"])
 
@@ -792,13 +802,12 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
         "tagged",
         schemas.SUBSET_TAGGED,
         sort_key=_tagged_sort_key,
+        shard_key=_tagged_shard_key,
         num_shards=config.table_shards,
         batched=True,
     )
     errors = read[common.ERRORS_TAG]
-    errors | "WriteErrors" >> common.WriteTable(
-        output, "errors", schemas.SUBSET_ERRORS, num_shards=config.table_shards
-    )
+    errors | "WriteErrors" >> common.WriteTable(output, "errors", schemas.SUBSET_ERRORS, num_shards=1)
 
     stat_pairs = (
         read.stats,

@@ -363,6 +363,8 @@ class WriteTable(beam.PTransform):
         Use `operator.itemgetter(...)` of the table's natural key for readable order.
       num_shards: number of files (1 is right for tables up to a few million rows).
       batched: the input elements are lists of dict rows (see WriteSharded).
+      shard_key: module-level function row -> key whose hash picks the row's file (default: sort_key);
+        use it to keep incidental columns (e.g. where a row was read from) out of the file choice.
     """
 
     def __init__(
@@ -373,9 +375,11 @@ class WriteTable(beam.PTransform):
         sort_key=None,
         num_shards: int = 1,
         batched: bool = False,
+        shard_key=None,
     ):
         super().__init__()
         self._prefix = FileSystems.join(output_dir, name)
+        self._shard_key = shard_key
         self._schema = schema
         self._sort_key = sort_key
         self._num_shards = num_shards
@@ -388,6 +392,7 @@ class WriteTable(beam.PTransform):
             ".parquet",
             _ParquetWriter(self._schema),
             sort_key=self._sort_key,
+            shard_key=self._shard_key,
             batched=self._batched,
         )
 

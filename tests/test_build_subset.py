@@ -394,7 +394,7 @@ def test_gs_paths_with_storage_emulator(gcs_emulator, shards):  # noqa: F811
     output = f"{bucket}/out"
     build_subset.run(["--split", f"eval={bucket}/eval/*", "--output", output, *BEAM], save_main_session=False)
     names = gcs_emulator.list(output)
-    assert f"{output}/stats.json" in names and f"{output}/tagged-00000-of-00001.parquet" in names
+    assert f"{output}/stats.json" in names and f"{output}/tagged-00000-of-00004.parquet" in names
     stats = json.loads(gcs_emulator.read(f"{output}/stats.json"))
     assert stats["splits"]["eval"]["records_read"] == sum(len(_contexts(p)) for p in shards["eval"][:2])
     data = gcs_emulator.read(f"{output}/eval/subset-00000-of-00004.tfrecord")
@@ -492,6 +492,9 @@ def test_batch_size_does_not_change_outputs(shards, tmp_path, monkeypatch):
     run_builder(args, tmp_path / "big")
     monkeypatch.setattr(build_subset, "MAX_BATCH", 7)
     run_builder(args, tmp_path / "small")
-    for name in ("stats.json", "tagged-00000-of-00001.parquet", "errors-00000-of-00001.parquet"):
+    names = sorted(n for n in os.listdir(tmp_path / "big") if n.endswith((".json", ".parquet")))
+    assert names == sorted(n for n in os.listdir(tmp_path / "small") if n.endswith((".json", ".parquet")))
+    assert len(names) == 6  # stats, 4 tagged shards, errors
+    for name in names:
         assert (tmp_path / "big" / name).read_bytes() == (tmp_path / "small" / name).read_bytes()
     assert file_bytes(tmp_path / "big", "subset") == file_bytes(tmp_path / "small", "subset")
