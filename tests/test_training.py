@@ -17,9 +17,11 @@ from gunshot_core import labels as labels_lib
 from gunshot_core import records
 from tests.conftest import AUDIOSET
 from tests.fixtures_audioset import (
+    corrupt_payload_crc,
     encode_segment,
     malformed_records,
     read_segments,
+    truncate,
     write_shards,
     write_tfrecord_file,
 )
@@ -79,7 +81,13 @@ def subset_dir(tmp_path_factory):
     bad = malformed_records()
     untagged = encode_segment(train[-1], signal=SIGNAL)  # an `other` clip: never tagged
     write_tfrecord_file(out / "train" / "zz-damaged.tfrecord", list(bad.values()) + [untagged])
-    expected = {reason: 1 for reason in bad} | {"untagged": 1}
+    # Damaged framing: a payload CRC mismatch, then a good untagged record, then a truncated tail.
+    framing = write_tfrecord_file(
+        out / "train" / "zz-framing.tfrecord", [encode_segment(s, signal=SIGNAL) for s in train[-4:-1]]
+    )
+    corrupt_payload_crc(framing, 0)
+    truncate(framing, keep_records=2)
+    expected = {reason: 1 for reason in bad} | {"untagged": 2, "bad_data_crc": 1, "truncated": 1}
     return str(out), expected
 
 
@@ -470,3 +478,32 @@ def test_interrupted_run_resumes(transformed, tmp_path):
     assert epochs == [0, 1, 2, 3]  # epochs 3 and 4 continued the interrupted run
     assert not (tmp_path / "backup").exists()
     assert json.loads((tmp_path / "card.json").read_text())["training"]["epochs_run"] == 4
+
+
+def test_evaluate_reports_unusable_records(subset_dir, trained, tmp_path):
+    from training import evaluate
+
+    directory, expected_errors = subset_dir
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                trained,
+                "--data",
+                f"{directory}/train*",
+                "--output",
+                str(tmp_path),
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader(open(tmp_path / "errors.csv")))
+    reasons = {}
+    for row in rows:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    assert reasons == expected_errors
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["unusable_records"] == len(rows)
+    assert result["chosen"]["clips"] == len(_subset_clips(directory, "train"))

@@ -8,6 +8,7 @@ evaluation and analysis jobs read the records directly, exactly as a deployed he
 
 import dataclasses
 import glob
+import gzip
 import logging
 import os
 
@@ -169,20 +170,34 @@ def load_tag_table(pattern: str) -> dict[str, str]:
     return out
 
 
-def iter_records(pattern: str):
-    """Yields (file, index, serialized bytes) of every record in the matching TFRecord files.
+def read_file_records(path: str):
+    """Yields every record slot of one TFRecord file (local or gs://, plain or gzip).
 
-    Gzip-compressed files (`.gz`) are read as such.
+    Damaged framing does not raise: a bad slot is yielded with its reason (gunshot_core.records:
+    `bad_data_crc`, `bad_length_crc`, `truncated`, `oversized_record`, `unreadable`), and a file that
+    cannot be opened gives one `unreadable` slot.
+
+    Yields:
+      (source "path:index", payload bytes or None, reason or None, detail).
     """
+    try:
+        with tf.io.gfile.GFile(path, "rb") as raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            handle = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+            for slot in records.read_tfrecords(handle):
+                yield f"{path}:{slot.index}", slot.data, slot.reason, slot.detail
+    except (OSError, tf.errors.OpError) as e:
+        yield f"{path}:-", None, "unreadable", f"{type(e).__name__}: {e}"
+
+
+def iter_records(pattern: str):
+    """Yields the record slots (see read_file_records) of every file matching `pattern`, in file order."""
     files = match_files(pattern)
     if not files:
         raise FileNotFoundError(f"no TFRecord file matches {pattern!r}")
     for path in files:
-        compression = "GZIP" if path.endswith(".gz") else ""
-        for i, raw in enumerate(
-            tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()
-        ):
-            yield path, i, raw
+        yield from read_file_records(path)
 
 
 @dataclasses.dataclass
@@ -234,8 +249,10 @@ def load_clips(pattern: str, tags: dict[str, str], positive_tag: str = POSITIVE_
     """
     out = LabelledClips([], [], [], [], [], [], [])
     labels = []
-    for path, index, raw in iter_records(pattern):
-        source = f"{path}:{index}"
+    for source, raw, reason, detail in iter_records(pattern):
+        if raw is None:
+            out.errors.append((source, reason, detail))
+            continue
         try:
             clip = decode_clip(raw)
         except records.RecordError as e:

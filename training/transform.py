@@ -88,7 +88,7 @@ def make_preprocessing_fn(num_frames: int, positive_tag: str):
 
 
 class DecodeClipFn(beam.DoFn):
-    """(file, serialized SequenceExample) -> tf.Transform instance dict; unusable records to 'errors'.
+    """TFRecord file path -> tf.Transform instance dicts; unusable records and slots to 'errors'.
 
     Errors are JSON strings {"source", "reason", "message"}; each reason has its own counter.
     """
@@ -112,17 +112,23 @@ class DecodeClipFn(beam.DoFn):
         row = {"split": self._split, "source": source, "reason": reason, "message": message}
         return beam.pvalue.TaggedOutput("errors", json.dumps(row, sort_keys=True))
 
-    def process(self, element):
-        path, serialized = element
+    def process(self, path: str):
+        for source, serialized, reason, detail in data.read_file_records(path):
+            if serialized is None:
+                yield self._error(source, reason, detail)
+            else:
+                yield from self._decode(source, serialized)
+
+    def _decode(self, source: str, serialized: bytes):
         try:
             clip = data.decode_clip(serialized)
         except records.RecordError as e:
-            yield self._error(f"{path} (record sha1 {_digest(serialized)})", e.reason, str(e))
+            yield self._error(source, e.reason, str(e))
             return
         key = data.clip_key(clip.video_id, clip.start_time)
         tag = self._tags.get(key)
         if tag is None:
-            yield self._error(f"{path} ({key})", "untagged", f"clip {key} is not in the tag table")
+            yield self._error(source, "untagged", f"clip {key} is not in the tag table")
             return
         self._clips.inc()
         yield {
@@ -133,12 +139,6 @@ class DecodeClipFn(beam.DoFn):
             data.START_TIME: float(clip.start_time),
             data.CLASS_IDS: list(clip.class_ids),
         }
-
-
-def _digest(raw: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha1(raw).hexdigest()[:16]
 
 
 def parse_known_args(argv):
@@ -252,7 +252,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             decoded[split] = (
                 p
                 | f"Match{title}" >> beam.Create(files)
-                | f"Read{title}" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                | f"Reshuffle{title}" >> beam.Reshuffle()  # spread the files over workers
                 | f"Decode{title}"
                 >> beam.ParDo(DecodeClipFn(split, args.frames, args.tags)).with_outputs(
                     "errors", main="clips"
