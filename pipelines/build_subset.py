@@ -104,13 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     cls = parser.add_argument_group("classes and tagging")
     cls.add_argument(
         "--positive_classes",
-        default=_csv_join(labels_lib.DEFAULT_POSITIVE),
-        help="CSV of class display names or MIDs (quote names with commas) or @file; the positive tag",
+        default=None,
+        help="CSV of class display names or MIDs (quote names with commas) or @file; the positive tag. "
+        f"Default: {_csv_join(labels_lib.DEFAULT_POSITIVE)}",
     )
     cls.add_argument(
         "--negative_classes",
-        default=_csv_join(labels_lib.DEFAULT_NEGATIVE),
-        help="CSV of class names/MIDs or @file; the negative tag (hard and easy negatives)",
+        default=None,
+        help="CSV of class names/MIDs or @file; the negative tag. Default: the original project's hard and "
+        "easy negatives (docs/build_subset.md)",
     )
     cls.add_argument(
         "--positive_name", default=labels_lib.DEFAULT_TAG_NAMES[0], help="name of the positive tag"
@@ -195,10 +197,17 @@ class Config:
     def __init__(self, args: argparse.Namespace):
         catalog = labels_lib.ClassCatalog.from_files(args.class_labels_csv, args.ontology)
         if args.classes:
+            if args.positive_classes is not None or args.negative_classes is not None:
+                raise ValueError(
+                    "--class replaces --positive_classes/--negative_classes; give one or the other"
+                )
             specs = list(args.classes)
             self.policy = args.co_occurrence or "drop"
         else:
-            specs = [(args.positive_name, args.positive_classes), (args.negative_name, args.negative_classes)]
+            specs = [
+                (args.positive_name, args.positive_classes or labels_lib.DEFAULT_POSITIVE),
+                (args.negative_name, args.negative_classes or labels_lib.DEFAULT_NEGATIVE),
+            ]
             self.policy = args.co_occurrence or "priority"
         self.tags = labels_lib.build_tags(catalog, specs, include_children=args.include_children)
         self.tag_names = tuple(t.name for t in self.tags)
