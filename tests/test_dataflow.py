@@ -249,7 +249,7 @@ def test_transform_builds_a_dataflow_job(gcs, local_subset, tmp_path):
     job, pipeline = read_job(gcs, "transform")
     assert_worker_options(job, container=IMAGE, setup_file=False)
     names = transform_names(pipeline)
-    for step in ("ReadTrain", "DecodeTrain", "AnalyzeAndTransform", "WriteTrain", "WriteTransformFn"):
+    for step in ("MatchTrain", "DecodeTrain", "AnalyzeAndTransform", "WriteTrain", "WriteTransformFn"):
         assert step in names, step
     assert_dofns_unpickle_in_fresh_process(pipeline, tmp_path)
     assert not (output / "transform_info.json").exists()  # written by deploy.finalize after the job
@@ -693,3 +693,25 @@ def test_launch_rejects_switches_in_template_mode_and_unknown_pipelines():
     assert done.returncode == 2 and "--mode container" in done.stderr
     done = subprocess.run(["bash", str(DEPLOY / "launch.sh"), "scoring"], capture_output=True, text=True)
     assert done.returncode == 2 and "build_subset score transform" in done.stderr
+
+
+def test_dry_run_builds_the_job_and_returns_without_waiting(audioset_shards, tmp_path):
+    """`--dry_run=True`: Beam builds the Dataflow job in memory and submits nothing; run() must not wait."""
+    from pipelines import build_subset, remote
+
+    pattern = os.path.join(os.path.dirname(audioset_shards[0]), "*.tfrecord")
+    argv = [f"--input={pattern}", f"--output={tmp_path / 'out'}"]
+    result = build_subset.run(
+        argv
+        + [
+            "--runner=DataflowRunner",
+            f"--project={PROJECT}",
+            "--region=us-central1",
+            "--temp_location=gs://nowhere-bucket/tmp",
+            "--dry_run=True",
+        ]
+    )
+    assert remote.job_detached(result, PipelineOptions(["--dry_run=True"]))
+    assert result.job.proto_pipeline.components.transforms
+    assert result.job.google_cloud_options.project == PROJECT
+    assert not (tmp_path / "out").exists()
