@@ -11,6 +11,7 @@ baked in as a Normalization layer) and `card.json` (gunshot_core.heads.HeadCard)
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -228,6 +229,21 @@ def _copy_transform(transform_dir: str, mdir: str) -> str:
     return "transform"
 
 
+@contextlib.contextmanager
+def _op_determinism():
+    """Deterministic TF ops while training; the previous setting is restored for in-process callers."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
 def import_h5(args) -> int:
     from gunshot_core import heads
 
@@ -238,6 +254,8 @@ def import_h5(args) -> int:
 
 def train(args, extra_callbacks=()) -> dict:
     """Runs one training job; returns the card dict written to MDIR/card.json.
+
+    Seeds Python, numpy and TF with --seed; `main` also makes TF ops deterministic around it.
 
     Args:
       args: parsed command line (parse_args).
@@ -250,7 +268,6 @@ def train(args, extra_callbacks=()) -> dict:
     from training import transform
 
     keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
 
     info = transform.read_info(args.transformed)
     stored_frames = int(info["frames"])
@@ -424,7 +441,8 @@ def main(argv=None) -> int:
     if args.import_h5:
         return import_h5(args)
     try:
-        card = train(args)
+        with _op_determinism():
+            card = train(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1
