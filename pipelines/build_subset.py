@@ -392,8 +392,15 @@ class ReadAndTag(beam.DoFn):
                     batch = []
         if batch:
             yield batch
+        # Counters are bumped once per shard from the shard's tallies (a Beam counter call per record costs).
         self._shards_read.inc()
         self._records_read.inc(stats[("read", split)])
+        self._other.inc(stats[("other", split)])
+        self._co_dropped.inc(
+            sum(v for k, v in stats.items() if k[0] == "co_occurrence" and k[3] == "dropped")
+        )
+        for tag, counter in self._tagged.items():
+            counter.inc(stats[("tagged", split, tag)])
         for key, value in sorted(stats.items()):
             yield beam.pvalue.TaggedOutput("stats", (key, value))
 
@@ -449,11 +456,8 @@ class ReadAndTag(beam.DoFn):
                         stats[("co_label", split, group, names.get(label, f"#{label}"))] += 1
                 if result.tag == labels_lib.OTHER:
                     stats[("other", split)] += 1
-                    self._other.inc()
-                    if result.dropped:
-                        self._co_dropped.inc()
                     continue
-                self._tagged[result.tag].inc()
+                stats[("tagged", split, result.tag)] += 1
                 row = {
                     "split": split,
                     "clip_key": context.key,
@@ -531,6 +535,7 @@ class Select(beam.DoFn):
 
     def process(self, batch, thresholds, leaked):
         out = []
+        n_dropped = n_selected = 0
         for row, data in batch:
             row = dict(row)
             splits = leaked.get(row["video_id"])
@@ -540,11 +545,11 @@ class Select(beam.DoFn):
             threshold = info["threshold"] if info else None
             row["selected"] = bool(not dropped and threshold is not None and row["rank"] <= threshold)
             row["weight"] = float(info["weight"]) if info else 1.0
-            if dropped:
-                self._leak_dropped.inc()
-            if row["selected"]:
-                self._selected.inc()
+            n_dropped += dropped
+            n_selected += row["selected"]
             out.append((row, data))
+        self._leak_dropped.inc(n_dropped)
+        self._selected.inc(n_selected)
         yield out
 
 
