@@ -127,6 +127,9 @@ class TagResult:
         return self.tag == OTHER and len(self.matched) > 1
 
 
+_UNTAGGED = TagResult(OTHER, (), ())
+
+
 def tag_labels(labels: Iterable[int], tags: Sequence[TagSpec], policy: str = "priority") -> TagResult:
     """Tags one clip by its label indices (see the module docstring for the rule).
 
@@ -140,7 +143,7 @@ def tag_labels(labels: Iterable[int], tags: Sequence[TagSpec], policy: str = "pr
     labels = tuple(labels)
     matched = [t for t in tags if not t.indices.isdisjoint(labels)]
     if not matched:
-        return TagResult(OTHER, (), ())
+        return _UNTAGGED
     names = tuple(t.name for t in matched)
     if len(matched) == 1:
         return TagResult(matched[0].name, names, ())

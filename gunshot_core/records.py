@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -136,9 +136,8 @@ Features, FeatureLists, SequenceExample = _build_messages()
 # ---- Records ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class ClipContext:
-    """The context of one AudioSet clip record.
+class ClipContext(NamedTuple):
+    """The context of one AudioSet clip record (immutable; a NamedTuple because it is made per record).
 
     Attributes:
       video_id: YouTube id, str.
