@@ -498,3 +498,17 @@ def test_batch_size_does_not_change_outputs(shards, tmp_path, monkeypatch):
     for name in names:
         assert (tmp_path / "big" / name).read_bytes() == (tmp_path / "small" / name).read_bytes()
     assert file_bytes(tmp_path / "big", "subset") == file_bytes(tmp_path / "small", "subset")
+
+
+def test_validate_all_checks_untagged_embeddings(tmp_path):
+    good = fx.Segment("untagged001", 0.0, 10.0, (137,))  # Music: no tag of the defaults
+    example = records.SequenceExample.FromString(fx.encode_segment(good))
+    example.feature_lists.feature_list[records.EMBEDDING].feature[0].bytes_list.value[0] = b"\x00" * 100
+    narrow = example.SerializeToString(deterministic=True)
+    fx.write_tfrecord_file(tmp_path / "in" / "a.tfrecord", [fx.encode_segment(good), narrow])
+    stats, _, errors = run_builder(["--input", f"{tmp_path}/in/*"], tmp_path / "context_only")
+    assert stats["splits"]["subset"]["other"] == 2 and errors.num_rows == 0
+    stats, _, errors = run_builder(["--input", f"{tmp_path}/in/*", "--validate_all"], tmp_path / "all")
+    assert stats["splits"]["subset"]["other"] == 1
+    assert errors.to_pylist()[0]["reason"] == "bad_embedding_width"
+    assert errors.to_pylist()[0]["video_id"] == "untagged001"
