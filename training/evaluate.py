@@ -45,7 +45,10 @@ def parse_args(argv):
         help="glob of the subset builder's tagged Parquet table(s) (default: the subset's tagged-*.parquet)",
     )
     parser.add_argument("--output", required=True, help="report directory EDIR")
-    parser.add_argument("--positive_tag", default=data.POSITIVE_TAG, help="tag labelled 1 (%(default)s)")
+    parser.add_argument(
+        "--positive_tag",
+        help=f"tag labelled 1 (default: the card's positive class; {data.POSITIVE_TAG!r} for .h5 heads)",
+    )
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument(
         "--target_recall",
@@ -221,7 +224,15 @@ def per_label_breakdown(clips: data.LabelledClips, scores: np.ndarray, predicted
     return out
 
 
-def _plots(out_dir: str, labels, scores, threshold: float, history_csv: str | None, title: str) -> list[str]:
+def _plots(
+    out_dir: str,
+    labels,
+    scores,
+    threshold: float,
+    history_csv: str | None,
+    title: str,
+    positive: str = "gunshot",
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,7 +264,7 @@ def _plots(out_dir: str, labels, scores, threshold: float, history_csv: str | No
         save(fig, "pr.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1, 41)
-    for label, name in ((0, "no_gunshot"), (1, "gunshot")):
+    for label, name in ((0, f"not {positive}"), (1, positive)):
         ax.hist(
             scores[labels == label], bins=bins, alpha=0.6, label=f"{name} ({int((labels == label).sum())})"
         )
@@ -335,10 +346,10 @@ def write_report(out_dir: str, result: dict, per_label: list[dict], plots: list[
         "",
         "Confusion matrix (rows: true class, columns: predicted):",
         "",
-        "| | predicted no_gunshot | predicted gunshot |",
+        f"| | predicted negative | predicted {result['positive_tag']} |",
         "|---|---|---|",
-        f"| no_gunshot | {tn} | {fp} |",
-        f"| gunshot | {fn} | {tp} |",
+        f"| negative (not {result['positive_tag']}) | {tn} | {fp} |",
+        f"| {result['positive_tag']} | {fn} | {tp} |",
         "",
         "## Errors by AudioSet label",
         "",
@@ -371,6 +382,8 @@ def evaluate(args) -> dict:
     args.tags = args.tags or data.find_tag_table(args.data)
     head = heads.load_head(args.model)
     tags = data.load_tag_table(args.tags)
+    if args.positive_tag is None:
+        args.positive_tag = head.card.classes[1] if head.card is not None else data.POSITIVE_TAG
     clips = data.load_clips(args.data, tags, positive_tag=args.positive_tag)
     if len(clips) == 0:
         raise ValueError(f"no usable clip in {args.data!r} ({len(clips.errors)} unusable records)")
@@ -428,7 +441,7 @@ def evaluate(args) -> dict:
         writer.writerow(["source", "reason", "message"])
         writer.writerows(clips.errors)
     history = os.path.join(args.model, "history.csv") if os.path.isdir(args.model) else None
-    plots = _plots(args.output, labels, scores, threshold, history, result["model_name"])
+    plots = _plots(args.output, labels, scores, threshold, history, result["model_name"], args.positive_tag)
     report = write_report(args.output, result, per_label, plots)
     logging.info(
         "accuracy %.4f recall %.4f at threshold %.4f (%s); report %s",
