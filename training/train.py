@@ -424,7 +424,7 @@ def train(args, extra_callbacks=()) -> dict:
             },
             "data": {"train": info["train_pattern"], "tags": info["tags_pattern"]},
             "embeddings": "AudioSet-format uint8 VGGish embeddings after PCA/whitening/quantisation",
-            "command": " ".join(sys.argv) if sys.argv else None,
+            "options": {k: v for k, v in sorted(vars(args).items())},
         },
         metrics=metrics,
         source={"kind": "training.train"},
