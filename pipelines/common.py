@@ -236,17 +236,21 @@ class _AssignShard(beam.DoFn):
         self._batched = batched
 
     def process(self, element):
+        # Each part travels as one pickled blob: Beam then shuffles bytes, not thousands of small
+        # Python objects (which its in-process runners decode and re-encode at every step).
         if not self._batched:
-            yield stable_hash(self._shard_key(element)) % self._num_shards, [element]
+            shard = stable_hash(self._shard_key(element)) % self._num_shards
+            yield shard, pickle.dumps([element], protocol=pickle.HIGHEST_PROTOCOL)
             return
         if self._num_shards == 1:
             if element:
-                yield 0, list(element)
+                yield 0, pickle.dumps(list(element), protocol=pickle.HIGHEST_PROTOCOL)
             return
         parts = collections.defaultdict(list)
         for item in element:
             parts[stable_hash(self._shard_key(item)) % self._num_shards].append(item)
-        yield from parts.items()
+        for shard, part in parts.items():
+            yield shard, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _WriteShard(beam.DoFn):
@@ -259,8 +263,8 @@ class _WriteShard(beam.DoFn):
         self._rows_written = Metrics.counter("write", "rows_written")
 
     def process(self, keyed):
-        shard, grouped = keyed
-        rows = sorted((row for part in grouped["rows"] for row in part), key=self._sort_key)
+        shard, blobs = keyed
+        rows = sorted((row for blob in blobs if blob for row in pickle.loads(blob)), key=self._sort_key)
         path = shard_name(self._path_prefix, shard, self._num_shards, self._suffix)
         # Writing in place is idempotent: a retried bundle rewrites the same bytes to the same name.
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
@@ -318,10 +322,12 @@ class WriteSharded(beam.PTransform):
         keyed = pcoll | "AssignShard" >> beam.ParDo(
             _AssignShard(self._num_shards, self._shard_key, self._batched)
         )
-        shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, None) for i in range(self._num_shards)])
+        # An empty blob per shard id makes every shard appear in the grouping, also without rows.
+        shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, b"") for i in range(self._num_shards)])
         return (
-            {"rows": keyed, "shard": shards}
-            | "Group" >> beam.CoGroupByKey()
+            (keyed, shards)
+            | "WithShardIds" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
             | "Write"
             >> beam.ParDo(
                 _WriteShard(self._path_prefix, self._num_shards, self._suffix, self._sort_key, self._write_fn)
