@@ -26,6 +26,9 @@ from tests.fixtures_audioset import (
     write_tfrecord_file,
 )
 
+# One worker runs the whole chain (CI uses `-n 2 --dist loadgroup`), so the fixtures are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("training")]
+
 SIGNAL = 1.5
 EPOCHS = 8
 
