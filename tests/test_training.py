@@ -253,6 +253,9 @@ def test_chain_learns_the_separable_class(evaluated):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     report = open(os.path.join(out, "report.md")).read()
     assert "91.07 %" in report and "![roc](roc.png)" in report
+    history = list(csv.DictReader(open(os.path.join(metrics["model"], "history.csv"))))
+    expected = np.mean([float(r["val_accuracy"]) for r in history])
+    assert metrics["mean_validation_accuracy_over_epochs"] == pytest.approx(expected)
 
 
 def test_metrics_agree_with_sklearn(subset_dir, trained, evaluated):
