@@ -16,6 +16,7 @@ frames straight into the same grouping.
 import dataclasses
 import datetime
 import logging
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -261,6 +262,53 @@ class MatchSources(beam.PTransform):
 
 # ---- Decoding --------------------------------------------------------------------------------------
 
+# Chunks decoded ahead of the consumer by a background thread (about 1.5 MB each at 60 s), so reading,
+# resampling and framing overlap with VGGish inference, which releases the GIL.
+PREFETCH_CHUNKS = 8
+_DONE = object()
+
+
+def prefetch(iterator: Iterator, depth: int) -> Iterator:
+    """Runs `iterator` in a background thread, at most `depth` items ahead; re-raises its exceptions.
+
+    Closing the returned generator early stops the thread (it is joined before the generator ends),
+    so resources the iterator uses can be released right after.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((_DONE, e))
+
+    worker = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
 
 def _classify_exception(e: Exception) -> tuple[str, str]:
     """(reason, message) of a decoding failure."""
@@ -314,7 +362,8 @@ class DecodeFn(beam.DoFn):
             kwargs = {"chunk_seconds": self._config.chunk_seconds}
             if self._config.resampler:
                 kwargs["resampler"] = self._config.resampler
-            for chunk_index, (_, examples) in enumerate(audio.iter_examples(target, **kwargs)):
+            chunks = prefetch(audio.iter_examples(target, **kwargs), PREFETCH_CHUNKS)
+            for chunk_index, (_, examples) in enumerate(chunks):
                 count += examples.shape[0]
                 yield (key, chunk_index, examples)
             status = {}
@@ -451,23 +500,51 @@ def localize(path: str, directory: str | None = None) -> str:
 EMBED_BLOCK = 32
 
 
+class ModelLoadError(BaseException):
+    """VGGish could not be loaded on a worker.
+
+    A BaseException on purpose: RunInference's dead-letter handling catches Exception, and a model
+    that cannot load must fail the job loudly, not turn every recording into an error row.
+    """
+
+
 class _Embedder:
-    """VGGish + the PCA postprocessor of one worker (what VGGishModelHandler.load_model returns)."""
+    """VGGish + the PCA postprocessor of one worker (what VGGishModelHandler.load_model returns).
+
+    The model is built in a background thread started at construction, so decoding the first chunks
+    overlaps with reading the checkpoint and building the network; the first call waits for it.
+    """
 
     def __init__(self, checkpoint: str, pca: str):
-        from gunshot_core.postprocess import Postprocessor
-        from gunshot_core.vggish import VGGish
+        self._checkpoint = checkpoint
+        self._pca = pca
+        self._models = None
+        self._error = None
+        self._loader = threading.Thread(target=self._load, name="vggish-load", daemon=True)
+        self._loader.start()
 
-        self.vggish = VGGish.from_checkpoint(localize(checkpoint), batch_size=EMBED_BLOCK)
-        self.postprocessor = Postprocessor.from_npz(localize(pca))
+    def _load(self):
+        try:
+            from gunshot_core.postprocess import Postprocessor
+            from gunshot_core.vggish import VGGish
+
+            vggish = VGGish.from_checkpoint(localize(self._checkpoint), batch_size=EMBED_BLOCK)
+            vggish.embed(np.zeros((EMBED_BLOCK, params.NUM_FRAMES, params.NUM_BANDS), np.float32))  # trace
+            self._models = (vggish, Postprocessor.from_npz(localize(self._pca)))
+        except BaseException as e:  # noqa: BLE001 - re-raised on first use
+            self._error = e
 
     def __call__(self, examples: np.ndarray) -> np.ndarray:
         """float32 [n, 96, 64] -> uint8 [n, 128], independent of n and of the other examples."""
+        self._loader.join()
+        if self._error is not None:
+            raise ModelLoadError(f"cannot load VGGish ({self._checkpoint}, {self._pca}): {self._error!r}")
+        vggish, postprocessor = self._models
         n = examples.shape[0]
         pad = -n % EMBED_BLOCK
         if pad:
             examples = np.concatenate([examples, np.zeros((pad,) + examples.shape[1:], np.float32)])
-        return self.postprocessor.postprocess(self.vggish.embed(examples)[:n])
+        return postprocessor.postprocess(vggish.embed(examples)[:n])
 
 
 def _chunk_examples(chunk) -> int:

@@ -1,0 +1,217 @@
+"""Throughput of the batch scoring pipeline vs. the VGGish floor and vs. the original per-clip approach.
+
+Measured side by side in one run, on the same synthetic mixed 44.1 kHz recordings (mono and stereo,
+WAV and FLAC, 5-minute files), in audio-seconds per second:
+
+- floor: `VGGish.embed` alone on the recordings' pre-computed examples (the network's own cost);
+- pipeline: `pipelines.score.run` end to end with its default settings on the DirectRunner
+  (matching, decoding, resampling, framing, embedding, scoring, Parquet writing, model loading),
+  on the recordings and on twice as much audio; the difference gives the marginal (steady-state)
+  rate, free of the one-off start-up (Beam, hashing and loading the 288 MB checkpoint);
+- original, in process: one VGGish graph built and its checkpoint restored, plus the head loaded,
+  for every 10-s clip (the original inference_pipeline.py per call), on a few 10-s clips;
+- original, per call: the original usage, one process per clip (`python inference_pipeline.py
+  --wav_file X`), emulated with `python -m gunshot_core.score_cli X` per clip.
+
+    python benchmarks/bench_score.py --checkpoint vggish_model.ckpt --pca vggish_pca_params.npz
+    python benchmarks/bench_score.py --random_weights   # the test suite's random-weight VGGish
+
+Prints the ratios pipeline/floor (target >= 0.7) and pipeline/original (target >= 20).
+"""
+
+import argparse
+import logging
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def write_recordings(directory: pathlib.Path, minutes: float, file_minutes: float = 5.0) -> float:
+    """Writes mixed 44.1 kHz recordings totalling `minutes`; returns their duration in seconds."""
+    rng = np.random.default_rng(0)
+    rate, total, i = 44100, 0.0, 0
+    block = rate * 10
+    while total < minutes * 60 - 1e-6:
+        seconds = min(file_minutes * 60, minutes * 60 - total)
+        channels = 1 + i % 2
+        fmt = "FLAC" if i % 3 == 2 else "WAV"
+        path = directory / f"rec{i:03d}.{fmt.lower()}"
+        with soundfile.SoundFile(path, "w", rate, channels, "PCM_16", format=fmt) as f:
+            for start in range(0, int(seconds * rate), block):
+                n = min(block, int(seconds * rate) - start)
+                t = (start + np.arange(n)) / rate
+                x = 0.2 * np.sin(2 * np.pi * (200 + 50 * (i + 1)) * t) + 0.05 * rng.standard_normal(n)
+                f.write(np.repeat(x[:, None], channels, axis=1).astype(np.float32))
+        total += seconds
+        i += 1
+    return total
+
+
+def random_weight_models() -> tuple[str, str]:
+    """The random-weight VGGish of the test suite, from its fixture cache (written there if missing)."""
+    import hashlib
+
+    from tests import conftest
+
+    digest = hashlib.sha256(conftest.RECIPE.read_bytes()).hexdigest()[:16]
+    directory = conftest._cache_root() / f"vggish-random-{digest}"
+    recipe = conftest.load_recipe()
+    ckpt, pca = directory / recipe.CKPT_NAME, directory / recipe.PCA_NAME
+    if not (ckpt.exists() and pca.exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        recipe.write_pca_npz(str(pca))
+        recipe.write_v1_checkpoint(str(ckpt))
+    return str(ckpt), str(pca)
+
+
+def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]:
+    """Seconds VGGish alone takes on all examples of the recordings (examples computed beforehand)."""
+    from gunshot_core import audio
+    from gunshot_core.vggish import VGGish
+    from pipelines.scoring import EMBED_BLOCK
+
+    examples = np.concatenate(
+        [e for path in sorted(directory.iterdir()) for _, e in audio.iter_examples(str(path))]
+    )
+    model = VGGish.from_checkpoint(checkpoint, batch_size=EMBED_BLOCK)
+    model.embed(examples[:EMBED_BLOCK])  # trace once, as the pipeline's worker does
+    started = time.perf_counter()
+    model.embed(examples)
+    return time.perf_counter() - started, examples.shape[0]
+
+
+def pipeline_seconds(inputs: list, checkpoint: str, pca: str, output: pathlib.Path) -> float:
+    """Wall seconds of one end-to-end pipeline run over the folders `inputs`."""
+    from pipelines import score
+
+    started = time.perf_counter()
+    argv = [f"--input={d}" for d in inputs] + [
+        f"--output={output}",
+        f"--checkpoint={checkpoint}",
+        f"--pca={pca}",
+    ]
+    summary = score.run(argv)
+    elapsed = time.perf_counter() - started
+    if summary["recordings_failed"]:
+        raise RuntimeError(f"benchmark recordings failed: {summary}")
+    return elapsed
+
+
+def write_clips(directory: pathlib.Path, clips: int) -> list[str]:
+    paths = []
+    for i in range(clips):
+        path = directory / f"clip{i}.wav"
+        t = np.arange(441000) / 44100
+        soundfile.write(path, (0.2 * np.sin(2 * np.pi * (300 + 70 * i) * t)).astype(np.float32), 44100)
+        paths.append(str(path))
+    return paths
+
+
+def original_process_seconds_per_clip(paths: list, checkpoint: str, pca: str) -> float:
+    """Mean seconds per 10-s clip when every clip is scored by its own process (the original CLI usage)."""
+    import subprocess
+
+    started = time.perf_counter()
+    for path in paths:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gunshot_core.score_cli",
+                path,
+                f"--checkpoint={checkpoint}",
+                f"--pca={pca}",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
+    return (time.perf_counter() - started) / len(paths)
+
+
+def original_seconds_per_clip(checkpoint: str, pca: str, clips: int) -> float:
+    """Mean seconds per 10-s clip when every clip builds its own VGGish graph and loads the head."""
+    from gunshot_core import audio, features
+    from gunshot_core.heads import load_head
+    from gunshot_core.postprocess import Postprocessor
+    from gunshot_core.vggish import VGGish
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_clips(pathlib.Path(tmp), clips)
+        started = time.perf_counter()
+        for path in paths:
+            examples = features.waveform_to_examples(audio.load_audio(path), 16000)
+            model = VGGish.from_checkpoint(checkpoint)  # a fresh graph and checkpoint restore per clip
+            frames = Postprocessor.from_npz(pca).postprocess(model.embed(examples))
+            load_head().predict(frames)
+            del model
+        return (time.perf_counter() - started) / clips
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--pca")
+    parser.add_argument(
+        "--random_weights", action="store_true", help="use the test suite's random-weight VGGish"
+    )
+    parser.add_argument("--minutes", type=float, default=30.0, help="minutes of audio (default %(default)s)")
+    parser.add_argument("--original_clips", type=int, default=4, help="10-s clips for the original approach")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.random_weights:
+        args.checkpoint, args.pca = random_weight_models()
+    if not (args.checkpoint and args.pca):
+        parser.error("give --checkpoint and --pca, or --random_weights")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        first, second = tmp / "first", tmp / "second"
+        first.mkdir()
+        second.mkdir()
+        audio_seconds = write_recordings(first, args.minutes)
+        write_recordings(second, args.minutes)
+        # The floor first: it pays the TensorFlow import and first-use costs, which the pipeline runs
+        # after it (in the same process) then do not.
+        floor, examples = floor_seconds(first, args.checkpoint)
+        pipeline = pipeline_seconds([first], args.checkpoint, args.pca, tmp / "out1")
+        pipeline_twice = pipeline_seconds([first, second], args.checkpoint, args.pca, tmp / "out2")
+        per_clip = original_seconds_per_clip(args.checkpoint, args.pca, args.original_clips)
+        clip_dir = tmp / "clips"
+        clip_dir.mkdir()
+        per_process = original_process_seconds_per_clip(
+            write_clips(clip_dir, args.original_clips), args.checkpoint, args.pca
+        )
+    rates = {
+        "floor": ("VGGish.embed alone, examples precomputed", audio_seconds / floor),
+        "pipeline": ("pipelines.score end to end, defaults", audio_seconds / pipeline),
+        "marginal": (
+            "pipelines.score, marginal (2x audio - 1x)",
+            audio_seconds / max(pipeline_twice - pipeline, 1e-9),
+        ),
+        "original": ("original: model built per 10-s clip", 10.0 / per_clip),
+        "process": ("original: one process per 10-s clip", 10.0 / per_process),
+    }
+    print(
+        f"audio: {audio_seconds / 60:.1f} min of mixed 44.1 kHz recordings ({examples} examples); {os.cpu_count()} CPUs"
+    )
+    for label, rate in rates.values():
+        print(f"  {label:<46} {rate:8.1f} audio-s/s")
+    r = {k: v[1] for k, v in rates.items()}
+    print(f"pipeline / floor            = {r['pipeline'] / r['floor']:.2f}   (target >= 0.7)")
+    print(f"pipeline marginal / floor   = {r['marginal'] / r['floor']:.2f}")
+    print(f"pipeline / original in-proc = {r['pipeline'] / r['original']:.1f}   (target >= 20)")
+    print(f"pipeline / original per-call= {r['pipeline'] / r['process']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Unit tests of the scoring pipeline's pure parts: events, sources, timestamps, exports, prefetch."""
+
+import datetime
+import io
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from pipelines import scoring
+from pipelines import scoring_outputs as outputs
+from pipelines import scoring_sources as sources
+
+
+def _windows(scores, hop=5, window=10, n=None):
+    scores = np.asarray(scores, np.float64)
+    starts = np.arange(len(scores)) * hop
+    n = n if n is not None else int(starts[-1]) + window
+    return scores, starts * 0.96, np.minimum(starts + window, n) * 0.96
+
+
+def test_merge_events_joins_consecutive_windows_and_keeps_the_peak():
+    scores, start, end = _windows([0.1, 0.6, 0.9, 0.7, 0.2, 0.8, 0.1])
+    events = scoring.merge_events(scores, start, end, 0.5)
+    assert len(events) == 2
+    first, second = events
+    assert (first.start_seconds, first.end_seconds) == pytest.approx((4.8, 3 * 4.8 + 9.6))
+    assert (first.peak_score, first.peak_seconds, first.num_windows) == (0.9, pytest.approx(9.6), 3)
+    assert (second.start_seconds, second.peak_score, second.num_windows) == (pytest.approx(24.0), 0.8, 1)
+
+
+def test_merge_events_threshold_is_inclusive_and_edges_count():
+    scores, start, end = _windows([0.5, 0.2, 0.5])
+    events = scoring.merge_events(scores, start, end, 0.5)
+    assert [e.start_seconds for e in events] == pytest.approx([0.0, 9.6])
+    assert scoring.merge_events(scores, start, end, 0.51) == []
+    assert scoring.merge_events(np.zeros(0), np.zeros(0), np.zeros(0), 0.5) == []
+
+
+def test_merge_events_first_peak_wins_ties():
+    scores, start, end = _windows([0.7, 0.9, 0.9])
+    (event,) = scoring.merge_events(scores, start, end, 0.5)
+    assert event.peak_seconds == pytest.approx(4.8)
+
+
+def test_parse_timestamp_anywhere_in_the_name():
+    when = sources.parse_timestamp("gs://b/site/SITE7_20230114_031500.flac", "%Y%m%d_%H%M%S")
+    assert when == datetime.datetime(2023, 1, 14, 3, 15, tzinfo=datetime.UTC)
+    shifted = sources.parse_timestamp("a!rec_20230114T031500+0100.wav", "%Y%m%dT%H%M%S%z")
+    assert shifted == datetime.datetime(2023, 1, 14, 2, 15, tzinfo=datetime.UTC)
+    assert sources.parse_timestamp("SITE7_notime.wav", "%Y%m%d_%H%M%S") is None
+
+
+def test_timestamp_pattern_without_directive_is_rejected():
+    with pytest.raises(ValueError, match="no strptime directive"):
+        sources.compile_timestamp_pattern("YYYYMMDD")
+
+
+def test_expand_pattern_folders_filter_globs_keep_everything(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.wav", "sub/b.FLAC", "notes.txt", "sub/c.zip", "d.tfrecord.gz", ".hidden.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    folder = sorted((s.path, s.kind) for s in sources.expand_pattern(str(tmp_path)))
+    assert folder == sorted(
+        [
+            (str(tmp_path / "a.wav"), "audio"),
+            (str(tmp_path / "d.tfrecord.gz"), "tfrecord"),
+            (str(tmp_path / "sub/b.FLAC"), "audio"),
+            (str(tmp_path / "sub/c.zip"), "archive"),
+        ]
+    )
+    globbed = [s.path for s in sources.expand_pattern(str(tmp_path / "*.txt"))]
+    assert globbed == [str(tmp_path / "notes.txt")]
+    (missing,) = list(sources.expand_pattern(str(tmp_path / "none*.wav")))
+    assert isinstance(missing, sources.MatchError) and missing.reason == "not_found"
+
+
+def test_archive_members_are_read_one_by_one(tmp_path):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("x/one.wav", b"1" * 10)
+        z.writestr("x/readme.md", b"no")
+        z.writestr("two.flac", b"2" * 20)
+    skipped = []
+    members = [
+        (m.name, m.fileobj.read()) for m in sources.iter_archive_members(str(tmp_path / "a.zip"), skipped)
+    ]
+    assert members == [("x/one.wav", b"1" * 10), ("two.flac", b"2" * 20)]
+    assert skipped == ["x/readme.md"]
+    with tarfile.open(tmp_path / "b.tar.gz", "w:gz") as t:
+        info = tarfile.TarInfo("d/three.ogg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"333"))
+    assert [(m.name, m.fileobj.read()) for m in sources.iter_archive_members(str(tmp_path / "b.tar.gz"))] == [
+        ("d/three.ogg", b"333")
+    ]
+
+
+def test_corrupt_archive_raises(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"PK not really")
+    with pytest.raises(zipfile.BadZipFile):
+        list(sources.iter_archive_members(str(tmp_path / "bad.zip")))
+
+
+EVENTS = [
+    {"source": "b.wav", "event_index": 0, "start_seconds": 4.8, "end_seconds": 14.4, "peak_score": 0.9,
+     "peak_seconds": 4.8, "num_windows": 1, "start_utc": None, "end_utc": None},
+    {"source": "a.zip!x/a.wav", "event_index": 0, "start_seconds": 0.0, "end_seconds": 9.6, "peak_score": 0.7,
+     "peak_seconds": 0.0, "num_windows": 1, "start_utc": None, "end_utc": None},
+]  # fmt: skip
+
+
+def test_events_csv_is_sorted_with_header():
+    lines = outputs.events_csv(EVENTS).splitlines()
+    assert lines[0].split(",") == list(outputs.CSV_COLUMNS)
+    assert lines[1].startswith("a.zip!x/a.wav,0,0.0,9.6,0.7")
+    assert lines[2].startswith("b.wav,0,4.8,14.4,0.9")
+
+
+def test_raven_selection_table():
+    lines = outputs.raven_selection_table(EVENTS).splitlines()
+    header = lines[0].split("\t")
+    assert header[:7] == [
+        "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"
+    ]  # fmt: skip
+    row = dict(zip(header, lines[1].split("\t"), strict=True))
+    assert row["Selection"] == "1" and row["Begin Path"] == "a.zip" and row["Source"] == "a.zip!x/a.wav"
+    assert (row["Begin Time (s)"], row["End Time (s)"], row["Peak Score"]) == ("0.000", "9.600", "0.700000")
+
+
+def test_clip_names_are_flat_and_distinct():
+    a = outputs.clip_name("gs://bucket/site 1/rec.wav", 0, 4.8)
+    b = outputs.clip_name("gs://bucket/site 1/rec.wav", 1, 14.4)
+    assert "/" not in a and " " not in a and a != b and a.endswith(".wav")
+
+
+def test_prefetch_yields_in_order_and_reraises():
+    assert list(scoring.prefetch(iter(range(50)), 3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad chunk")
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk"):
+        for item in scoring.prefetch(failing(), 2):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetch_stops_its_thread_when_closed_early():
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = scoring.prefetch(endless(), 2)
+    assert next(stream) == 0
+    stream.close()
+    count = len(produced)
+    assert count <= 5  # at most depth + a few items ahead, and no more once closed
+    assert len(produced) == count
