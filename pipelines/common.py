@@ -282,7 +282,8 @@ class WriteSharded(beam.PTransform):
 
     Each element goes to shard `stable_hash(shard_key(element)) % num_shards`; within a shard elements
     are sorted by `sort_key`. The same elements therefore give the same files on any runner, worker
-    count or input order.
+    count or input order. Elements cross the shuffle as pickled blobs (one per input element or batch
+    part), so they need to be picklable, not to have a Beam coder.
 
     Args:
       path_prefix: path (local or gs://) without the shard suffix, e.g. `out/train/subset`.
