@@ -154,8 +154,9 @@ def bench_original(paths, segments_csv, output_path) -> tuple[float, int, int]:
         for path in paths:
             for example in tf.compat.v1.io.tf_record_iterator(path):
                 read += 1
-                tf_example = tf.train.SequenceExample.FromString(example)
-                vid_id = tf_example.context.feature["video_id"].bytes_list.value[0].decode(encoding="UTF-8")
+                # As the original: an Example parse of the SequenceExample bytes (its context is field 1 too).
+                tf_example = tf.train.Example.FromString(example)
+                vid_id = tf_example.features.feature["video_id"].bytes_list.value[0].decode(encoding="UTF-8")
                 if vid_id in subset_ids:
                     writer.write(example)
                     written += 1

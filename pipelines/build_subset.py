@@ -682,9 +682,11 @@ def build_stats(counts, thresholds, leaks, splits, tags, summary) -> dict:
             "tags": {},
             "co_occurrence": {},
         }
-        entry["accounted"] = (
-            entry["records_read"] == entry["tagged_total"] + entry["other"] + entry["errors_total"]
-        )
+        # Nothing disappears: every record slot read is tagged, other or an error, and every clip the
+        # reader tagged reached the tagged table.
+        slots = entry["tagged_total"] + entry["other"] + entry["errors_total"]
+        reached_table = all(c[("tagged", split, t)] == tagged[t] for t in tags)
+        entry["accounted"] = entry["records_read"] == slots and reached_table
         for tag in tags:
             info = thresholds.get((split, tag), {})
             entry["tags"][tag] = {
