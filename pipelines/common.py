@@ -71,7 +71,12 @@ def split_args(
 
     args, beam_args = parser.parse_known_args(argv)
     known_beam = set()
-    for cls in PipelineOptions.__subclasses__():
+    classes, stack = [], list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        classes.append(cls)
+        stack.extend(cls.__subclasses__())
+    for cls in classes:
         probe = argparse.ArgumentParser(add_help=False)
         try:
             cls._add_argparse_args(probe)
