@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument(
         "--write_embeddings",
         action="store_true",
-        help="also write the postprocessed VGGish frames (embeddings table)",
+        help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
+        "TFRecords (one SequenceExample per recording), so VGGish never has to run on them again",
     )
     return parser
 
@@ -214,6 +215,10 @@ def build_pipeline(p, args, config, provenance, previous):
             >> common.WriteTable(staging, name, schemas.SCORE_TABLES[name], outputs.SORT_KEYS[name], shards)
         )
     _ = final["events"] | "Exports" >> outputs.WriteEventExports(staging)
+    if args.write_embeddings:
+        _ = final["embeddings"] | "EmbeddingRecords" >> outputs.WriteEmbeddingRecords(
+            staging, args.num_shards
+        )
 
 
 def staging_dir(args) -> str:

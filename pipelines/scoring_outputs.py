@@ -133,6 +133,10 @@ def finalize_tables(output_dir: str, names) -> list[str]:
             FileSystems.delete(existing_final)
         FileSystems.rename(staged, final)
         moved.extend(final)
+    if existing_files(FileSystems.join(staging, "embeddings-*-of-*.tfrecord")):
+        for old in existing_files(FileSystems.join(output_dir, "embeddings-*-of-*.tfrecord")):
+            if not FileSystems.exists(FileSystems.join(staging, posixpath.basename(old))):
+                FileSystems.delete([old])
     for leftover in existing_files(FileSystems.join(staging, "*")):
         final = FileSystems.join(output_dir, posixpath.basename(leftover))
         if FileSystems.exists(final):
@@ -215,6 +219,53 @@ class CarryOver(beam.PTransform):
         drop = tuple(f.name for f in schemas.PROVENANCE_FIELDS)
         reads = [pbegin | f"Read{i}" >> beam.io.ReadFromParquet(path) for i, path in enumerate(self._files)]
         return reads | "Merge" >> beam.Flatten() | "Keep" >> beam.ParDo(_KeepDone(self._done, drop))
+
+
+# ---- Embeddings as AudioSet TFRecords ---------------------------------------------------------------
+
+
+def recording_record(grouped) -> tuple[str, bytes]:
+    """(source, serialized SequenceExample) of one recording's embedding rows.
+
+    The record holds all frames of the recording in order (video_id = source, start 0, end = frames *
+    0.96 s, no labels), so scoring the TFRecord gives the recording's own windows and scores again.
+    """
+    from gunshot_core import records
+
+    source, rows = grouped
+    rows = sorted(rows, key=_embeddings_key)
+    frames = np.frombuffer(b"".join(r["embedding"] for r in rows), np.uint8).reshape(len(rows), -1)
+    return source, records.encode_sequence_example(source, 0.0, len(rows) * params.FRAME_SECONDS, [], frames)
+
+
+def _record_key(element):
+    return element[0]
+
+
+def _write_records(handle, elements) -> None:
+    from gunshot_core import records
+
+    records.write_tfrecords(handle, (payload for _, payload in elements))
+
+
+class WriteEmbeddingRecords(beam.PTransform):
+    """PCollection[dict] embedding rows -> `{directory}/embeddings-SSSSS-of-NNNNN.tfrecord`, one record
+    per recording (deterministic shards, sorted by source)."""
+
+    def __init__(self, directory: str, num_shards: int):
+        super().__init__()
+        self._prefix = FileSystems.join(directory, "embeddings")
+        self._num_shards = num_shards
+
+    def expand(self, rows):
+        return (
+            rows
+            | "BySource" >> beam.Map(lambda r: (r["source"], r))
+            | "Group" >> beam.GroupByKey()
+            | "Encode" >> beam.Map(recording_record)
+            | "Write"
+            >> common.WriteSharded(self._prefix, self._num_shards, ".tfrecord", _write_records, _record_key)
+        )
 
 
 # ---- Reviewer exports ----------------------------------------------------------------------------

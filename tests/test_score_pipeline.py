@@ -213,6 +213,22 @@ def test_tables_carry_provenance_and_schemas(scored):
     assert len(embeddings) == recordings.frames.fillna(0).sum()
 
 
+def test_embeddings_tfrecords_hold_each_recordings_frames(scored):
+    from gunshot_core import records
+
+    output, _ = scored
+    embeddings = _table(output, "embeddings")
+    recordings = _table(output, "recordings")
+    (path,) = output.glob("embeddings-*.tfrecord")
+    with open(path, "rb") as f:
+        decoded = [records.decode_sequence_example(slot.data) for slot in records.read_tfrecords(f)]
+    assert sorted(c.video_id for c, _ in decoded) == sorted(recordings.source[recordings.status == "ok"])
+    for context, frames in decoded:
+        rows = embeddings[embeddings.source == context.video_id].sort_values("frame_index")
+        assert frames.tobytes() == b"".join(rows.embedding)
+        assert context.end_time == pytest.approx(len(rows) * 0.96, abs=1e-4)
+
+
 def test_multiprocess_run_with_other_batches_gives_identical_tables(scored, inputs, random_vggish, tmp_path):
     output, _ = scored
     other = tmp_path / "out"
@@ -223,8 +239,8 @@ def test_multiprocess_run_with_other_batches_gives_identical_tables(scored, inpu
     for name in TABLES:
         for path in sorted(output.glob(f"{name}-*.parquet")):
             assert (other / path.name).read_bytes() == path.read_bytes(), path.name
-    for name in (outputs.EVENTS_CSV, outputs.RAVEN_TABLE):
-        assert (other / name).read_text() == (output / name).read_text()
+    for name in (outputs.EVENTS_CSV, outputs.RAVEN_TABLE, "embeddings-00000-of-00001.tfrecord"):
+        assert (other / name).read_bytes() == (output / name).read_bytes()
     assert sorted(p.name for p in (other / outputs.CLIPS_DIR).iterdir()) == sorted(
         p.name for p in (output / outputs.CLIPS_DIR).iterdir()
     )
