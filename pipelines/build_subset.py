@@ -38,6 +38,7 @@ DEFAULT_SPLIT = "subset"
 SUBSET_PREFIX = "subset"
 STATS_FILE = "stats.json"
 LEAK_EXAMPLES = 50
+TAGGED_SORT_COLUMNS = ("split", "video_id", "start_time_seconds", "source", "record_index")
 MAX_BATCH = 2000
 """Tagged clips per element between steps (one list per shard, split when a shard holds more)."""
 
@@ -641,10 +642,6 @@ def _tagged_shard_key(row):
     return row["clip_key"]
 
 
-def _tagged_sort_key(row):
-    return (row["split"], row["video_id"], row["start_time_seconds"], row["source"], row["record_index"])
-
-
 class WriteStats(beam.DoFn):
     """Collects the summed stat counts and writes OUTPUT/stats.json (sorted keys: stable bytes)."""
 
@@ -817,7 +814,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
         output,
         "tagged",
         schemas.SUBSET_TAGGED,
-        sort_key=_tagged_sort_key,
+        sort_columns=TAGGED_SORT_COLUMNS,
         shard_key=_tagged_shard_key,
         num_shards=config.table_shards,
         batched=True,
