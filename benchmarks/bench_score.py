@@ -8,8 +8,9 @@ WAV and FLAC, 5-minute files), in audio-seconds per second:
   (matching, decoding, resampling, framing, embedding, scoring, Parquet writing, model loading),
   on the recordings and on twice as much audio; the difference gives the marginal (steady-state)
   rate, free of the one-off start-up (Beam, hashing and loading the 288 MB checkpoint);
-- original, in process: one VGGish graph built and its checkpoint restored, plus the head loaded,
-  for every 10-s clip (the original inference_pipeline.py per call), on a few 10-s clips;
+- original, in process: for every 10-s clip a new TF1 graph and session, the VGGish network defined
+  in it and its checkpoint restored, resampy resampling, and the head loaded as a Keras model (the
+  original inference_pipeline.py per call), on a few 10-s clips;
 - original, per call: the original usage, one process per clip (`python inference_pipeline.py
   --wav_file X`), emulated with `python -m gunshot_core.score_cli X` per clip.
 
@@ -137,22 +138,52 @@ def original_process_seconds_per_clip(paths: list, checkpoint: str, pca: str) ->
     return (time.perf_counter() - started) / len(paths)
 
 
+def _original_embed(checkpoint: str, examples: np.ndarray) -> np.ndarray:
+    """The original inference_pipeline.py per clip: a new TF1 graph and session, the VGGish slim
+    network defined in it, the checkpoint restored with a Saver, one run; float32 [n, 128]."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    layers = [("conv1", 64), ("conv2", 128), ("conv3/conv3_1", 256), ("conv3/conv3_2", 256)]
+    layers += [("conv4/conv4_1", 512), ("conv4/conv4_2", 512)]
+    pool_after = {"conv1", "conv2", "conv3/conv3_2", "conv4/conv4_2"}
+    with tf.Graph().as_default(), v1.Session() as sess:
+        features = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        net, channels, variables = tf.reshape(features, [-1, 96, 64, 1]), 1, {}
+        for name, out in layers:
+            w = v1.get_variable(f"vggish/{name}/weights", [3, 3, channels, out])
+            b = v1.get_variable(f"vggish/{name}/biases", [out])
+            variables.update({w.op.name: w, b.op.name: b})
+            net = tf.nn.relu(tf.nn.conv2d(net, w, 1, "SAME") + b)
+            if name in pool_after:
+                net = tf.nn.max_pool2d(net, 2, 2, "SAME")
+            channels = out
+        net = tf.reshape(net, [-1, 6 * 4 * 512])
+        for name, size, relu in (("fc1/fc1_1", 4096, True), ("fc1/fc1_2", 4096, True), ("fc2", 128, False)):
+            w = v1.get_variable(f"vggish/{name}/weights", [net.shape[-1], size])
+            b = v1.get_variable(f"vggish/{name}/biases", [size])
+            variables.update({w.op.name: w, b.op.name: b})
+            net = tf.matmul(net, w) + b
+            net = tf.nn.relu(net) if relu else net
+        v1.train.Saver(variables).restore(sess, checkpoint)
+        return sess.run(net, {features: examples})
+
+
 def original_seconds_per_clip(checkpoint: str, pca: str, clips: int) -> float:
-    """Mean seconds per 10-s clip when every clip builds its own VGGish graph and loads the head."""
-    from gunshot_core import audio, features
-    from gunshot_core.heads import load_head
+    """Mean seconds per 10-s clip when every clip builds its own TF graph and session (the original
+    project's inference_pipeline.py flow) and loads the head."""
+    from gunshot_core import audio, features, heads
     from gunshot_core.postprocess import Postprocessor
-    from gunshot_core.vggish import VGGish
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_clips(pathlib.Path(tmp), clips)
+        keras_head = pathlib.Path(tmp) / "head"
+        heads.import_h5_head(heads.DEFAULT_HEAD_PATH, keras_head)  # the head as a Keras model file
         started = time.perf_counter()
         for path in paths:
-            examples = features.waveform_to_examples(audio.load_audio(path), 16000)
-            model = VGGish.from_checkpoint(checkpoint)  # a fresh graph and checkpoint restore per clip
-            frames = Postprocessor.from_npz(pca).postprocess(model.embed(examples))
-            load_head().predict(frames)
-            del model
+            examples = features.waveform_to_examples(audio.load_audio(path, resampler="resampy"), 16000)
+            frames = Postprocessor.from_npz(pca).postprocess(_original_embed(checkpoint, examples))
+            heads.load_head(keras_head).predict(frames)  # Keras load_model per clip, as the original
         return (time.perf_counter() - started) / clips
 
 
@@ -197,7 +228,7 @@ def main(argv=None) -> int:
             "pipelines.score, marginal (2x audio - 1x)",
             audio_seconds / max(pipeline_twice - pipeline, 1e-9),
         ),
-        "original": ("original: model built per 10-s clip", 10.0 / per_clip),
+        "original": ("original: TF graph + session per 10-s clip", 10.0 / per_clip),
         "process": ("original: one process per 10-s clip", 10.0 / per_process),
     }
     print(

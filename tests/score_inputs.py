@@ -46,7 +46,19 @@ def broken_files(directory: pathlib.Path) -> dict[str, str]:
     pathlib.Path(cases["wrong_extension"]).write_text("recorder log\n" * 100)
     cases["short_0p3s"] = write_wav(directory / "short_0p3s.wav", 0.3, 22050, 1)
     cases["five_minutes"] = write_wav(directory / "five_minutes.flac", 300.0, 44100, 2, format="FLAC")
+    cases["ogg"] = str(directory / "three_seconds.ogg")
+    pathlib.Path(cases["ogg"]).write_bytes(encoded(3.0, "OGG", 48000, 2))
+    cases["mp3"] = str(directory / "three_seconds.mp3")
+    pathlib.Path(cases["mp3"]).write_bytes(encoded(3.0, "MP3", 22050, 1))
     return cases
+
+
+def encoded(seconds: float, fmt: str, rate: int = 44100, channels: int = 2) -> bytes:
+    """A recording encoded in memory as OGG (Vorbis) or MP3."""
+    buffer = io.BytesIO()
+    subtype = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[fmt]
+    soundfile.write(buffer, tone(seconds, rate, channels, seed=3), rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
 
 
 def make_zip(path, members: dict[str, bytes]) -> str:

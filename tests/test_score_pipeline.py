@@ -7,6 +7,7 @@ the default resampler.
 
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -35,9 +36,17 @@ def inputs(tmp_path_factory):
     archives = root / "archives"
     archives.mkdir()
     zipped = score_inputs.make_zip(
-        archives / "batch.zip", {"site/pistol_shot.wav": pistol, "site/README.txt": b"not audio"}
+        archives / "batch.zip",
+        {
+            "site/pistol_shot.wav": pistol,
+            "site/README.txt": b"not audio",
+            "site/clip.ogg": pathlib.Path(cases["ogg"]).read_bytes(),
+        },
     )
-    tarred = score_inputs.make_tar_gz(archives / "batch.tar.gz", {"a/footsteps.wav": footsteps})
+    tarred = score_inputs.make_tar_gz(
+        archives / "batch.tar.gz",
+        {"a/footsteps.wav": footsteps, "a/clip.mp3": pathlib.Path(cases["mp3"]).read_bytes()},
+    )
     tfrecord = score_inputs.golden_tfrecord(root / "golden.tfrecord")
     stamped = score_inputs.copy_as(
         SEED_WAVS / "footsteps_shuffle.wav", root / "stamped", "SITE7_20230114_031500.wav"
@@ -117,6 +126,9 @@ def test_every_input_is_one_recordings_row(scored, inputs):
         assert row.error_message
     assert by_source.loc[cases["truncated"]].status == "ok"  # the readable part is scored
     assert by_source.loc[cases["truncated"]].duration_seconds < 4
+    for case, fmt in (("ogg", "OGG"), ("mp3", "MP3")):
+        row = by_source.loc[cases[case]]
+        assert (row.status, row.format, row.frames) == ("ok", fmt, 3), case
     long = by_source.loc[cases["five_minutes"]]
     assert (long.status, long.frames, long.sample_rate, long.channels) == ("ok", 312, 44100, 2)
     assert long.windows == len(_table(output, "windows").query("source == @cases['five_minutes']"))
@@ -143,6 +155,11 @@ def test_archive_members_are_keyed_by_archive_and_member(scored, inputs):
     tar_member = recordings.loc[inputs["tar"] + "!a/footsteps.wav"]
     assert tar_member.max_score == recordings.loc[inputs["golden"][3]].max_score
     assert not any("README" in s for s in recordings.index)
+    # OGG and MP3 members decode from memory as they do from disk.
+    for member, case in (("!site/clip.ogg", "ogg"), ("!a/clip.mp3", "mp3")):
+        archive = inputs["zip"] if case == "ogg" else inputs["tar"]
+        row = recordings.loc[archive + member]
+        assert row.status == "ok" and row.max_score == recordings.loc[inputs["cases"][case]].max_score
 
 
 def test_tfrecord_records_are_scored_by_the_head_alone(scored, inputs):
