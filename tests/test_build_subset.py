@@ -9,6 +9,7 @@ download the Prism runner binary.
 import gzip
 import hashlib
 import json
+import operator
 import os
 import shutil
 
@@ -466,19 +467,31 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
     schema = pa.schema([("k", pa.string()), ("v", pa.int64())])
     rows = [{"k": f"key{i:03d}", "v": i * 7 % 11} for i in range(50)]
 
-    def write(directory, elements, batched):
+    def write(directory, elements, batched, **sorting):
         with beam.Pipeline(runner="FnApiRunner") as p:
             pcoll = p | beam.Create(elements)
-            pcoll | common.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched)
-            p | "Empty" >> beam.Create([]) | "WriteEmpty" >> common.WriteTable(str(directory), "e", schema)
+            pcoll | common.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched, **sorting)
+            (
+                p
+                | "Empty" >> beam.Create([])
+                | "WriteEmpty" >> common.WriteTable(str(directory), "e", schema, **sorting)
+            )
 
-    write(tmp_path / "a", rows, False)
-    write(tmp_path / "b", [rows[30:], rows[:30][::-1]], True)  # other order, batched
+    by_key = {"sort_key": operator.itemgetter("k"), "shard_key": operator.itemgetter("k")}
+    by_columns = {"sort_columns": ["k"], "shard_key": operator.itemgetter("k")}
+    write(tmp_path / "a", rows, False, **by_key)
+    write(tmp_path / "b", [rows[30:], rows[:30][::-1]], True, **by_key)  # other order, batched
+    write(tmp_path / "c", [rows[:10], rows[10:][::-1]], True, **by_columns)  # Arrow path
+    write(tmp_path / "d", rows[::-1], False, **by_columns)
     names = sorted(os.listdir(tmp_path / "a"))
-    assert names == sorted(os.listdir(tmp_path / "b"))
     assert names == ["e-00000-of-00001.parquet"] + [f"t-{i:05d}-of-00003.parquet" for i in range(3)]
-    for name in names:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for other in "bcd":
+        assert sorted(os.listdir(tmp_path / other)) == names
+        for name in names:
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / other / name).read_bytes(), (
+                other,
+                name,
+            )
     table = common.read_table(str(tmp_path / "a"), "t")
     assert sorted(table.to_pylist(), key=lambda r: r["k"]) == rows
     empty = common.read_table(str(tmp_path / "a"), "e")
