@@ -8,11 +8,12 @@ Every pipeline module (`pipelines.build_subset`, `pipelines.score`) builds on th
   `FileMetadata`), failing fast with the pattern when nothing matches.
 - `ErrorReporter` / `error_output(...)`: the one way a DoFn turns bad input into an error row: a named
   Beam counter, a rate-limited warning and a `TaggedOutput(ERRORS_TAG, row)`.
-- `WriteTable(output_dir, name, schema, sort_key=..., num_shards=1, batched=False)`: dict rows (or
-  lists of them, `batched=True`) ->
-  Parquet files `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with deterministic names and content
-  (rows assigned to shards by a stable hash of their sort key, sorted within each shard, every shard
-  written even when empty).
+- `WriteTable(output_dir, name, schema, sort_key=... | sort_columns=[...], num_shards=1, batched=False,
+  shard_key=None)`: dict rows (or lists of them, `batched=True`) -> Parquet files
+  `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with deterministic names and content (rows assigned to
+  files by a stable hash of their shard key, sorted within each file, every file written even when
+  empty). `sort_columns` moves rows as Arrow batches and sorts with Arrow (cheaper for big tables).
+- `read_table(output_dir, name)`: all files of such a table as one pyarrow.Table.
 - `WriteSharded(...)`: the generic form of the same (used for TFRecord shards).
 - `write_json(path, obj)`, `counter_values(result)` / `log_counters(result)`: end-of-run reporting.
 

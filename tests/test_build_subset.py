@@ -525,3 +525,46 @@ def test_validate_all_checks_untagged_embeddings(tmp_path):
     assert stats["splits"]["subset"]["other"] == 1
     assert errors.to_pylist()[0]["reason"] == "bad_embedding_width"
     assert errors.to_pylist()[0]["video_id"] == "untagged001"
+
+
+def test_read_and_tag_dofn_outputs(tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    gun = fx.Segment("gunclip0001", 10.0, 20.0, (427,))
+    speech = fx.Segment("speechclip1", 0.0, 10.0, (0,))
+    both = fx.Segment("bothclip001", 0.0, 10.0, (427, 0))
+    music = fx.Segment("musicclip01", 0.0, 10.0, (137,))
+    bad = fx.malformed_records()["missing_labels"]
+    path = fx.write_tfrecord_file(
+        tmp_path / "a.tfrecord", [fx.encode_segment(s) for s in (gun, speech, both, music)] + [bad]
+    )
+    args = build_subset.build_parser().parse_args(["--input", path, "--output", str(tmp_path / "out")])
+    config = build_subset.Config(args)
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = (
+            p
+            | beam.Create([("s", path)])
+            | beam.ParDo(build_subset.ReadAndTag(config)).with_outputs(
+                "stats", common.ERRORS_TAG, main="clips"
+            )
+        )
+        tags = out.clips | beam.FlatMap(
+            lambda batch: [(row["video_id"], row["tag"], row["co_labels"]) for row, _ in batch]
+        )
+        assert_that(
+            tags,
+            equal_to(
+                [
+                    ("gunclip0001", "gunshot", []),
+                    ("speechclip1", "no_gunshot", []),
+                    ("bothclip001", "gunshot", [0]),
+                ]
+            ),
+            label="Tags",
+        )
+        reasons = out[common.ERRORS_TAG] | beam.Map(lambda r: (r["record_index"], r["reason"]))
+        assert_that(reasons, equal_to([(4, "missing_labels")]), label="Errors")
+        stats = out.stats | beam.Filter(lambda kv: kv[0][0] in ("read", "other"))
+        assert_that(stats, equal_to([(("read", "s"), 5), (("other", "s"), 1)]), label="Stats")
