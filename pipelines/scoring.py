@@ -183,6 +183,21 @@ def error_row(source: str, stage: str, reason: str, message: str) -> dict:
     return {"source": source, "stage": stage, "reason": reason, "message": message}
 
 
+MAX_WARNINGS_PER_KIND = 20
+_warned: dict = {}
+_warned_lock = threading.Lock()
+
+
+def _warn(kind: str, message: str, *args) -> None:
+    """A warning, at most MAX_WARNINGS_PER_KIND per kind and process (counters keep the full count)."""
+    with _warned_lock:
+        count = _warned[kind] = _warned.get(kind, 0) + 1
+    if count <= MAX_WARNINGS_PER_KIND:
+        _LOG.warning(message, *args)
+        if count == MAX_WARNINGS_PER_KIND:
+            _LOG.warning("further %r warnings are only counted (see the Beam counters)", kind)
+
+
 class _Progress:
     """Per-process progress log: finished/failed recordings and audio hours, at most once a minute."""
 
@@ -228,7 +243,7 @@ class MatchFn(beam.DoFn):
         for item in sources.expand_pattern(pattern):
             if isinstance(item, sources.MatchError):
                 self._unmatched.inc()
-                _LOG.warning("input %s", item.message)
+                _warn("match", "input %s", item.message)
                 yield beam.pvalue.TaggedOutput(
                     ERRORS_TAG, error_row(item.pattern, "match", item.reason, item.message)
                 )
@@ -370,7 +385,7 @@ class DecodeFn(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - every failure becomes a row, never a crash
             reason, message = _classify_exception(e)
             self._decode_errors.inc()
-            _LOG.warning("cannot decode %s (%s): %s", key, reason, message)
+            _warn(reason, "cannot decode %s (%s): %s", key, reason, message)
             status = {"status": "error", "stage": "decode", "error_reason": reason, "error_message": message}
         header = {}
         if info is not None:
@@ -408,7 +423,7 @@ class DecodeFn(beam.DoFn):
 
     def _archive_error(self, source, reason, message):
         self._decode_errors.inc()
-        _LOG.warning("%s", message)
+        _warn(reason, "%s", message)
         info = RecordingInfo(
             source.path,
             source.path,
@@ -434,7 +449,7 @@ class DecodeFn(beam.DoFn):
                 if record.frames is None:
                     self._decode_errors.inc()
                     message = f"bad record in {source.path}: {record.detail}"
-                    _LOG.warning("%s (%s)", message, record.reason)
+                    _warn(record.reason, "%s (%s)", message, record.reason)
                     info = RecordingInfo(
                         **base,
                         status="error",
@@ -680,7 +695,13 @@ class ScoreRecordingFn(beam.DoFn):
                     f"--timestamp_pattern {self._config.timestamp_pattern!r} not found in the name",
                 ),
             )
-        yield from self._score(info, frames)
+        try:
+            outputs = list(self._score(info, frames))  # all or nothing: no partial rows on a failure
+        except Exception as e:  # noqa: BLE001 - one recording's failure must not stop the job
+            _LOG.exception("scoring %s failed", key)
+            yield from self._fail(info, "score", "score_failed", f"{type(e).__name__}: {e}")
+            return
+        yield from outputs
 
     def _score(self, info: RecordingInfo, frames: np.ndarray):
         config = self._config
