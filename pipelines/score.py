@@ -212,7 +212,14 @@ def build_pipeline(p, args, config, provenance, previous):
             rows
             | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
             | f"Write{name.title()}"
-            >> common.WriteTable(staging, name, schemas.SCORE_TABLES[name], outputs.SORT_KEYS[name], shards)
+            >> common.WriteTable(
+                staging,
+                name,
+                schemas.SCORE_TABLES[name],
+                num_shards=shards,
+                shard_key=outputs.source_key,
+                sort_columns=outputs.SORT_COLUMNS[name],
+            )
         )
     _ = final["events"] | "Exports" >> outputs.WriteEventExports(staging)
     if args.write_embeddings:

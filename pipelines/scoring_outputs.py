@@ -91,6 +91,21 @@ def _embeddings_key(row):
     return (row["source"], row["frame_index"])
 
 
+# The columns each table is sorted by within a file (they identify a row); Arrow sorts them.
+SORT_COLUMNS = {
+    "windows": ("source", "window_index"),
+    "recordings": ("source",),
+    "events": ("source", "event_index"),
+    "errors": ("source", "stage", "reason", "message"),
+    "embeddings": ("source", "frame_index"),
+}
+
+
+def source_key(row):
+    """Shard key: all rows of one recording go to the same file."""
+    return row["source"]
+
+
 SORT_KEYS = {
     "windows": _windows_key,
     "recordings": _recordings_key,

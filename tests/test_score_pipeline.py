@@ -305,17 +305,28 @@ def test_skip_existing_scores_only_what_is_missing(scored, inputs, random_vggish
         assert _table(rerun, name).equals(_table(output, name)), name
 
 
-def test_default_resampler_is_close_to_golden(random_vggish, tmp_path):
+def test_default_resampler_is_close_to_golden_and_shards_keep_recordings_together(random_vggish, tmp_path):
     ckpt, pca = random_vggish
     output = tmp_path / "out"
     golden = [str(SEED_WAVS / f"{name}.wav") for name in score_inputs.GOLDEN_WAVS]
-    score.run(
-        [f"--input={p}" for p in golden] + [f"--output={output}", f"--checkpoint={ckpt}", f"--pca={pca}"]
-    )
+    long = score_inputs.write_wav(tmp_path / "long.wav", 40.0, 16000, 1)
+    argv = [f"--input={p}" for p in golden + [long]]
+    score.run(argv + [f"--output={output}", f"--checkpoint={ckpt}", f"--pca={pca}", "--num_shards=3"])
     recordings = _table(output, "recordings").set_index("source")
     for name, path in zip(score_inputs.GOLDEN_WAVS, golden, strict=True):
         expected = float(np.load(GOLDEN / f"{name}.npz")[DEFAULT_HEAD_KEY])
         assert recordings.loc[path].max_score == pytest.approx(expected, abs=0.01), name
+    shards = sorted(output.glob("windows-*-of-00003.parquet"))
+    assert len(shards) == 3
+    seen = set()
+    for shard in shards:
+        rows = pq.read_table(shard).to_pandas()
+        keys = list(zip(rows.source, rows.window_index, strict=True))
+        assert keys == sorted(keys)
+        assert not seen & set(rows.source)  # every recording's windows sit in one file
+        seen |= set(rows.source)
+    assert seen == set(recordings.index)
+    assert recordings.loc[long].windows == 8  # 41 frames: windows at 0, 5, ..., 30 and one at 31 ending at 41
 
 
 def test_no_matching_input_fails_loudly(random_vggish, tmp_path):
