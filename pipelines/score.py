@@ -289,6 +289,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     options.view_as(SetupOptions).save_main_session = save_main_session
     started = time.monotonic()
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    outputs.clear_staging(args.output)
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, args, config, provenance, previous)
     result = p.run()

@@ -126,6 +126,18 @@ def existing_files(pattern: str) -> list[str]:
         return []
 
 
+def clear_staging(output_dir: str) -> int:
+    """Deletes what an interrupted earlier run left in `output_dir/.staging/`; returns how many files.
+
+    Staged files of another shard count would otherwise be moved in next to this run's.
+    """
+    leftovers = existing_files(FileSystems.join(output_dir, STAGING, "*"))
+    if leftovers:
+        _LOG.info("removing %d files an earlier, unfinished run left in %s", len(leftovers), STAGING)
+        FileSystems.delete(leftovers)
+    return len(leftovers)
+
+
 def finalize_tables(output_dir: str, names) -> list[str]:
     """Moves the staged tables of a finished run into `output_dir`, replacing the previous shards.
 
