@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of audio decoded at a time; bounds worker memory (%(default)s)",
     )
     perf.add_argument(
+        "--split_seconds",
+        type=float,
+        default=scoring.DEFAULT_SPLIT_SECONDS,
+        help="recordings longer than this are decoded in segments of about this length, spread over "
+        "workers (0: never split; default %(default)s)",
+    )
+    perf.add_argument(
         "--num_shards",
         type=int,
         default=1,
@@ -165,6 +172,7 @@ def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
         threshold=threshold,
         batch_size=args.batch_size,
         chunk_seconds=args.chunk_seconds,
+        split_seconds=args.split_seconds,
         resampler=args.resampler,
         timestamp_pattern=args.timestamp_pattern,
         write_embeddings=args.write_embeddings,

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from gunshot_core import params, windows
+from pipelines import scoring_segments as segments
 from pipelines import scoring_sources as sources
 
 _LOG = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ _LOG = logging.getLogger(__name__)
 NAMESPACE = "score"
 DEFAULT_BATCH_SIZE = 256  # examples per RunInference batch (run in blocks of EMBED_BLOCK)
 DEFAULT_CHUNK_SECONDS = 60.0
+DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
+SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
 PROGRESS_SECONDS = 60.0
 
 # Tags of the multi-output steps.
@@ -114,6 +117,8 @@ class ScoringConfig:
       threshold: a window with score >= threshold is a detection.
       batch_size: examples per VGGish batch (RunInference batches chunks up to this many examples).
       chunk_seconds: seconds of audio decoded per chunk.
+      split_seconds: recordings longer than this are decoded in segments of about this length,
+        which the runner can spread over workers (0: never split).
       resampler: gunshot_core.audio resampler name.
       timestamp_pattern: strptime pattern finding the start time in file names, or None.
       write_embeddings: also emit one row per frame for the embeddings table.
@@ -130,6 +135,7 @@ class ScoringConfig:
     threshold: float = 0.5
     batch_size: int = DEFAULT_BATCH_SIZE
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    split_seconds: float = DEFAULT_SPLIT_SECONDS
     resampler: str | None = None
     timestamp_pattern: str | None = None
     write_embeddings: bool = False
@@ -162,6 +168,8 @@ class RecordingInfo:
     stage: str | None = None
     error_reason: str | None = None
     error_message: str | None = None
+    segment_index: int = 0  # which segment of a split recording this decode result is about
+    segment_count: int = 1
 
 
 def recording_stub(info: RecordingInfo) -> dict:
@@ -338,6 +346,42 @@ def _classify_exception(e: Exception) -> tuple[str, str]:
     return "corrupt", f"{type(e).__name__}: {e}"
 
 
+WHOLE = segments.Segment(0, 1, 0, None)
+
+
+class PlanFn(beam.DoFn):
+    """Source -> (Source, Segment): long audio files become several segments, everything else one.
+
+    Only audio files of at least SPLIT_MIN_BYTES are probed (one header read); a file whose header
+    cannot be read stays whole, and decoding reports the problem.
+    """
+
+    def __init__(self, config: ScoringConfig):
+        self._split_seconds = config.split_seconds
+        self._split = Metrics.counter(NAMESPACE, "recordings_split")
+
+    def process(self, source):
+        if (
+            source.kind != sources.KIND_AUDIO
+            or self._split_seconds <= 0
+            or 0 <= source.size_bytes < SPLIT_MIN_BYTES
+        ):
+            yield source, WHOLE
+            return
+        from gunshot_core import audio
+
+        try:
+            with sources.readable(source.path) as target:
+                plan = segments.plan_segments(audio.probe(target), self._split_seconds)
+        except Exception:  # noqa: BLE001 - decoding will report it
+            plan = [WHOLE]
+        if len(plan) > 1:
+            self._split.inc()
+            _LOG.info("%s: decoding in %d segments", source.path, len(plan))
+        for segment in plan:
+            yield source, segment
+
+
 class DecodeFn(beam.DoFn):
     """Source -> chunks of VGGish examples for RunInference, plus one RecordingInfo per recording.
 
@@ -363,8 +407,8 @@ class DecodeFn(beam.DoFn):
             self._timestamp_missing.inc()
         return when, when is None
 
-    def _decode(self, key: str, file: str, member: str | None, kind: str, target) -> Iterator:
-        """Decodes one recording (`target`: a local path or a seekable file object)."""
+    def _decode(self, key: str, file: str, member: str | None, kind: str, target, segment=WHOLE) -> Iterator:
+        """Decodes one recording or one segment of it (`target`: a local path or a seekable file object)."""
         from gunshot_core import audio
 
         start_utc, missing = self._start_utc(member or file)
@@ -374,13 +418,17 @@ class DecodeFn(beam.DoFn):
         count = 0
         try:
             info = audio.probe(target)
-            kwargs = {"chunk_seconds": self._config.chunk_seconds}
-            if self._config.resampler:
-                kwargs["resampler"] = self._config.resampler
-            chunks = prefetch(audio.iter_examples(target, **kwargs), PREFETCH_CHUNKS)
-            for chunk_index, (_, examples) in enumerate(chunks):
+            resampler = self._config.resampler or audio.DEFAULT_RESAMPLER
+            chunk_seconds = self._config.chunk_seconds
+            if segment.count == 1:
+                stream = audio.iter_examples(target, resampler=resampler, chunk_seconds=chunk_seconds)
+            else:
+                stream = segments.iter_segment_examples(
+                    target, segment.first, segment.stop, resampler=resampler, chunk_seconds=chunk_seconds
+                )
+            for chunk_index, (_, examples) in enumerate(prefetch(stream, PREFETCH_CHUNKS)):
                 count += examples.shape[0]
-                yield (key, chunk_index, examples)
+                yield (key, (segment.index, chunk_index), examples)
             status = {}
         except Exception as e:  # noqa: BLE001 - every failure becomes a row, never a crash
             reason, message = _classify_exception(e)
@@ -396,10 +444,12 @@ class DecodeFn(beam.DoFn):
                 "channels": info.channels,
                 "duration_seconds": info.duration_seconds,
             }
-        self._recordings.inc()
+        if segment.index == 0:
+            self._recordings.inc()
         self._examples.inc(count)
+        split = {"segment_index": segment.index, "segment_count": segment.count}
         yield beam.pvalue.TaggedOutput(
-            INFO_TAG, (key, RecordingInfo(**base, **header, num_examples=count, **status))
+            INFO_TAG, (key, RecordingInfo(**base, **header, num_examples=count, **status, **split))
         )
 
     def _decode_archive(self, source: sources.Source) -> Iterator:
@@ -466,13 +516,14 @@ class DecodeFn(beam.DoFn):
                     num_examples=int(record.frames.shape[0]),
                     start_utc=add_seconds(start_utc, context.start_time),
                 )
-                yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, (0, record.frames)))
+                yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, ((0, 0), record.frames)))
                 yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
         except Exception as e:  # noqa: BLE001 - an unreadable file is one error row
             _, message = _classify_exception(e)
             yield self._archive_error(source, "unreadable", f"cannot read TFRecord {source.path}: {message}")
 
-    def process(self, source):
+    def process(self, element):
+        source, segment = element
         if source.kind == sources.KIND_ARCHIVE:
             yield from self._decode_archive(source)
         elif source.kind == sources.KIND_TFRECORD:
@@ -480,7 +531,9 @@ class DecodeFn(beam.DoFn):
         else:
             try:
                 with sources.readable(source.path) as target:
-                    yield from self._decode(source.path, source.path, None, sources.KIND_AUDIO, target)
+                    yield from self._decode(
+                        source.path, source.path, None, sources.KIND_AUDIO, target, segment
+                    )
             except Exception as e:  # noqa: BLE001 - opening a remote file failed
                 reason, message = _classify_exception(e)
                 info = RecordingInfo(
@@ -659,16 +712,20 @@ class ScoreRecordingFn(beam.DoFn):
 
     def process(self, element):
         key, grouped = element
-        infos = list(grouped[INFO_TAG])
+        infos = sorted(grouped[INFO_TAG], key=lambda i: i.segment_index)
         chunks = sorted(grouped[FRAMES_TAG], key=lambda c: c[0])
-        if len(infos) != 1:
+        expected = infos[0].segment_count if infos else 1
+        if [i.segment_index for i in infos] != list(range(expected)):
             info = infos[0] if infos else RecordingInfo(key, key, None, "unknown")
-            yield from self._fail(info, "score", "internal", f"{len(infos)} decode results for {key!r}")
+            message = f"{len(infos)} decode results for {key!r}, expected {expected}"
+            yield from self._fail(info, "score", "internal", message)
             return
-        info = infos[0]
-        if info.status != "ok":
+        failed = [i for i in infos if i.status != "ok"]
+        if failed:
+            info = failed[0]
             yield from self._fail(info, info.stage or "decode", info.error_reason, info.error_message)
             return
+        info = dataclasses.replace(infos[0], num_examples=sum(i.num_examples for i in infos))
         frames = (
             np.concatenate([c[1] for c in chunks])
             if chunks
@@ -795,7 +852,8 @@ class ScoreRecordings(beam.PTransform):
 
     def expand(self, srcs):
         config = self._config
-        decoded = srcs | "Decode" >> beam.ParDo(DecodeFn(config)).with_outputs(
+        planned = srcs | "Plan" >> beam.ParDo(PlanFn(config)) | "Spread" >> beam.Reshuffle()
+        decoded = planned | "Decode" >> beam.ParDo(DecodeFn(config)).with_outputs(
             INFO_TAG, FRAMES_TAG, main="chunks"
         )
         embedded, dead_letters = (

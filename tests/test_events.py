@@ -164,3 +164,18 @@ def test_prefetch_stops_its_thread_when_closed_early():
     count = len(produced)
     assert count <= 5  # at most depth + a few items ahead, and no more once closed
     assert len(produced) == count
+
+
+def test_plan_segments_cover_every_example_once():
+    from gunshot_core.audio import AudioInfo
+    from pipelines import scoring_segments as sg
+
+    info = AudioInfo(44100, 2, 44100 * 130, "WAV", "PCM_16")  # 130 s: 135 examples
+    plan = sg.plan_segments(info, 30.0)
+    assert [s.index for s in plan] == list(range(5)) and all(s.count == 5 for s in plan)
+    assert plan[0].first == 0 and plan[-1].stop is None
+    assert all(a.stop == b.first for a, b in zip(plan, plan[1:], strict=False))
+    assert sg.plan_segments(info, 0) == [sg.Segment(0, 1, 0, None)]
+    assert sg.plan_segments(info, 200.0) == [sg.Segment(0, 1, 0, None)]
+    odd = AudioInfo(44056, 1, 44056 * 130, "WAV", "PCM_16")  # 0.96 s is not a whole number of samples
+    assert not sg.splittable(44056) and len(sg.plan_segments(odd, 30.0)) == 1

@@ -246,6 +246,37 @@ def test_embeddings_tfrecords_hold_each_recordings_frames(scored):
         assert context.end_time == pytest.approx(len(rows) * 0.96, abs=1e-4)
 
 
+def test_long_recording_split_into_segments_matches_whole_file(scored, inputs, random_vggish, tmp_path):
+    """The 5-minute file decoded as 5 segments of 60 s gives the frames and scores of one piece."""
+    output, _ = scored
+    ckpt, pca = random_vggish
+    path = inputs["cases"]["five_minutes"]
+    split = tmp_path / "split"
+    score.run(
+        [
+            f"--input={path}",
+            f"--output={split}",
+            f"--checkpoint={ckpt}",
+            f"--pca={pca}",
+            "--resampler=resampy",
+        ]
+        + [f"--threshold={THRESHOLD}", "--chunk_seconds=7", "--split_seconds=60", "--write_embeddings"]
+    )
+    manifest = json.loads((split / outputs.RUN_MANIFEST).read_text())
+    assert manifest["counters"]["score/recordings_split"] == 1
+    recordings = _table(split, "recordings")
+    assert len(recordings) == 1 and recordings.frames.iloc[0] == 312 and recordings.status.iloc[0] == "ok"
+    whole = _table(output, "embeddings").query("source == @path").sort_values("frame_index")
+    parts = _table(split, "embeddings").sort_values("frame_index")
+    a = np.stack([np.frombuffer(b, np.uint8) for b in whole.embedding]).astype(int)
+    b = np.stack([np.frombuffer(b, np.uint8) for b in parts.embedding]).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1 and (a != b).mean() <= 0.005
+    w1 = _table(output, "windows").query("source == @path").sort_values("window_index")
+    w2 = _table(split, "windows").sort_values("window_index")
+    assert list(w1.start_seconds) == list(w2.start_seconds)
+    np.testing.assert_allclose(w1.score, w2.score, atol=2e-3)
+
+
 def test_embedding_tfrecords_score_back_to_the_same_windows(scored, random_vggish, tmp_path):
     output, _ = scored
     ckpt, pca = random_vggish
