@@ -77,13 +77,12 @@ def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]
     """Seconds VGGish alone takes on all examples of the recordings (examples computed beforehand)."""
     from gunshot_core import audio
     from gunshot_core.vggish import VGGish
-    from pipelines.scoring import EMBED_BLOCK
 
     examples = np.concatenate(
         [e for path in sorted(directory.iterdir()) for _, e in audio.iter_examples(str(path))]
     )
-    model = VGGish.from_checkpoint(checkpoint, batch_size=EMBED_BLOCK)
-    model.embed(examples[:EMBED_BLOCK])  # trace once, as the pipeline's worker does
+    model = VGGish.from_checkpoint(checkpoint)  # the default fixed block, as the pipeline's workers use
+    model.embed(examples[:1])  # trace once, as the pipeline's worker does
     started = time.perf_counter()
     model.embed(examples)
     return time.perf_counter() - started, examples.shape[0]

@@ -33,7 +33,7 @@ from pipelines import scoring_sources as sources
 _LOG = logging.getLogger(__name__)
 
 NAMESPACE = "score"
-DEFAULT_BATCH_SIZE = 256  # examples per RunInference batch (run in blocks of EMBED_BLOCK)
+DEFAULT_BATCH_SIZE = 256  # examples per RunInference batch (VGGish.embed runs them in fixed-shape blocks)
 DEFAULT_CHUNK_SECONDS = 60.0
 DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
 SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
@@ -561,13 +561,6 @@ def localize(path: str, directory: str | None = None) -> str:
     return model_cache.local_copy(path, directory)
 
 
-# VGGish always runs on blocks of exactly this many examples (zero-padded): TF's CPU kernels give
-# results that depend on the batch shape in the last float bits (up to ~6e-6, enough to flip a
-# quantised byte now and then), so a fixed shape keeps every embedding, and so every table, identical
-# however RunInference happened to group chunks into batches.
-EMBED_BLOCK = 32
-
-
 class ModelLoadError(BaseException):
     """VGGish could not be loaded on a worker.
 
@@ -596,8 +589,10 @@ class _Embedder:
             from gunshot_core.postprocess import Postprocessor
             from gunshot_core.vggish import VGGish
 
-            vggish = VGGish.from_checkpoint(localize(self._checkpoint), batch_size=EMBED_BLOCK)
-            vggish.embed(np.zeros((EMBED_BLOCK, params.NUM_FRAMES, params.NUM_BANDS), np.float32))  # trace
+            # VGGish.embed runs fixed-shape blocks, so embeddings (and every table) are identical
+            # however RunInference groups chunks into batches.
+            vggish = VGGish.from_checkpoint(localize(self._checkpoint))
+            vggish.embed(np.zeros((1, params.NUM_FRAMES, params.NUM_BANDS), np.float32))  # trace
             self._models = (vggish, Postprocessor.from_npz(localize(self._pca)))
         except BaseException as e:  # noqa: BLE001 - re-raised on first use
             self._error = e
@@ -608,11 +603,7 @@ class _Embedder:
         if self._error is not None:
             raise ModelLoadError(f"cannot load VGGish ({self._checkpoint}, {self._pca}): {self._error!r}")
         vggish, postprocessor = self._models
-        n = examples.shape[0]
-        pad = -n % EMBED_BLOCK
-        if pad:
-            examples = np.concatenate([examples, np.zeros((pad,) + examples.shape[1:], np.float32)])
-        return postprocessor.postprocess(vggish.embed(examples)[:n])
+        return postprocessor.postprocess(vggish.embed(examples))
 
 
 def _chunk_examples(chunk) -> int:
