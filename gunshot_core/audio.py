@@ -3,9 +3,9 @@
 Decoding uses soundfile (libsndfile: WAV/FLAC/OGG/MP3 and more; integer and float subtypes). Channels
 are averaged to mono before resampling, as the official reference does. Long recordings are read,
 resampled and framed block by block, so memory does not grow with duration, and the blocks join
-into exactly the samples whole-file resampling would give: every block is resampled with a margin
-of real neighbouring samples on both sides, and block edges fall on sample positions that map to
-whole output samples.
+into the samples whole-file resampling gives, within float rounding: every block is resampled with
+a margin of real neighbouring samples on both sides, and block edges fall on sample positions that
+map to whole output samples.
 """
 
 import dataclasses
@@ -128,22 +128,30 @@ def iter_waveform(
     *,
     resampler: str = DEFAULT_RESAMPLER,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Decodes a recording block by block into mono float32 audio at `target_sr`.
+    """Decodes a recording (or a stretch of it) block by block into mono float32 audio at `target_sr`.
 
     The concatenated blocks equal whole-file mix-down and resampling: each block of about
     `block_seconds` is resampled together with half a second of real neighbouring samples on each
-    side, and its edges fall on input positions whose output positions are whole samples.
+    side, and its edges fall on input positions whose output positions are whole samples. The
+    results agree with whole-file resampling within float rounding (the filters see the same
+    samples; only the order of float operations may differ), whatever the block size.
 
     Args:
       source: a path or a seekable binary file object.
       target_sr: output rate in Hz.
       resampler: one of RESAMPLERS.
       block_seconds: input seconds per block; memory use is proportional to it, not to duration.
+      start, stop: the output samples [start, stop) to produce (stop None: to the end). `start` must
+        map to a whole input sample (see `starts_on_input_sample`), so that several workers can each
+        decode a stretch of one long file and join into the whole.
     Yields:
       float32 [m] consecutive blocks of the mono `target_sr` waveform.
     Raises:
       AudioDecodeError: unreadable, empty, corrupt or unsupported input (also mid-file).
+      ValueError: a bad resampler, or a `start` that falls between input samples.
     """
     if resampler not in RESAMPLERS:
         raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
@@ -151,17 +159,22 @@ def iter_waveform(
         sr_in, total = f.samplerate, f.frames
         if total <= 0 or f.channels <= 0:
             raise AudioDecodeError(f"{f.name}: recording holds no audio samples", reason="empty")
+        if not starts_on_input_sample(start, sr_in, target_sr):
+            raise ValueError(f"{f.name}: output sample {start} falls between input samples at {sr_in} Hz")
         # Input samples per whole number of output samples.
         period = sr_in // math.gcd(sr_in, target_sr)
         block = max(1, math.ceil(block_seconds * sr_in / period)) * period
         margin = 0 if sr_in == target_sr else math.ceil(_MARGIN_SECONDS * sr_in / period) * period
         out_total = int(total * target_sr / sr_in)
+        out_stop = out_total if stop is None else min(stop, out_total)
+        position = start * sr_in // target_sr  # input index where the next emitted block starts
+        buffer_start = max(0, position - margin)  # input index of buffer[0]
+        if buffer_start:
+            f.seek(buffer_start)
         buffer = np.zeros(0, np.float32)
-        buffer_start = 0  # input index of buffer[0]
-        position = 0  # input index where the next emitted block starts
-        emitted = 0  # output samples emitted so far
+        emitted = start  # output index of the next sample to emit
         exhausted = False
-        while emitted < out_total:
+        while emitted < out_stop:
             while not exhausted and buffer_start + buffer.size < position + block + margin:
                 try:
                     data = f.read(block, dtype="float32", always_2d=True)
@@ -182,6 +195,7 @@ def iter_waveform(
             offset = (position - segment_start) * target_sr // sr_in
             last = segment_end >= buffer_end and exhausted
             count = out_total - emitted if last else min(block * target_sr // sr_in, out_total - emitted)
+            count = min(count, out_stop - emitted)
             out = resampled[offset : offset + count]
             if out.size:
                 yield out
@@ -192,8 +206,19 @@ def iter_waveform(
             keep_from = max(0, position - margin)
             buffer = buffer[keep_from - buffer_start :]
             buffer_start = keep_from
-        if emitted == 0:
+        if emitted == start and start == 0:
             raise AudioDecodeError(f"{f.name}: no audio samples could be decoded", reason="empty")
+
+
+def starts_on_input_sample(output_sample: int, sr_in: int, target_sr: int = params.SAMPLE_RATE) -> bool:
+    """Whether output sample `output_sample` at `target_sr` lies exactly on an input sample at `sr_in`."""
+    return sr_in > 0 and (output_sample * sr_in) % target_sr == 0
+
+
+def example_boundaries_on_input_samples(sr_in: int) -> bool:
+    """Whether every 0.96 s example starts on an input sample, so a recording can be decoded in
+    stretches that start at example boundaries (true for rates that are multiples of 25 Hz)."""
+    return starts_on_input_sample(params.EXAMPLE_HOP_SAMPLES, sr_in)
 
 
 def load_audio(
@@ -219,30 +244,41 @@ def iter_examples(
     *,
     resampler: str = DEFAULT_RESAMPLER,
     chunk_seconds: float = DEFAULT_BLOCK_SECONDS,
+    start_example: int = 0,
+    stop_example: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """VGGish examples of a recording, produced chunk by chunk in bounded memory.
 
-    Identical to `features.waveform_to_examples(load_audio(source))`: example i is computed from the
-    16 kHz samples [i * 15360, i * 15360 + 15600) only, so chunks carry just the unconsumed tail.
+    Equal to `features.waveform_to_examples(load_audio(source))` within float rounding (for any
+    `chunk_seconds`): example i is computed from the 16 kHz samples [i * 15360, i * 15360 + 15600)
+    only, so chunks carry just the unconsumed tail. `start_example`/`stop_example` select examples
+    [start, stop) and decode only the audio they need (plus the resampler's margins), so several
+    workers can share one long recording; the start must lie on an input sample
+    (`example_boundaries_on_input_samples`).
 
     Args:
       source: a path or a seekable binary file object.
       resampler: one of RESAMPLERS.
       chunk_seconds: seconds of audio decoded per step.
+      start_example, stop_example: the range of examples to produce (stop None: to the end).
     Yields:
       (index of the first example in the chunk, float32 [k, 96, 64]) with k >= 1.
     Raises:
       AudioDecodeError: as load_audio.
     """
+    hop, need = params.EXAMPLE_HOP_SAMPLES, params.MIN_SAMPLES_FOR_ONE_EXAMPLE
+    stop_sample = None if stop_example is None else (stop_example - 1) * hop + need
     carry = np.zeros(0, np.float32)
-    next_index = 0
-    for block in iter_waveform(source, resampler=resampler, block_seconds=chunk_seconds):
+    next_index = start_example
+    blocks = iter_waveform(
+        source, resampler=resampler, block_seconds=chunk_seconds, start=start_example * hop, stop=stop_sample
+    )
+    for block in blocks:
         carry = np.concatenate([carry, block]) if carry.size else block
-        if carry.size < params.MIN_SAMPLES_FOR_ONE_EXAMPLE:
+        if carry.size < need:
             continue
-        count = 1 + (carry.size - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
-        used = (count - 1) * params.EXAMPLE_HOP_SAMPLES + params.MIN_SAMPLES_FOR_ONE_EXAMPLE
-        examples = features.waveform_to_examples(carry[:used], params.SAMPLE_RATE)
-        yield next_index, examples
+        count = 1 + (carry.size - need) // hop
+        used = (count - 1) * hop + need
+        yield next_index, features.waveform_to_examples(carry[:used], params.SAMPLE_RATE)
         next_index += count
-        carry = carry[count * params.EXAMPLE_HOP_SAMPLES :].copy()
+        carry = carry[count * hop :].copy()

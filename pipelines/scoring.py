@@ -420,12 +420,13 @@ class DecodeFn(beam.DoFn):
             info = audio.probe(target)
             resampler = self._config.resampler or audio.DEFAULT_RESAMPLER
             chunk_seconds = self._config.chunk_seconds
-            if segment.count == 1:
-                stream = audio.iter_examples(target, resampler=resampler, chunk_seconds=chunk_seconds)
-            else:
-                stream = segments.iter_segment_examples(
-                    target, segment.first, segment.stop, resampler=resampler, chunk_seconds=chunk_seconds
-                )
+            stream = audio.iter_examples(
+                target,
+                resampler=resampler,
+                chunk_seconds=chunk_seconds,
+                start_example=segment.first,
+                stop_example=segment.stop,
+            )
             for chunk_index, (_, examples) in enumerate(prefetch(stream, PREFETCH_CHUNKS)):
                 count += examples.shape[0]
                 yield (key, (segment.index, chunk_index), examples)

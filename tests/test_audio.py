@@ -146,3 +146,34 @@ def test_truncated_wav_decodes_what_is_there(tmp_path):
     cut.write_bytes(raw[: len(raw) // 2])
     waveform = audio.load_audio(str(cut))
     assert 0 < waveform.size <= 3 * 16000
+
+
+@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+def test_example_ranges_join_into_the_whole_file(tmp_path, resampler):
+    """Stretches [0, 4), [4, 9), [9, end) decoded separately equal one whole-file decode."""
+    rng = np.random.default_rng(3)
+    data = (0.2 * rng.standard_normal((int(12.5 * RATE), 2))).astype(np.float32)
+    path = write(tmp_path / "long.wav", data, subtype="FLOAT")
+    whole = features.waveform_to_examples(audio.load_audio(path, resampler=resampler))
+    parts = []
+    for start, stop in ((0, 4), (4, 9), (9, None)):
+        chunks = list(
+            audio.iter_examples(
+                path, resampler=resampler, chunk_seconds=2.0, start_example=start, stop_example=stop
+            )
+        )
+        assert chunks[0][0] == start
+        parts.extend(block for _, block in chunks)
+    joined = np.concatenate(parts)
+    assert joined.shape == whole.shape == (13, 96, 64)
+    np.testing.assert_allclose(joined, whole, atol=1e-4)
+
+
+def test_example_ranges_must_start_on_an_input_sample(tmp_path):
+    path = write(tmp_path / "odd.wav", tone(3.0, rate=44056), 44056, subtype="PCM_16")
+    assert not audio.example_boundaries_on_input_samples(44056)
+    assert audio.example_boundaries_on_input_samples(44100) and audio.example_boundaries_on_input_samples(
+        48000
+    )
+    with pytest.raises(ValueError, match="between input samples"):
+        list(audio.iter_examples(path, start_example=1))
