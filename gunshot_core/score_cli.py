@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resampler",
         choices=audio.RESAMPLERS,
         default=audio.DEFAULT_RESAMPLER,
-        help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference bit for bit "
+        help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference's resampling within 1e-6 "
         "(default: %(default)s)",
     )
     parser.add_argument(
