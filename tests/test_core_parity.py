@@ -130,3 +130,15 @@ def test_default_path_scores_stay_within_0_01_of_reference(clip, golden, model, 
         if "SingleLayerNN" in name:  # saturated: its score is 0 everywhere, so check the logit
             logit = float(np.asarray(head.logits(frames)).reshape(-1)[0])
             assert logit == pytest.approx(float(g[f"logit_{key}"]), rel=0.01)
+
+
+def test_inference_graph_equals_the_keras_model(random_vggish, golden):
+    """The plain-ops inference graph and the Keras model (for users who want one) agree."""
+    from gunshot_core.vggish import build_model, read_checkpoint_weights
+
+    weights = read_checkpoint_weights(random_vggish[0])
+    keras_model = build_model(weights)
+    examples = golden["pistol_shot"]["examples"]
+    np.testing.assert_allclose(
+        keras_model(examples, training=False).numpy(), VGGish(weights).embed(examples), atol=1e-5, rtol=0
+    )
