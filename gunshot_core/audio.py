@@ -118,8 +118,20 @@ def resample(waveform: np.ndarray, sr_in: int, sr_out: int, resampler: str = DEF
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
-    """float32 [n, channels] -> float32 [n], the mean over channels (the reference's mix-down)."""
-    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+    """float32 [n, channels] -> float32 [n], the mean over channels (the reference's mix-down).
+
+    Adds the channel columns in order and divides once: the same values as
+    `block.mean(axis=1, dtype=np.float32)` for up to 8 channels, at ~1/15 of its cost (numpy's
+    reduction across a short contiguous axis is slow, and was 60% of decoding a stereo WAV).
+    """
+    channels = block.shape[1]
+    if channels == 1:
+        return block[:, 0]
+    total = block[:, 0] + block[:, 1]
+    for c in range(2, channels):
+        total += block[:, c]
+    total /= np.float32(channels)
+    return total
 
 
 def iter_waveform(

@@ -177,3 +177,11 @@ def test_example_ranges_must_start_on_an_input_sample(tmp_path):
     )
     with pytest.raises(ValueError, match="between input samples"):
         list(audio.iter_examples(path, start_example=1))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+def test_mix_down_is_the_mean_over_channels(tmp_path, channels):
+    rng = np.random.default_rng(channels)
+    data = (0.3 * rng.standard_normal((16000, channels))).astype(np.float32)
+    path = write(tmp_path / "multi.wav", data, 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(audio.load_audio(path), data.mean(axis=1, dtype=np.float32))
