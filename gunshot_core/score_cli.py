@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from gunshot_core import audio, windows
+from gunshot_core import audio, options, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError
 
 log = logging.getLogger(__name__)
@@ -31,31 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="recordings (wav, flac, ogg, mp3, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
-    parser.add_argument(
-        "--head", help="head .h5 file or trained model directory (default: the bundled original LSTM head)"
-    )
-    parser.add_argument("--threshold", type=float, help="decision threshold (default: the head's own)")
-    parser.add_argument("--checkpoint", help="VGGish checkpoint (default: downloaded vggish_model.ckpt)")
-    parser.add_argument("--pca", help="PCA parameters (default: downloaded vggish_pca_params.npz)")
-    parser.add_argument(
-        "--resampler",
-        choices=audio.RESAMPLERS,
-        default=audio.DEFAULT_RESAMPLER,
-        help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference's resampling within 1e-6 "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--window_seconds",
-        type=float,
-        default=windows.DEFAULT_WINDOW_SECONDS,
-        help="seconds per scored window (default: %(default)s, what the heads were trained on)",
-    )
-    parser.add_argument(
-        "--hop_seconds",
-        type=float,
-        default=windows.DEFAULT_HOP_SECONDS,
-        help="seconds between windows of long recordings (default: %(default)s)",
-    )
+    options.add_model_arguments(parser)
+    options.add_scoring_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and timings")
     return parser
 

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
-from gunshot_core import audio, windows
+from gunshot_core import options, windows
 from pipelines import common, remote, schemas, scoring
 from pipelines import scoring_outputs as outputs
 from pipelines import scoring_sources as sources
@@ -55,29 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamp_pattern",
         help="strptime pattern of the recording start in file names, e.g. %%Y%%m%%d_%%H%%M%%S (UTC unless %%z)",
     )
-    model = parser.add_argument_group("models (default: the downloaded VGGish files and the bundled head)")
-    model.add_argument("--checkpoint", help="VGGish checkpoint (vggish_model.ckpt)")
-    model.add_argument("--pca", help="VGGish PCA parameters (.npz)")
-    model.add_argument("--head", help="head: original .h5 or a trained head directory")
-    scoring_group = parser.add_argument_group("scoring")
-    scoring_group.add_argument(
-        "--threshold", type=float, help="a window scoring >= threshold is a detection (default: the head's)"
-    )
-    scoring_group.add_argument(
-        "--window_seconds",
-        type=float,
-        default=windows.DEFAULT_WINDOW_SECONDS,
-        help="head window, rounded to 0.96 s frames (default %(default)s: the heads were trained on 10 frames)",
-    )
-    scoring_group.add_argument(
-        "--hop_seconds",
-        type=float,
-        default=windows.DEFAULT_HOP_SECONDS,
-        help="step between windows, rounded to 0.96 s frames (default %(default)s)",
-    )
-    scoring_group.add_argument(
-        "--resampler", choices=audio.RESAMPLERS, default=audio.DEFAULT_RESAMPLER, help="default %(default)s"
-    )
+    options.add_model_arguments(parser.add_argument_group("models"))
+    options.add_scoring_arguments(parser.add_argument_group("scoring"))
     perf = parser.add_argument_group("performance")
     perf.add_argument(
         "--batch_size",

@@ -1,0 +1,47 @@
+"""Command-line options every scoring entry point shares (`gunshot score`, `gunshot batch`).
+
+Defined once so the terminal command and the pipeline take the same flags with the same defaults,
+and one recording gets one score however it is scored.
+"""
+
+import argparse
+
+from gunshot_core import audio, windows
+
+
+def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--checkpoint, --pca, --head (defaults: the downloaded VGGish files and the bundled head)."""
+    parser.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
+    parser.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
+    parser.add_argument(
+        "--head",
+        help="head: an original .h5 file or a trained head directory (default: the bundled LSTM head)",
+    )
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--threshold, --window_seconds, --hop_seconds, --resampler."""
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="a window scoring >= threshold is a detection (default: the head's own)",
+    )
+    parser.add_argument(
+        "--window_seconds",
+        type=float,
+        default=windows.DEFAULT_WINDOW_SECONDS,
+        help="head window, rounded to 0.96 s frames (default %(default)s: the heads were trained on 10 frames)",
+    )
+    parser.add_argument(
+        "--hop_seconds",
+        type=float,
+        default=windows.DEFAULT_HOP_SECONDS,
+        help="step between the windows of long recordings, rounded to 0.96 s frames (default %(default)s)",
+    )
+    parser.add_argument(
+        "--resampler",
+        choices=audio.RESAMPLERS,
+        default=audio.DEFAULT_RESAMPLER,
+        help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference's resampling within "
+        "1e-6 at ~35x the cost (default %(default)s)",
+    )
