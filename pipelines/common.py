@@ -280,6 +280,17 @@ class _WriteShard(beam.DoFn):
         yield path
 
 
+def _group_by_shard(keyed, num_shards: int):
+    """(shard id, payload) -> (shard id, payloads), with every shard id present, also without rows.
+
+    An empty blob per shard id joins the grouping, so each of the `num_shards` files is written
+    (empty ones too) and output file names never depend on the data. Step labels: ShardIds,
+    WithShardIds, Group (in the calling transform's scope).
+    """
+    shards = keyed.pipeline | "ShardIds" >> beam.Create([(i, b"") for i in range(num_shards)])
+    return (keyed, shards) | "WithShardIds" >> beam.Flatten() | "Group" >> beam.GroupByKey()
+
+
 class WriteSharded(beam.PTransform):
     """Writes a PCollection into a fixed number of files with deterministic names and content.
 
@@ -329,16 +340,8 @@ class WriteSharded(beam.PTransform):
         keyed = pcoll | "AssignShard" >> beam.ParDo(
             _AssignShard(self._num_shards, self._shard_key, self._batched)
         )
-        # An empty blob per shard id makes every shard appear in the grouping, also without rows.
-        shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, b"") for i in range(self._num_shards)])
-        return (
-            (keyed, shards)
-            | "WithShardIds" >> beam.Flatten()
-            | "Group" >> beam.GroupByKey()
-            | "Write"
-            >> beam.ParDo(
-                _WriteShard(self._path_prefix, self._num_shards, self._suffix, self._sort_key, self._write_fn)
-            )
+        return _group_by_shard(keyed, self._num_shards) | "Write" >> beam.ParDo(
+            _WriteShard(self._path_prefix, self._num_shards, self._suffix, self._sort_key, self._write_fn)
         )
 
 
@@ -480,15 +483,8 @@ class WriteTable(beam.PTransform):
             keyed = pcoll | "ToArrow" >> beam.ParDo(
                 _AssignTableShard(self._schema, self._num_shards, shard_key, self._batched)
             )
-            shards = pcoll.pipeline | "ShardIds" >> beam.Create([(i, b"") for i in range(self._num_shards)])
-            return (
-                (keyed, shards)
-                | "WithShardIds" >> beam.Flatten()
-                | "Group" >> beam.GroupByKey()
-                | "Write"
-                >> beam.ParDo(
-                    _WriteTableShard(self._prefix, self._num_shards, self._schema, self._sort_columns)
-                )
+            return _group_by_shard(keyed, self._num_shards) | "Write" >> beam.ParDo(
+                _WriteTableShard(self._prefix, self._num_shards, self._schema, self._sort_columns)
             )
         return pcoll | WriteSharded(
             self._prefix,
