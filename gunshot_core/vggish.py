@@ -40,26 +40,19 @@ _POOL_AFTER = {"vggish/conv1", "vggish/conv2", "vggish/conv3/conv3_2", "vggish/c
 DEFAULT_BATCH_SIZE = 32
 
 
-def read_checkpoint_weights(path: str) -> dict[str, np.ndarray]:
-    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix).
-
-    Returns:
-      {scope + '/weights' or '/biases': float32 array} for the 9 layers in LAYERS.
-    Raises:
-      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
-    """
+def _check_checkpoint(path: str):
+    """Validates a VGGish checkpoint's variables; returns whether it is a V2 checkpoint (prefix)."""
     import tensorflow as tf
 
-    if not (os.path.exists(path) or tf.io.gfile.exists(path + ".index")):
+    v2 = tf.io.gfile.exists(path + ".index")
+    if not (v2 or os.path.exists(path)):
         raise ModelFileError(
             f"VGGish checkpoint not found: {path}. Run `gunshot models download` or pass --checkpoint."
         )
     try:
-        reader = tf.train.load_checkpoint(path)
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     except Exception as e:  # TF raises DataLossError, NotFoundError, ... for bad files
         raise ModelFileError(f"{path}: not a readable TensorFlow checkpoint: {e}") from e
-    shapes = reader.get_variable_to_shape_map()
-    weights = {}
     for scope, _, kernel_shape in LAYERS:
         for name, shape in ((f"{scope}/weights", kernel_shape), (f"{scope}/biases", kernel_shape[-1:])):
             if name not in shapes:
@@ -68,8 +61,58 @@ def read_checkpoint_weights(path: str) -> dict[str, np.ndarray]:
                 )
             if tuple(shapes[name]) != tuple(shape):
                 raise ModelFileError(f"{path}: variable {name!r} has shape {shapes[name]}, expected {shape}")
-            weights[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
-    return weights
+    return v2
+
+
+def _variable_names() -> list[str]:
+    return [f"{scope}/{kind}" for scope, _, _ in LAYERS for kind in ("weights", "biases")]
+
+
+def read_checkpoint_tensors(path: str) -> dict:
+    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix) as tf.Tensors.
+
+    The tensors are restored by TensorFlow's own restore ops inside a tf.function, which run without
+    holding Python's GIL: reading the 288 MB checkpoint in a loader thread (as scoring workers do)
+    does not stall the other threads, as `CheckpointReader.get_tensor` did for ~0.4 s.
+
+    Returns:
+      {scope + '/weights' or '/biases': float32 tf.Tensor} for the 9 layers in LAYERS.
+    Raises:
+      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
+    """
+    import tensorflow as tf
+
+    path = str(path)
+    v2 = _check_checkpoint(path)
+    names = _variable_names()
+
+    @tf.function(autograph=False)
+    def restore():
+        if v2:
+            return tf.raw_ops.RestoreV2(
+                prefix=path,
+                tensor_names=names,
+                shape_and_slices=[""] * len(names),
+                dtypes=[tf.float32] * len(names),
+            )
+        return [tf.raw_ops.Restore(file_pattern=path, tensor_name=name, dt=tf.float32) for name in names]
+
+    try:
+        tensors = restore()
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data past the index
+        raise ModelFileError(f"{path}: cannot read the checkpoint's tensors: {e}") from e
+    return dict(zip(names, tensors, strict=True))
+
+
+def read_checkpoint_weights(path: str) -> dict[str, np.ndarray]:
+    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix).
+
+    Returns:
+      {scope + '/weights' or '/biases': float32 array} for the 9 layers in LAYERS.
+    Raises:
+      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
+    """
+    return {name: tensor.numpy() for name, tensor in read_checkpoint_tensors(path).items()}
 
 
 def build_model(weights: dict[str, np.ndarray]):
@@ -100,7 +143,7 @@ def build_model(weights: dict[str, np.ndarray]):
     return keras.Model(inputs, x, name="vggish")
 
 
-def build_forward(weights: dict[str, np.ndarray]):
+def build_forward(weights: dict):
     """The inference graph as plain TF2 ops: a tf.function float32 [n, 96, 64] -> float32 [n, 128].
 
     The same ops Keras' Conv2D/MaxPooling2D/Dense run (conv2d + bias_add + relu, SAME padding, NHWC),
@@ -144,7 +187,7 @@ class VGGish:
     results are the same bits however the examples are grouped into calls.
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], *, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, weights: dict, *, batch_size: int = DEFAULT_BATCH_SIZE):
 
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -152,11 +195,18 @@ class VGGish:
         self._forward = build_forward(weights)
         self._lock = threading.Lock()
 
+    def trace(self) -> None:
+        """Compiles the forward pass for the block shape without running it (a loader thread can pay
+        the ~0.25 s of tracing before the first `embed`)."""
+        self._forward.get_concrete_function(
+            np.zeros((self.batch_size, params.NUM_FRAMES, params.NUM_BANDS), np.float32)
+        )
+
     @classmethod
     def from_checkpoint(cls, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE) -> "VGGish":
         """Loads the official `vggish_model.ckpt` (or any checkpoint with the same variable names)."""
         log.info("loading VGGish checkpoint %s", path)
-        return cls(read_checkpoint_weights(str(path)), batch_size=batch_size)
+        return cls(read_checkpoint_tensors(str(path)), batch_size=batch_size)
 
     def embed(self, examples: np.ndarray) -> np.ndarray:
         """Raw (pre-PCA) embeddings.

@@ -3,6 +3,8 @@
 Tolerances are those of ../shared/golden/README.md.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,33 @@ def test_inference_graph_equals_the_keras_model(random_vggish, golden):
     np.testing.assert_allclose(
         keras_model(examples, training=False).numpy(), VGGish(weights).embed(examples), atol=1e-5, rtol=0
     )
+
+
+def test_v2_checkpoint_reads_the_same_weights(random_vggish, tmp_path):
+    """A TF V2 checkpoint (prefix + .index) with the official variable names reads like the V1 file."""
+    import tensorflow as tf
+
+    from gunshot_core.vggish import read_checkpoint_weights
+
+    v1 = read_checkpoint_weights(random_vggish[0])
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        variables = {name: tf.compat.v1.Variable(value, name=name) for name, value in v1.items()}
+        sess.run(tf.compat.v1.global_variables_initializer())
+        prefix = tf.compat.v1.train.Saver(variables).save(sess, str(tmp_path / "vggish_v2"))
+    assert pathlib.Path(prefix + ".index").exists()
+    v2 = read_checkpoint_weights(prefix)
+    assert v2.keys() == v1.keys()
+    for name in v1:
+        np.testing.assert_array_equal(v2[name], v1[name])
+
+
+def test_unreadable_checkpoints_name_the_file_and_the_problem(tmp_path):
+    from gunshot_core.errors import ModelFileError
+    from gunshot_core.vggish import VGGish
+
+    with pytest.raises(ModelFileError, match="not found"):
+        VGGish.from_checkpoint(str(tmp_path / "missing.ckpt"))
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint" * 100)
+    with pytest.raises(ModelFileError, match="garbage.ckpt"):
+        VGGish.from_checkpoint(str(garbage))
