@@ -9,6 +9,7 @@ map to whole output samples.
 """
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -259,6 +260,7 @@ def iter_examples(
     chunk_seconds: float = DEFAULT_BLOCK_SECONDS,
     start_example: int = 0,
     stop_example: int | None = None,
+    chunk_multiple: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """VGGish examples of a recording, produced chunk by chunk in bounded memory.
 
@@ -274,11 +276,15 @@ def iter_examples(
       resampler: one of RESAMPLERS.
       chunk_seconds: seconds of audio decoded per step.
       start_example, stop_example: the range of examples to produce (stop None: to the end).
+      chunk_multiple: every chunk but the last holds a multiple of this many examples (callers that
+        run VGGish in fixed blocks of 32 pass 32, so concatenated chunks need no padding).
     Yields:
       (index of the first example in the chunk, float32 [k, 96, 64]) with k >= 1.
     Raises:
       AudioDecodeError: as load_audio.
     """
+    if chunk_multiple < 1:
+        raise ValueError(f"chunk_multiple must be at least 1, got {chunk_multiple}")
     hop, need = params.EXAMPLE_HOP_SAMPLES, params.MIN_SAMPLES_FOR_ONE_EXAMPLE
     stop_sample = None if stop_example is None else (stop_example - 1) * hop + need
     carry = np.zeros(0, np.float32)
@@ -286,11 +292,16 @@ def iter_examples(
     blocks = iter_waveform(
         source, resampler=resampler, block_seconds=chunk_seconds, start=start_example * hop, stop=stop_sample
     )
-    for block in blocks:
-        carry = np.concatenate([carry, block]) if carry.size else block
+    for block in itertools.chain(blocks, [None]):
+        if block is not None:
+            carry = np.concatenate([carry, block]) if carry.size else block
         if carry.size < need:
             continue
         count = 1 + (carry.size - need) // hop
+        if block is not None:
+            count -= count % chunk_multiple  # the rest waits for the next block
+            if not count:
+                continue
         used = (count - 1) * hop + need
         yield next_index, features.waveform_to_examples(carry[:used], params.SAMPLE_RATE)
         next_index += count

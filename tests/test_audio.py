@@ -185,3 +185,21 @@ def test_mix_down_is_the_mean_over_channels(tmp_path, channels):
     data = (0.3 * rng.standard_normal((16000, channels))).astype(np.float32)
     path = write(tmp_path / "multi.wav", data, 16000, subtype="FLOAT")
     np.testing.assert_array_equal(audio.load_audio(path), data.mean(axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("multiple, stop", [(4, None), (32, None), (4, 11)])
+def test_chunks_hold_multiples_of_chunk_multiple_and_join_into_the_whole(tmp_path, multiple, stop):
+    """Every chunk but the last is a multiple of `chunk_multiple`; nothing is lost or repeated."""
+    rng = np.random.default_rng(5)
+    data = (0.2 * rng.standard_normal((int(20.3 * RATE), 2))).astype(np.float32)
+    path = write(tmp_path / "long.wav", data, subtype="FLOAT")
+    whole = features.waveform_to_examples(audio.load_audio(path))[:stop]
+    chunks = list(audio.iter_examples(path, chunk_seconds=1.7, chunk_multiple=multiple, stop_example=stop))
+    sizes = [block.shape[0] for _, block in chunks]
+    assert all(size % multiple == 0 for size in sizes[:-1]) and 0 < sizes[-1]
+    assert [start for start, _ in chunks] == list(np.cumsum([0] + sizes[:-1]))
+    joined = np.concatenate([block for _, block in chunks])
+    assert joined.shape == whole.shape
+    np.testing.assert_allclose(joined, whole, atol=1e-4)
+    with pytest.raises(ValueError, match="chunk_multiple"):
+        list(audio.iter_examples(path, chunk_multiple=0))
