@@ -15,8 +15,8 @@ frames straight into the same grouping.
 
 import dataclasses
 import datetime
+import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,15 +25,21 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.transforms.window import GlobalWindows
 
-from gunshot_core import params, windows
+from gunshot_core import params, vggish, windows
+from pipelines import decode_ahead
 from pipelines import scoring_segments as segments
 from pipelines import scoring_sources as sources
 
 _LOG = logging.getLogger(__name__)
 
 NAMESPACE = "score"
-DEFAULT_BATCH_SIZE = 256  # examples per RunInference batch (VGGish.embed runs them in fixed-shape blocks)
+# Examples per RunInference batch (every batch but a bundle's last is filled to it; VGGish.embed runs
+# it in fixed-shape blocks). Few large batches: between two forward passes the decoding of the next
+# batch evicts the network's weights from the CPU caches, which costs the next pass ~0.05 s, so
+# batches of one 60-s chunk ran ~20% below the network's own speed; batches of 512 run within ~4%.
+DEFAULT_BATCH_SIZE = 512
 DEFAULT_CHUNK_SECONDS = 60.0
 DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
 SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
@@ -285,52 +291,24 @@ class MatchSources(beam.PTransform):
 
 # ---- Decoding --------------------------------------------------------------------------------------
 
-# Chunks decoded ahead of the consumer by a background thread (about 1.5 MB each at 60 s), so reading,
-# resampling and framing overlap with VGGish inference, which releases the GIL.
-PREFETCH_CHUNKS = 8
-_DONE = object()
+
+@dataclasses.dataclass(frozen=True)
+class _Count:
+    """A counter increment produced while decoding in the look-ahead thread; applied on the bundle's
+    thread, where Beam's metrics are recorded."""
+
+    counter: str
+    n: int = 1
 
 
-def prefetch(iterator: Iterator, depth: int) -> Iterator:
-    """Runs `iterator` in a background thread, at most `depth` items ahead; re-raises its exceptions.
+def _output_bytes(item) -> int:
+    """Bytes an item decoded ahead holds (the examples of a chunk; everything else is small)."""
+    return int(item[2].nbytes) if isinstance(item, tuple) and len(item) == 3 else 0
 
-    Closing the returned generator early stops the thread (it is joined before the generator ends),
-    so resources the iterator uses can be released right after.
-    """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterator:
-                if not put((item, None)):
-                    return
-            put((_DONE, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            put((_DONE, e))
-
-    worker = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        worker.join()
+#: One gate and one byte budget per worker process (see pipelines.decode_ahead).
+COMPUTE_GATE = decode_ahead.ComputeGate()
+DECODE_BUDGET = decode_ahead.ProcessBudget(decode_ahead.DEFAULT_BUDGET_BYTES)
 
 
 def _classify_exception(e: Exception) -> tuple[str, str]:
@@ -383,12 +361,15 @@ class PlanFn(beam.DoFn):
 
 
 class DecodeFn(beam.DoFn):
-    """Source -> chunks of VGGish examples for RunInference, plus one RecordingInfo per recording.
+    """(Source, Segment) -> chunks of VGGish examples for RunInference, plus one RecordingInfo per recording.
 
     Main output: (source key, chunk index, float32 [k, 96, 64] examples), in recording order.
     Output INFO_TAG: (source key, RecordingInfo), exactly one per recording, status 'error' with the
     reason when decoding failed (chunks already emitted for it are then discarded by the scorer).
     Output FRAMES_TAG: (source key, (chunk index, uint8 [n, 128])) for embedding TFRecords.
+
+    Decoding runs in a look-ahead thread (pipelines.decode_ahead) across the bundle's elements, in
+    the time VGGish leaves a core idle (mostly while the model loads); outputs keep element order.
     """
 
     def __init__(self, config: ScoringConfig):
@@ -398,13 +379,59 @@ class DecodeFn(beam.DoFn):
         self._examples = Metrics.counter(NAMESPACE, "examples_decoded")
         self._skipped_members = Metrics.counter(NAMESPACE, "archive_members_skipped")
         self._timestamp_missing = Metrics.counter(NAMESPACE, "timestamps_unparsed")
+        self._ahead = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_ahead": None}
+
+    # -- the bundle's thread ------------------------------------------------------------------------
+
+    def start_bundle(self):
+        self._close_ahead()
+        self._ahead = decode_ahead.Lookahead(
+            budget=DECODE_BUDGET, gate=COMPUTE_GATE, size_of=_output_bytes, name="decode-ahead"
+        )
+
+    def process(self, element):
+        producer = functools.partial(self._outputs, element)
+        while not self._ahead.offer(producer):  # the previous element has not started decoding yet
+            if COMPUTE_GATE.is_loading() and not self._ahead.stalled:
+                # Emitting now would only block on the model: feed the decoder instead.
+                self._ahead.wait_for_slot(0.05)
+            else:
+                yield from self._emit(self._ahead.step())
+        if not COMPUTE_GATE.is_loading():
+            yield from self._emit(self._ahead.ready())
+
+    def finish_bundle(self):
+        for output in self._emit(self._ahead.drain()):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+            else:
+                yield GlobalWindows.windowed_value(output)
+        self._close_ahead()
+
+    def teardown(self):
+        self._close_ahead()
+
+    def _close_ahead(self):
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
+    def _emit(self, items: Iterable) -> Iterator:
+        for item in items:
+            if isinstance(item, _Count):
+                getattr(self, item.counter).inc(item.n)
+            else:
+                yield item
+
+    # -- the look-ahead thread: outputs and _Count markers, no Beam metrics calls ----------------------
 
     def _start_utc(self, name: str):
         if not self._config.timestamp_pattern:
             return None, False
         when = sources.parse_timestamp(name, self._config.timestamp_pattern)
-        if when is None:
-            self._timestamp_missing.inc()
         return when, when is None
 
     def _decode(self, key: str, file: str, member: str | None, kind: str, target, segment=WHOLE) -> Iterator:
@@ -412,6 +439,8 @@ class DecodeFn(beam.DoFn):
         from gunshot_core import audio
 
         start_utc, missing = self._start_utc(member or file)
+        if missing:
+            yield _Count("_timestamp_missing")
         base = {"source": key, "file": file, "member": member, "input_kind": kind}
         base.update(start_utc=start_utc, timestamp_missing=missing)
         info = None
@@ -419,21 +448,21 @@ class DecodeFn(beam.DoFn):
         try:
             info = audio.probe(target)
             resampler = self._config.resampler or audio.DEFAULT_RESAMPLER
-            chunk_seconds = self._config.chunk_seconds
-            stream = audio.iter_examples(
+            chunks = audio.iter_examples(
                 target,
                 resampler=resampler,
-                chunk_seconds=chunk_seconds,
+                chunk_seconds=self._config.chunk_seconds,
+                chunk_multiple=vggish.DEFAULT_BATCH_SIZE,  # chunks fill VGGish's blocks: no padding
                 start_example=segment.first,
                 stop_example=segment.stop,
             )
-            for chunk_index, (_, examples) in enumerate(prefetch(stream, PREFETCH_CHUNKS)):
+            for chunk_index, (_, examples) in enumerate(chunks):
                 count += examples.shape[0]
                 yield (key, (segment.index, chunk_index), examples)
             status = {}
         except Exception as e:  # noqa: BLE001 - every failure becomes a row, never a crash
             reason, message = _classify_exception(e)
-            self._decode_errors.inc()
+            yield _Count("_decode_errors")
             _warn(reason, "cannot decode %s (%s): %s", key, reason, message)
             status = {"status": "error", "stage": "decode", "error_reason": reason, "error_message": message}
         header = {}
@@ -446,8 +475,8 @@ class DecodeFn(beam.DoFn):
                 "duration_seconds": info.duration_seconds,
             }
         if segment.index == 0:
-            self._recordings.inc()
-        self._examples.inc(count)
+            yield _Count("_recordings")
+        yield _Count("_examples", count)
         split = {"segment_index": segment.index, "segment_count": segment.count}
         yield beam.pvalue.TaggedOutput(
             INFO_TAG, (key, RecordingInfo(**base, **header, num_examples=count, **status, **split))
@@ -464,16 +493,16 @@ class DecodeFn(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - a broken archive is one error row
             reason = "unreadable" if isinstance(e, OSError) and not members else "corrupt"
             message = f"cannot read archive {source.path} after {members} members: {type(e).__name__}: {e}"
-            yield self._archive_error(source, reason, message)
+            yield from self._archive_error(source, reason, message)
             return
         if skipped:
-            self._skipped_members.inc(len(skipped))
+            yield _Count("_skipped_members", len(skipped))
             _LOG.info("%s: skipped %d non-audio members, e.g. %s", source.path, len(skipped), skipped[:3])
         if not members:
-            yield self._archive_error(source, "empty", f"archive {source.path} holds no audio member")
+            yield from self._archive_error(source, "empty", f"archive {source.path} holds no audio member")
 
-    def _archive_error(self, source, reason, message):
-        self._decode_errors.inc()
+    def _archive_error(self, source, reason, message) -> Iterator:
+        yield _Count("_decode_errors")
         _warn(reason, "%s", message)
         info = RecordingInfo(
             source.path,
@@ -485,20 +514,22 @@ class DecodeFn(beam.DoFn):
             error_reason=reason,
             error_message=message,
         )
-        return beam.pvalue.TaggedOutput(INFO_TAG, (source.path, info))
+        yield beam.pvalue.TaggedOutput(INFO_TAG, (source.path, info))
 
     def _decode_tfrecord(self, source) -> Iterator:
         from pipelines import scoring_records
 
         start_utc, missing = self._start_utc(source.path)
+        if missing:
+            yield _Count("_timestamp_missing")
         try:
             for record in scoring_records.iter_embedding_records(source.path):
                 key = sources.member_source_id(source.path, record.member)
                 base = {"source": key, "file": source.path, "member": record.member}
                 base.update(input_kind=sources.KIND_TFRECORD, format="TFRECORD", timestamp_missing=missing)
-                self._recordings.inc()
+                yield _Count("_recordings")
                 if record.frames is None:
-                    self._decode_errors.inc()
+                    yield _Count("_decode_errors")
                     message = f"bad record in {source.path}: {record.detail}"
                     _warn(record.reason, "%s (%s)", message, record.reason)
                     info = RecordingInfo(
@@ -521,9 +552,12 @@ class DecodeFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
         except Exception as e:  # noqa: BLE001 - an unreadable file is one error row
             _, message = _classify_exception(e)
-            yield self._archive_error(source, "unreadable", f"cannot read TFRecord {source.path}: {message}")
+            yield from self._archive_error(
+                source, "unreadable", f"cannot read TFRecord {source.path}: {message}"
+            )
 
-    def process(self, element):
+    def _outputs(self, element) -> Iterator:
+        """Everything one (Source, Segment) element decodes to, in order."""
         source, segment = element
         if source.kind == sources.KIND_ARCHIVE:
             yield from self._decode_archive(source)
@@ -582,19 +616,26 @@ class _Embedder:
         self._pca = pca
         self._models = None
         self._error = None
+        COMPUTE_GATE.load_started()  # before the thread starts: decoders see it at once
         self._loader = threading.Thread(target=self._load, name="vggish-load", daemon=True)
         self._loader.start()
 
     def _load(self):
+        try:
+            self._load_models()
+        finally:
+            COMPUTE_GATE.load_finished()
+
+    def _load_models(self):
         try:
             from gunshot_core.postprocess import Postprocessor
             from gunshot_core.vggish import VGGish
 
             # VGGish.embed runs fixed-shape blocks, so embeddings (and every table) are identical
             # however RunInference groups chunks into batches.
-            vggish = VGGish.from_checkpoint(localize(self._checkpoint))
-            vggish.embed(np.zeros((1, params.NUM_FRAMES, params.NUM_BANDS), np.float32))  # trace
-            self._models = (vggish, Postprocessor.from_npz(localize(self._pca)))
+            network = VGGish.from_checkpoint(localize(self._checkpoint))
+            network.trace()  # compiled here, in the loader thread, not in the first batch
+            self._models = (network, Postprocessor.from_npz(localize(self._pca)))
         except BaseException as e:  # noqa: BLE001 - re-raised on first use
             self._error = e
 
@@ -603,8 +644,9 @@ class _Embedder:
         self._loader.join()
         if self._error is not None:
             raise ModelLoadError(f"cannot load VGGish ({self._checkpoint}, {self._pca}): {self._error!r}")
-        vggish, postprocessor = self._models
-        return postprocessor.postprocess(vggish.embed(examples))
+        network, postprocessor = self._models
+        with COMPUTE_GATE.busy():  # decoders of this process hold back meanwhile
+            return postprocessor.postprocess(network.embed(examples))
 
 
 def _chunk_examples(chunk) -> int:
@@ -641,7 +683,7 @@ class VGGishModelHandler(ModelHandler):
 
     def batch_elements_kwargs(self):
         return {
-            "min_batch_size": 1,
+            "min_batch_size": self._batch_size,
             "max_batch_size": self._batch_size,
             "element_size_fn": _chunk_examples,
         }

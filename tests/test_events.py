@@ -1,4 +1,4 @@
-"""Unit tests of the scoring pipeline's pure parts: events, sources, timestamps, exports, prefetch."""
+"""Unit tests of the scoring pipeline's pure parts: events, sources, timestamps, exports."""
 
 import datetime
 import io
@@ -132,38 +132,6 @@ def test_clip_names_are_flat_and_distinct():
     a = outputs.clip_name("gs://bucket/site 1/rec.wav", 0, 4.8)
     b = outputs.clip_name("gs://bucket/site 1/rec.wav", 1, 14.4)
     assert "/" not in a and " " not in a and a != b and a.endswith(".wav")
-
-
-def test_prefetch_yields_in_order_and_reraises():
-    assert list(scoring.prefetch(iter(range(50)), 3)) == list(range(50))
-
-    def failing():
-        yield 1
-        raise ValueError("bad chunk")
-
-    got = []
-    with pytest.raises(ValueError, match="bad chunk"):
-        for item in scoring.prefetch(failing(), 2):
-            got.append(item)
-    assert got == [1]
-
-
-def test_prefetch_stops_its_thread_when_closed_early():
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    stream = scoring.prefetch(endless(), 2)
-    assert next(stream) == 0
-    stream.close()
-    count = len(produced)
-    assert count <= 5  # at most depth + a few items ahead, and no more once closed
-    assert len(produced) == count
 
 
 def test_plan_segments_cover_every_example_once():
