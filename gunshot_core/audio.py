@@ -277,7 +277,7 @@ def iter_examples(
       chunk_seconds: seconds of audio decoded per step.
       start_example, stop_example: the range of examples to produce (stop None: to the end).
       chunk_multiple: every chunk but the last holds a multiple of this many examples (callers that
-        run VGGish in fixed blocks of 32 pass 32, so concatenated chunks need no padding).
+        run VGGish in fixed blocks pass the block size, so concatenated chunks need no padding).
     Yields:
       (index of the first example in the chunk, float32 [k, 96, 64]) with k >= 1.
     Raises:
