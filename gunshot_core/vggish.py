@@ -35,9 +35,9 @@ _POOL_AFTER = {"vggish/conv1", "vggish/conv2", "vggish/conv3/conv3_2", "vggish/c
 #: TF's CPU kernels choose different algorithms for different batch shapes, whose results differ in
 #: the last float bits (up to ~1e-5, enough to flip a quantised byte now and then). With one fixed
 #: shape an example's embedding does not depend on how callers group examples, so the CLI, the
-#: pipelines and any chunking agree bit for bit. On 2 cores (benchmarks/bench_core.py style, 1,024
-#: examples): 32 -> 255, 64 -> 273, 128 -> 274, 256 -> 282 examples/s. 64 takes most of the gain
-#: for archive-scale scoring while a 10-s clip still costs one ~0.24 s pass.
+#: pipelines and any chunking agree bit for bit. On 2 cores, over the 1,872 examples of 30 minutes
+#: of recordings: 32 -> 265, 64 -> 273, 128 -> 273 examples/s. 64 takes the gain for archive-scale
+#: scoring while a 10-s clip still costs one ~0.24 s pass.
 DEFAULT_BATCH_SIZE = 64
 
 
