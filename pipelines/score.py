@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         "workers (0: never split; default %(default)s)",
     )
     perf.add_argument(
+        "--archive_part_mb",
+        type=float,
+        default=scoring.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
+        help="zip archives are decoded in parts of about this many MB of audio members, spread over "
+        "workers (0: one member per part; tar archives are read in one pass; default %(default)s)",
+    )
+    perf.add_argument(
         "--num_shards",
         type=int,
         default=1,
@@ -113,6 +120,8 @@ def parse_known_args(argv):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.export_clips < 0:
         parser.error(f"--export_clips must be >= 0, got {args.export_clips}")
+    if args.archive_part_mb < 0:
+        parser.error(f"--archive_part_mb must be >= 0, got {args.archive_part_mb}")
     if not args.chunk_seconds > 1:
         parser.error(f"--chunk_seconds must be > 1, got {args.chunk_seconds}")
     if args.timestamp_pattern:
@@ -152,6 +161,7 @@ def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
         batch_size=args.batch_size,
         chunk_seconds=args.chunk_seconds,
         split_seconds=args.split_seconds,
+        archive_part_bytes=int(args.archive_part_mb * (1 << 20)),
         resampler=args.resampler,
         timestamp_pattern=args.timestamp_pattern,
         write_embeddings=args.write_embeddings,

@@ -42,6 +42,7 @@ NAMESPACE = "score"
 DEFAULT_BATCH_SIZE = 512
 DEFAULT_CHUNK_SECONDS = 60.0
 DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
+DEFAULT_ARCHIVE_PART_BYTES = 64 << 20  # zip archives are decoded in parts of about this many bytes
 SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
 PROGRESS_SECONDS = 60.0
 
@@ -125,6 +126,8 @@ class ScoringConfig:
       chunk_seconds: seconds of audio decoded per chunk.
       split_seconds: recordings longer than this are decoded in segments of about this length,
         which the runner can spread over workers (0: never split).
+      archive_part_bytes: zip archives are decoded in parts of about this many (compressed) bytes
+        of audio members, which the runner can spread over workers (0: one part per member).
       resampler: gunshot_core.audio resampler name.
       timestamp_pattern: strptime pattern finding the start time in file names, or None.
       write_embeddings: also emit one row per frame for the embeddings table.
@@ -142,6 +145,7 @@ class ScoringConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS
     split_seconds: float = DEFAULT_SPLIT_SECONDS
+    archive_part_bytes: int = DEFAULT_ARCHIVE_PART_BYTES
     resampler: str | None = None
     timestamp_pattern: str | None = None
     write_embeddings: bool = False
@@ -328,17 +332,25 @@ WHOLE = segments.Segment(0, 1, 0, None)
 
 
 class PlanFn(beam.DoFn):
-    """Source -> (Source, Segment): long audio files become several segments, everything else one.
+    """Source -> (Source, Segment or ArchivePart): work items the runner can spread over workers.
 
-    Only audio files of at least SPLIT_MIN_BYTES are probed (one header read); a file whose header
-    cannot be read stays whole, and decoding reports the problem.
+    Long audio files become several segments and zip archives parts of about `archive_part_bytes`
+    of members; everything else is one item. Only audio files of at least SPLIT_MIN_BYTES are probed
+    (one header read); a file whose header or zip directory cannot be read stays whole, and decoding
+    reports the problem.
     """
 
     def __init__(self, config: ScoringConfig):
         self._split_seconds = config.split_seconds
+        self._part_bytes = config.archive_part_bytes
         self._split = Metrics.counter(NAMESPACE, "recordings_split")
+        self._archives_split = Metrics.counter(NAMESPACE, "archives_split")
+        self._skipped_members = Metrics.counter(NAMESPACE, "archive_members_skipped")
 
     def process(self, source):
+        if source.kind == sources.KIND_ARCHIVE and sources.is_zip(source.path):
+            yield from self._plan_zip(source)
+            return
         if (
             source.kind != sources.KIND_AUDIO
             or self._split_seconds <= 0
@@ -358,6 +370,24 @@ class PlanFn(beam.DoFn):
             _LOG.info("%s: decoding in %d segments", source.path, len(plan))
         for segment in plan:
             yield source, segment
+
+    def _plan_zip(self, source):
+        try:
+            members, skipped = sources.list_zip_members(source.path)
+        except Exception:  # noqa: BLE001 - decoding the whole archive will report it
+            members = []
+        if not members:  # unreadable or without audio: the whole-archive path gives the error row
+            yield source, WHOLE
+            return
+        if skipped:
+            self._skipped_members.inc(len(skipped))
+            _LOG.info("%s: skipped %d non-audio members, e.g. %s", source.path, len(skipped), skipped[:3])
+        parts = sources.plan_zip_parts(members, self._part_bytes)
+        if len(parts) > 1:
+            self._archives_split.inc()
+            _LOG.info("%s: %d audio members in %d parts", source.path, len(members), len(parts))
+        for part in parts:
+            yield source, part
 
 
 class DecodeFn(beam.DoFn):
@@ -501,6 +531,41 @@ class DecodeFn(beam.DoFn):
         if not members:
             yield from self._archive_error(source, "empty", f"archive {source.path} holds no audio member")
 
+    def _decode_archive_part(self, source: sources.Source, part: sources.ArchivePart) -> Iterator:
+        """Decodes some members of a zip archive; every member ends as a recording or an error row."""
+        done = set()
+        try:
+            for item in sources.iter_zip_members(source.path, part.members):
+                if isinstance(item, sources.Member):
+                    done.add(item.name)
+                    key = sources.member_source_id(source.path, item.name)
+                    yield from self._decode(key, source.path, item.name, sources.KIND_MEMBER, item.fileobj)
+                else:
+                    name, error = item
+                    done.add(name)
+                    yield from self._member_error(source, name, f"cannot read member {name!r}: {error}")
+        except Exception as e:  # noqa: BLE001 - the archive itself failed: the rest of the part fails
+            message = f"cannot read archive {source.path}: {type(e).__name__}: {e}"
+            for name in part.members:
+                if name not in done:
+                    yield from self._member_error(source, name, message)
+
+    def _member_error(self, source, member: str, message: str) -> Iterator:
+        yield _Count("_decode_errors")
+        _warn("unreadable", "%s", message)
+        key = sources.member_source_id(source.path, member)
+        info = RecordingInfo(
+            key,
+            source.path,
+            member,
+            sources.KIND_MEMBER,
+            status="error",
+            stage="read",
+            error_reason="unreadable",
+            error_message=message,
+        )
+        yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
+
     def _archive_error(self, source, reason, message) -> Iterator:
         yield _Count("_decode_errors")
         _warn(reason, "%s", message)
@@ -559,7 +624,9 @@ class DecodeFn(beam.DoFn):
     def _outputs(self, element) -> Iterator:
         """Everything one (Source, Segment) element decodes to, in order."""
         source, segment = element
-        if source.kind == sources.KIND_ARCHIVE:
+        if isinstance(segment, sources.ArchivePart):
+            yield from self._decode_archive_part(source, segment)
+        elif source.kind == sources.KIND_ARCHIVE:
             yield from self._decode_archive(source)
         elif source.kind == sources.KIND_TFRECORD:
             yield from self._decode_tfrecord(source)

@@ -6,7 +6,9 @@ reads local disks and Cloud Storage. Matched files become `Source` elements:
 
 - audio files (anything soundfile decodes) -> one `Source` each, keyed by the path;
 - zip / tar / tar.gz archives -> one `Source` for the archive, read member by member when decoded;
-  each audio member becomes a recording keyed `archive!member`;
+  each audio member becomes a recording keyed `archive!member`. A zip archive (random access) is
+  planned as parts of about 64 MB of members that different workers decode; a tar archive is
+  read in one sequential pass by one worker (a tar.gz cannot be entered in the middle);
 - AudioSet embedding TFRecords (`.tfrecord`, `.tfrecord.gz`, `.tfrecords`) -> one `Source`, each
   SequenceExample in it becomes a recording keyed `file!video_id@start_seconds`.
 
@@ -174,6 +176,76 @@ class Member:
     fileobj: object  # binary, seekable
 
 
+def _is_skipped_zip_entry(info: zipfile.ZipInfo) -> bool:
+    return not is_audio_name(info.filename) or "__MACOSX/" in info.filename
+
+
+def is_zip(path: str) -> bool:
+    return _lower_name(path).endswith(ZIP_EXTENSIONS)
+
+
+def list_zip_members(path: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """The audio members of a zip archive as (name, compressed bytes), in archive order, and the
+    names of the other (skipped) members. Reads only the central directory.
+
+    Raises:
+      zipfile.BadZipFile, OSError: the archive itself is unreadable.
+    """
+    audio_members, skipped = [], []
+    with open_file(path) as raw, zipfile.ZipFile(raw) as archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if _is_skipped_zip_entry(info):
+                skipped.append(info.filename)
+            else:
+                audio_members.append((info.filename, int(info.compress_size)))
+    return audio_members, skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchivePart:
+    """Some audio members of a zip archive, decoded together by one worker (see plan_zip_parts)."""
+
+    index: int
+    count: int
+    members: tuple[str, ...]
+
+
+def plan_zip_parts(members: list[tuple[str, int]], part_bytes: int) -> list[ArchivePart]:
+    """Groups (name, compressed bytes) members, in order, into parts of about `part_bytes` each
+    (at least one member per part), so the workers of a job can share one large archive."""
+    groups: list[list[str]] = []
+    size = 0
+    for name, nbytes in members:
+        if not groups or size >= part_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += nbytes
+    return [ArchivePart(i, len(groups), tuple(names)) for i, names in enumerate(groups)]
+
+
+def iter_zip_members(path: str, names: Iterable[str]) -> Iterator[Member | tuple[str, Exception]]:
+    """The named members of a zip archive, spooled one at a time, in the order given; a member
+    that cannot be read yields (name, exception) instead.
+
+    Raises:
+      zipfile.BadZipFile, OSError: the archive itself is unreadable.
+    """
+    with open_file(path) as raw, zipfile.ZipFile(raw) as archive:
+        for name in names:
+            try:
+                info = archive.getinfo(name)
+                with archive.open(info) as f:
+                    spooled = _spool(f, info.file_size)
+            except (KeyError, zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
+                yield name, e
+                continue
+            with spooled:
+                yield Member(name, spooled)
+
+
 def iter_archive_members(path: str, skipped: list[str] | None = None) -> Iterator[Member]:
     """Yields the audio members of a zip or tar(.gz/.bz2/.xz) archive, in archive order, one at a time.
 
@@ -191,7 +263,7 @@ def iter_archive_members(path: str, skipped: list[str] | None = None) -> Iterato
                 for info in archive.infolist():
                     if info.is_dir():
                         continue
-                    if not is_audio_name(info.filename) or "__MACOSX/" in info.filename:
+                    if _is_skipped_zip_entry(info):
                         if skipped is not None:
                             skipped.append(info.filename)
                         continue

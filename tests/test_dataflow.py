@@ -481,6 +481,7 @@ EXAMPLES = {
     "resampler": "resampy",
     "batch_size": "128",
     "chunk_seconds": "30",
+    "archive_part_mb": "64",
     "timestamp_pattern": "%Y%m%d_%H%M%S",
     "export_clips": "3",
     "train": "gs://my-bucket/subsets/v1/train/*",

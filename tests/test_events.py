@@ -5,6 +5,7 @@ import io
 import tarfile
 import zipfile
 
+import apache_beam as beam
 import numpy as np
 import pytest
 
@@ -147,3 +148,40 @@ def test_plan_segments_cover_every_example_once():
     assert sg.plan_segments(info, 200.0) == [sg.Segment(0, 1, 0, None)]
     odd = AudioInfo(44056, 1, 44056 * 130, "WAV", "PCM_16")  # 0.96 s is not a whole number of samples
     assert not sg.splittable(44056) and len(sg.plan_segments(odd, 30.0)) == 1
+
+
+def test_zip_parts_group_members_in_order_and_bad_members_are_reported(tmp_path):
+    from pipelines import scoring_sources as src
+
+    members = [("a.wav", 40), ("b.wav", 70), ("c.wav", 10), ("d.wav", 10), ("e.wav", 200)]
+    parts = src.plan_zip_parts(members, 100)
+    assert [p.members for p in parts] == [("a.wav", "b.wav"), ("c.wav", "d.wav", "e.wav")]
+    assert [(p.index, p.count) for p in parts] == [(0, 2), (1, 2)]
+    assert [p.members for p in src.plan_zip_parts(members, 0)] == [(n,) for n, _ in members]
+
+    import zipfile
+
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x/one.wav", b"RIFF....")
+        z.writestr("x/notes.txt", b"text")
+        z.writestr("__MACOSX/x/._one.wav", b"meta")
+    audio_members, skipped = src.list_zip_members(str(path))
+    assert [name for name, _ in audio_members] == ["x/one.wav"]
+    assert sorted(skipped) == ["__MACOSX/x/._one.wav", "x/notes.txt"]
+    got = list(src.iter_zip_members(str(path), ["x/one.wav", "x/gone.wav"]))
+    assert isinstance(got[0], src.Member) and got[0].name == "x/one.wav"
+    assert got[1][0] == "x/gone.wav" and isinstance(got[1][1], KeyError)
+
+
+def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
+    from pipelines import scoring_sources as src
+
+    config = scoring.ScoringConfig(checkpoint="c", pca="p", head="h")
+    gone = str(tmp_path / "vanished.zip")  # planned, then deleted before decoding
+    part = src.ArchivePart(0, 1, ("a/one.wav", "a/two.wav"))
+    outputs = list(scoring.DecodeFn(config)._outputs((src.Source(gone, src.KIND_ARCHIVE, 10), part)))
+    infos = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert [key for key, _ in infos] == [gone + "!a/one.wav", gone + "!a/two.wav"]
+    assert all(i.status == "error" and i.stage == "read" and i.member in part.members for _, i in infos)
+    assert sum(o.n for o in outputs if isinstance(o, scoring._Count) and o.counter == "_decode_errors") == 2

@@ -298,9 +298,11 @@ def test_multiprocess_run_with_other_batches_gives_identical_tables(scored, inpu
     output, _ = scored
     other = tmp_path / "out"
     score.run(
-        _argv(inputs, random_vggish, other, "--chunk_seconds=7", "--batch_size=40")
+        _argv(inputs, random_vggish, other, "--chunk_seconds=7", "--batch_size=40", "--archive_part_mb=0")
         + ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     )
+    counters = json.loads((other / outputs.RUN_MANIFEST).read_text())["counters"]
+    assert counters["score/archives_split"] == 1  # the zip's members were decoded as separate parts
     for name in TABLES:
         for path in sorted(output.glob(f"{name}-*.parquet")):
             assert (other / path.name).read_bytes() == path.read_bytes(), path.name
