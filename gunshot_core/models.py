@@ -177,9 +177,14 @@ HASH_CACHE_FILE = "file-hashes.json"
 _HASH_CACHE_ENTRIES = 256
 
 
-def hash_cache_path() -> pathlib.Path:
+def user_cache_dir() -> pathlib.Path:
+    """$XDG_CACHE_HOME/gunshot-spotter, else ~/.cache/gunshot-spotter (hashes, derived model files)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(cache) / "gunshot-spotter" / HASH_CACHE_FILE
+    return pathlib.Path(cache) / "gunshot-spotter"
+
+
+def hash_cache_path() -> pathlib.Path:
+    return user_cache_dir() / HASH_CACHE_FILE
 
 
 def _read_hash_cache() -> dict:

@@ -8,6 +8,9 @@ flattened [6, 4, 512] feature map has the same order as the reference and fc1_1 
 
 import logging
 import os
+import pathlib
+import shutil
+import tempfile
 import threading
 
 import numpy as np
@@ -69,23 +72,14 @@ def _variable_names() -> list[str]:
     return [f"{scope}/{kind}" for scope, _, _ in LAYERS for kind in ("weights", "biases")]
 
 
-def read_checkpoint_tensors(path: str) -> dict:
-    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix) as tf.Tensors.
+#: Subfolder of the user's cache (gunshot_core.models.user_cache_dir) with V2 copies of V1 checkpoints.
+DERIVED_DIR = "derived"
 
-    The tensors are restored by TensorFlow's own restore ops inside a tf.function, which run without
-    holding Python's GIL: reading the 288 MB checkpoint in a loader thread (as scoring workers do)
-    does not stall the other threads, as `CheckpointReader.get_tensor` did for ~0.4 s.
 
-    Returns:
-      {scope + '/weights' or '/biases': float32 tf.Tensor} for the 9 layers in LAYERS.
-    Raises:
-      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
-    """
+def _restore(path: str, v2: bool, names: list[str]) -> list:
+    """The named float32 tensors of a checkpoint, read by TF restore ops inside a tf.function (which
+    run without holding Python's GIL)."""
     import tensorflow as tf
-
-    path = str(path)
-    v2 = _check_checkpoint(path)
-    names = _variable_names()
 
     @tf.function(autograph=False)
     def restore():
@@ -98,11 +92,75 @@ def read_checkpoint_tensors(path: str) -> dict:
             )
         return [tf.raw_ops.Restore(file_pattern=path, tensor_name=name, dt=tf.float32) for name in names]
 
+    return restore()
+
+
+def derived_v2_prefix(path: str) -> pathlib.Path:
+    """Where the V2 copy of the V1 checkpoint `path` is kept: keyed by the file's sha256."""
+    from gunshot_core import models
+
+    digest = models.file_sha256(path)  # from the hash cache after the first time
+    return models.user_cache_dir() / DERIVED_DIR / f"vggish-{digest[:16]}" / "weights"
+
+
+def _write_v2_copy(tensors: dict, prefix: pathlib.Path) -> None:
+    """Saves `tensors` as a V2 checkpoint at `prefix`, atomically (a folder renamed into place);
+    a cache that cannot be written is skipped."""
+    import tensorflow as tf
+
+    final = prefix.parent
+    staging = None
     try:
-        tensors = restore()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+        names = list(tensors)
+        tf.raw_ops.SaveV2(
+            prefix=str(staging / prefix.name),
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[tensors[n] for n in names],
+        )
+        os.rename(staging, final)  # fails if another process got there first: its copy is as good
+    except (OSError, tf.errors.OpError) as e:
+        log.debug("V2 copy of the checkpoint not kept at %s: %s", final, e)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_checkpoint_tensors(path: str, *, cache: bool = True) -> dict:
+    """Reads the VGGish variables from a TF checkpoint (V1 single file or V2 prefix) as tf.Tensors.
+
+    The tensors are restored by TensorFlow's own restore ops inside a tf.function, which run without
+    holding Python's GIL: reading the 288 MB checkpoint in a loader thread (as scoring workers do)
+    does not stall the other threads, as `CheckpointReader.get_tensor` did for ~0.4 s.
+
+    The official checkpoint is in the V1 format, whose tensors are parsed from protocol buffers
+    (~0.6 s on 2 cores); V2 stores raw bytes (~0.1 s). So the first read of a V1 checkpoint also
+    writes a V2 copy into the user's cache (DERIVED_DIR, keyed by the file's sha256; 288 MB), and
+    later reads use it. `cache=False` reads the file given and writes nothing.
+
+    Returns:
+      {scope + '/weights' or '/biases': float32 tf.Tensor} for the 9 layers in LAYERS.
+    Raises:
+      ModelFileError: missing/unreadable file, or a variable absent or of the wrong shape.
+    """
+    path = str(path)
+    v2 = _check_checkpoint(path)
+    names = _variable_names()
+    copy = derived_v2_prefix(path) if cache and not v2 else None
+    if copy is not None and copy.with_suffix(".index").exists():
+        try:
+            return dict(zip(names, _restore(str(copy), True, names), strict=True))
+        except Exception as e:  # noqa: BLE001 - a damaged copy: read the original, write a new one
+            log.warning("ignoring the damaged V2 copy %s of %s: %s", copy.parent, path, e)
+            shutil.rmtree(copy.parent, ignore_errors=True)
+    try:
+        tensors = dict(zip(names, _restore(path, v2, names), strict=True))
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data past the index
         raise ModelFileError(f"{path}: cannot read the checkpoint's tensors: {e}") from e
-    return dict(zip(names, tensors, strict=True))
+    if copy is not None:
+        _write_v2_copy(tensors, copy)
+    return tensors
 
 
 def read_checkpoint_weights(path: str) -> dict[str, np.ndarray]:

@@ -174,3 +174,36 @@ def test_unreadable_checkpoints_name_the_file_and_the_problem(tmp_path):
     garbage.write_bytes(b"not a checkpoint" * 100)
     with pytest.raises(ModelFileError, match="garbage.ckpt"):
         VGGish.from_checkpoint(str(garbage))
+
+
+def test_v1_checkpoint_is_read_from_its_v2_copy_after_the_first_time(random_vggish, tmp_path, monkeypatch):
+    """The first read writes a V2 copy into the user's cache; later reads use it, with equal weights;
+    a damaged copy is replaced; an unwritable cache only costs speed."""
+    from gunshot_core import models, vggish
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    reads = []
+    restore = vggish._restore
+    monkeypatch.setattr(
+        vggish, "_restore", lambda path, v2, names: reads.append(v2) or restore(path, v2, names)
+    )
+    ckpt = random_vggish[0]
+    first = {k: v.numpy() for k, v in vggish.read_checkpoint_tensors(ckpt).items()}
+    copy = vggish.derived_v2_prefix(ckpt)
+    assert copy.with_suffix(".index").exists() and str(copy).startswith(str(models.user_cache_dir()))
+    second = {k: v.numpy() for k, v in vggish.read_checkpoint_tensors(ckpt).items()}
+    assert reads == [False, True]  # V1 once, then the copy
+    for name in first:
+        np.testing.assert_array_equal(second[name], first[name])
+
+    data = next(copy.parent.glob("weights.data-*"))
+    data.write_bytes(data.read_bytes()[:1000])  # truncated copy
+    third = vggish.read_checkpoint_tensors(ckpt)
+    assert reads[2:] == [True, False] and copy.with_suffix(".index").exists()
+    np.testing.assert_array_equal(third["vggish/fc2/weights"].numpy(), first["vggish/fc2/weights"])
+    assert reads.count(False) == 2 and vggish.read_checkpoint_tensors(ckpt) and reads[-1] is True
+
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert vggish.read_checkpoint_tensors(ckpt, cache=True).keys() == first.keys()
