@@ -421,6 +421,8 @@ def test_dockerfile_builds_on_the_matching_beam_image_with_pins_and_models():
         assert re.search(rf"^COPY {package} /opt/gunshot/src/{package}$", text, re.M), package
     assert "pip install --no-cache-dir --no-deps /opt/gunshot/src" in text
     assert re.search(r"gunshot models download --dir \"\$GUNSHOT_MODELS_DIR\"", text)
+    assert "vggish.read_checkpoint_tensors(models.resolve_model_paths().checkpoint)" in text  # V2 copy baked
+    assert "XDG_CACHE_HOME=/opt/gunshot/cache" in text
     assert ("ARG", "BAKE_MODELS=1") in worker
     assert ("ENV", next(r for i, r in worker if i == "ENV" and "GUNSHOT_MODELS_DIR" in r)) in worker
     assert ("ENTRYPOINT", '["/opt/apache/beam/boot"]') in worker
