@@ -231,8 +231,17 @@ def starts_on_input_sample(output_sample: int, sr_in: int, target_sr: int = para
 
 def example_boundaries_on_input_samples(sr_in: int) -> bool:
     """Whether every 0.96 s example starts on an input sample, so a recording can be decoded in
-    stretches that start at example boundaries (true for rates that are multiples of 25 Hz)."""
+    stretches that start at any example boundary (true for rates that are multiples of 25 Hz)."""
     return starts_on_input_sample(params.EXAMPLE_HOP_SAMPLES, sr_in)
+
+
+def example_start_step(sr_in: int) -> int:
+    """The smallest k such that every k-th example starts on an input sample at rate `sr_in`: 1 for
+    rates that are multiples of 25 Hz, else 5 or 25 (example i starts at input sample i * 0.96 * sr_in).
+    """
+    if sr_in <= 0:
+        raise ValueError(f"sample rate must be positive, got {sr_in}")
+    return params.SAMPLE_RATE // math.gcd(params.EXAMPLE_HOP_SAMPLES * sr_in, params.SAMPLE_RATE)
 
 
 def load_audio(

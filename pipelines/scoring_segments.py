@@ -25,22 +25,21 @@ class Segment:
     stop: int | None
 
 
-def splittable(sample_rate: int) -> bool:
-    """True when example boundaries (every 0.96 s) fall on whole input samples, so segments can start there."""
-    return audio.example_boundaries_on_input_samples(sample_rate)
-
-
 def plan_segments(info: audio.AudioInfo, segment_seconds: float) -> list[Segment]:
     """Splits a recording into segments of about `segment_seconds` (one segment when it is shorter).
+
+    Segments start on example boundaries that fall on whole input samples: any example at rates that
+    are multiples of 25 Hz, every 5th or 25th example at other rates (`audio.example_start_step`).
 
     Args:
       info: the recording's header (gunshot_core.audio.probe).
       segment_seconds: target length of a segment; <= 0 disables splitting.
     """
     whole = [Segment(0, 1, 0, None)]
-    if segment_seconds <= 0 or info.duration_seconds <= segment_seconds or not splittable(info.sample_rate):
+    if segment_seconds <= 0 or info.duration_seconds <= segment_seconds or info.sample_rate <= 0:
         return whole
-    per_segment = max(1, int(segment_seconds / params.FRAME_SECONDS))
+    step = audio.example_start_step(info.sample_rate)
+    per_segment = max(step, int(segment_seconds / params.FRAME_SECONDS) // step * step)
     out_total = int(info.frames * params.SAMPLE_RATE / info.sample_rate)
     examples = (
         0

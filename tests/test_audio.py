@@ -203,3 +203,20 @@ def test_chunks_hold_multiples_of_chunk_multiple_and_join_into_the_whole(tmp_pat
     np.testing.assert_allclose(joined, whole, atol=1e-4)
     with pytest.raises(ValueError, match="chunk_multiple"):
         list(audio.iter_examples(path, chunk_multiple=0))
+
+
+def test_odd_rates_split_every_25_examples_and_join_into_the_whole(tmp_path):
+    """At 44056 Hz only every 25th example starts on an input sample; stretches split there join up."""
+    assert audio.example_start_step(44056) == 25 and audio.example_start_step(44100) == 1
+    rng = np.random.default_rng(11)
+    data = (0.2 * rng.standard_normal(int(52 * 44056))).astype(np.float32)
+    path = write(tmp_path / "odd.wav", data, 44056, subtype="FLOAT")
+    whole = features.waveform_to_examples(audio.load_audio(path))
+    parts = [
+        block
+        for start, stop in ((0, 25), (25, 50), (50, None))
+        for _, block in audio.iter_examples(path, chunk_seconds=7.0, start_example=start, stop_example=stop)
+    ]
+    joined = np.concatenate(parts)
+    assert joined.shape == whole.shape == (54, 96, 64)
+    np.testing.assert_allclose(joined, whole, atol=1e-4)

@@ -136,6 +136,7 @@ def test_clip_names_are_flat_and_distinct():
 
 
 def test_plan_segments_cover_every_example_once():
+    from gunshot_core import audio
     from gunshot_core.audio import AudioInfo
     from pipelines import scoring_segments as sg
 
@@ -147,7 +148,9 @@ def test_plan_segments_cover_every_example_once():
     assert sg.plan_segments(info, 0) == [sg.Segment(0, 1, 0, None)]
     assert sg.plan_segments(info, 200.0) == [sg.Segment(0, 1, 0, None)]
     odd = AudioInfo(44056, 1, 44056 * 130, "WAV", "PCM_16")  # 0.96 s is not a whole number of samples
-    assert not sg.splittable(44056) and len(sg.plan_segments(odd, 30.0)) == 1
+    plan = sg.plan_segments(odd, 30.0)  # segments of 25 examples (24 s), the step at this rate
+    assert [(s.first, s.stop) for s in plan] == [(0, 25), (25, 50), (50, 75), (75, 100), (100, 125), (125, None)]
+    assert all(audio.starts_on_input_sample(s.first * 15360, 44056) for s in plan)
 
 
 def test_zip_parts_group_members_in_order_and_bad_members_are_reported(tmp_path):
