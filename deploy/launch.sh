@@ -10,7 +10,8 @@
 # Modes:
 #   template    (default) `gcloud dataflow flex-template run` of gs://BUCKET/templates/PIPELINE.json
 #               (deploy/build_templates.sh); nothing but gcloud needed. Flags become template
-#               parameters, so only --flag=value flags (no bare switches such as --skip_existing).
+#               parameters: --flag=value or --flag value; a bare switch (--skip_existing) becomes
+#               skip_existing=true.
 #   container   runs `python -m MODULE --runner DataflowRunner` here with the workers in the custom
 #               container IMAGE:TAG (deploy/build_image.sh); waits for the job, logs its counters and
 #               finishes the outputs (score: moves the tables into place; transform: transform_info.json).
@@ -74,10 +75,12 @@ case "${MODE}" in
       arg="${arg#--}"
       if [[ "${arg}" != *=* ]]; then
         next="${PIPELINE_ARGS[i + 1]:-}"
-        [[ -n "${next}" && "${next}" != --* ]] \
-          || die "--${arg} has no value; switches are not template parameters (use --mode container)"
-        arg="${arg}=${next}"
-        i=$((i + 1))
+        if [[ -n "${next}" && "${next}" != --* ]]; then
+          arg="${arg}=${next}"
+          i=$((i + 1))
+        else
+          arg="${arg}=true"  # a bare switch (--skip_existing): the pipelines take --flag=true
+        fi
       fi
       [[ "${arg}" != *"~"* ]] || die "template parameter values cannot contain '~': ${arg@Q}"
       params+="~${arg}"

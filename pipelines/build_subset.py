@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="N-way tagging instead of positive/negative: one tag per flag, in priority order, e.g. "
         "--class 'gunshot=\"Gunshot, gunfire\",Machine gun' --class fireworks=Fireworks,Firecracker",
     )
-    cls.add_argument(
+    common.add_switch(
+        cls,
         "--include_children",
-        action="store_true",
         help="expand every listed class to its ontology descendants",
     )
     cls.add_argument(
@@ -162,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         "from the records cross-checked against the CSV (mismatches counted in stats.json). "
         "Default: records, or check when --segments_csv is given",
     )
-    cls.add_argument(
+    common.add_switch(
+        cls,
         "--validate_all",
-        action="store_true",
         help="also check the embedding of clips that no tag selects (default: context only for those)",
     )
 
@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     bal.add_argument(
         "--seed", type=int, default=0, help="seed of the selection rank (hash of seed+video+start)"
     )
-    bal.add_argument(
+    common.add_switch(
+        bal,
         "--drop_leakage",
-        action="store_true",
         help="drop clips whose video id is tagged in an earlier --split from later splits",
     )
     return parser

@@ -54,6 +54,28 @@ MAX_WARNINGS_PER_REASON = 20
 # ---- Arguments ----------------------------------------------------------------------------------
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parse_switch(value: str) -> bool:
+    """`true`/`false` (also 1/0, yes/no, on/off, any case) -> bool; anything else is an argparse error."""
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_switch(group, flag: str, *, help: str) -> None:
+    """A boolean option: `--flag` alone, or `--flag=true|false`, the form Dataflow flex-template
+    parameters arrive in (so a template job can turn it on)."""
+    group.add_argument(
+        flag, nargs="?", const=True, default=False, type=parse_switch, metavar="true|false", help=help
+    )
+
+
 def split_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, list]:

@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="text file (local or gs://) with one --input per line",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
-    io_group.add_argument(
+    common.add_switch(
+        io_group,
         "--skip_existing",
-        action="store_true",
         help="keep the rows of files a previous run in --output scored, and score only the rest",
     )
     io_group.add_argument(
@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument(
         "--clip_padding_seconds", type=float, default=1.0, help="audio around each clip (%(default)s)"
     )
-    extra.add_argument(
+    common.add_switch(
+        extra,
         "--write_embeddings",
-        action="store_true",
         help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
         "TFRecords (one SequenceExample per recording), so VGGish never has to run on them again",
     )

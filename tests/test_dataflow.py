@@ -484,6 +484,11 @@ EXAMPLES = {
     "batch_size": "128",
     "chunk_seconds": "30",
     "archive_part_mb": "64",
+    "skip_existing": "true",
+    "write_embeddings": "true",
+    "include_children": "true",
+    "validate_all": "true",
+    "drop_leakage": "true",
     "timestamp_pattern": "%Y%m%d_%H%M%S",
     "export_clips": "3",
     "train": "gs://my-bucket/subsets/v1/train/*",
@@ -548,10 +553,14 @@ def test_template_metadata_matches_the_pipeline_flags(name):
         action = ours.get(dest)
         assert action is not None, f"{name}: template parameter {param['name']!r} is no flag of the pipeline"
         assert f"--{param['name']}" in action.option_strings
-        assert action.nargs != 0, f"{param['name']}: switches cannot be template parameters"
+        assert action.nargs != 0, f"{param['name']}: a bare switch cannot take a template value"
         base = [f"--{r}={EXAMPLES[r]}" for r in sorted(required) if r != dest]
         args, rest = parser.parse_known_args(base + [f"--{param['name']}={value}"])
         assert rest == [], (param["name"], rest)
+        if action.const is True:  # a switch: `--flag=true|false`, as template parameters arrive
+            assert param["regexes"] == ["^(true|false)$"], param["name"]
+            assert getattr(args, dest) is True
+            assert getattr(parser.parse_known_args(base + [f"--{param['name']}=false"])[0], dest) is False
         assert param["isOptional"] is (dest not in required), param["name"]
     assert required <= set(names), f"{name}: required flags {required - set(names)} missing from the template"
 
@@ -678,22 +687,23 @@ def test_launch_direct_dry_run_prints_a_python_command_beam_accepts(mode):
         assert options["setup_file"] == str(REPO / "setup.py") and options["sdk_container_image"] is None
 
 
-def test_launch_rejects_switches_in_template_mode_and_unknown_pipelines():
-    done = subprocess.run(
-        [
-            "bash",
-            str(DEPLOY / "launch.sh"),
-            "score",
-            "--project",
-            PROJECT,
-            "--dry_run",
-            "--",
-            "--skip_existing",
-        ],
-        capture_output=True,
-        text=True,
+def test_launch_passes_switches_as_true_in_template_mode_and_rejects_unknown_pipelines():
+    commands = run_script(
+        "launch.sh",
+        "score",
+        "--project",
+        PROJECT,
+        "--dry_run",
+        "--",
+        "--skip_existing",
+        "--input",
+        "gs://b/in/",
+        "--write_embeddings",
     )
-    assert done.returncode == 2 and "--mode container" in done.stderr
+    parameters = next(c[c.index("--parameters") + 1] for c in commands if "--parameters" in c)
+    assert parameters.startswith("^~^")
+    entries = parameters[3:].split("~")
+    assert entries[:3] == ["skip_existing=true", "input=gs://b/in/", "write_embeddings=true"]
     done = subprocess.run(["bash", str(DEPLOY / "launch.sh"), "scoring"], capture_output=True, text=True)
     assert done.returncode == 2 and "build_subset score transform" in done.stderr
 

@@ -188,3 +188,19 @@ def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
     assert [key for key, _ in infos] == [gone + "!a/one.wav", gone + "!a/two.wav"]
     assert all(i.status == "error" and i.stage == "read" and i.member in part.members for _, i in infos)
     assert sum(o.n for o in outputs if isinstance(o, scoring._Count) and o.counter == "_decode_errors") == 2
+
+
+def test_switches_take_a_bare_flag_or_true_false():
+    import argparse
+
+    from pipelines import common
+
+    parser = argparse.ArgumentParser()
+    common.add_switch(parser, "--skip_existing", help="h")
+    parse = parser.parse_args
+    assert parse([]).skip_existing is False and parse(["--skip_existing"]).skip_existing is True
+    assert parse(["--skip_existing=TRUE"]).skip_existing is True
+    assert parse(["--skip_existing=false"]).skip_existing is False
+    assert parse(["--skip_existing", "0"]).skip_existing is False
+    with pytest.raises(SystemExit):
+        parse(["--skip_existing=maybe"])
