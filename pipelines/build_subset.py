@@ -46,11 +46,17 @@ MAX_BATCH = 2000
 # ---- Options ------------------------------------------------------------------------------------
 
 
-def _split_arg(text: str) -> tuple[str, str]:
-    name, sep, pattern = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not pattern:
-        raise argparse.ArgumentTypeError(f"--split takes NAME=PATTERN (NAME of [A-Za-z0-9_.-]), got {text!r}")
-    return name, pattern
+def _split_arg(text: str) -> list[tuple[str, str]]:
+    """NAME=PATTERN, or several separated by ';' (one template parameter can then carry every split)."""
+    entries = []
+    for entry in text.split(";"):
+        name, sep, pattern = entry.strip().partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not pattern:
+            raise argparse.ArgumentTypeError(
+                f"--split takes NAME=PATTERN[;NAME=PATTERN...] (NAME of [A-Za-z0-9_.-]), got {text!r}"
+            )
+        entries.append((name, pattern))
+    return entries
 
 
 def _class_arg(text: str) -> tuple[str, str]:
@@ -90,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PATTERN",
         help="a named split and its glob, e.g. eval='emb/eval/*.tfrecord'; repeatable (repeat a NAME to add "
-        "patterns). The order of first appearance is the priority order of --drop_leakage",
+        "patterns), and one value may hold several entries separated by ';' (as a template parameter "
+        "must). The order of first appearance is the priority order of --drop_leakage",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
     io_group.add_argument("--num_shards", type=int, default=4, help="subset TFRecord files per split")
@@ -219,8 +226,9 @@ class Config:
         splits = collections.OrderedDict()
         for pattern in args.input:
             splits.setdefault(DEFAULT_SPLIT, []).append(pattern)
-        for name, pattern in args.split:
-            splits.setdefault(name, []).append(pattern)
+        for entries in args.split:
+            for name, pattern in entries:
+                splits.setdefault(name, []).append(pattern)
         if not splits:
             raise ValueError("give --input PATTERN or at least one --split NAME=PATTERN")
         self.splits = splits

@@ -344,7 +344,9 @@ def test_leakage_is_reported_and_dropped(shards, tmp_path):
     assert set(stats["leakage"]["examples"]) <= leaked_expected
     assert all(tagged["selected"].to_pylist())
 
-    stats2, tagged2, _ = run_builder([*common_args, "--drop_leakage"], tmp_path / "drop")
+    # The form a flex-template job passes: all splits in one value, the switch as =true.
+    one_value = ["--split", f"first={a}/*;second={b}/*", "--balance", "none", "--drop_leakage=true"]
+    stats2, tagged2, _ = run_builder(one_value, tmp_path / "drop")
     rows = tagged2.to_pylist()
     assert all(r["selected"] for r in rows if r["split"] == "first")
     assert {r["video_id"] for r in rows if r["split"] == "second" and not r["selected"]} == leaked_expected
@@ -568,3 +570,14 @@ def test_read_and_tag_dofn_outputs(tmp_path):
         assert_that(reasons, equal_to([(4, "missing_labels")]), label="Errors")
         stats = out.stats | beam.Filter(lambda kv: kv[0][0] in ("read", "other"))
         assert_that(stats, equal_to([(("read", "s"), 5), (("other", "s"), 1)]), label="Stats")
+
+
+def test_one_split_value_may_hold_several_entries():
+    import argparse
+
+    assert build_subset._split_arg("train=gs://b/t/*; eval=gs://b/e/*") == [
+        ("train", "gs://b/t/*"),
+        ("eval", "gs://b/e/*"),
+    ]
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=PATTERN"):
+        build_subset._split_arg("train=gs://b/t/*;oops")

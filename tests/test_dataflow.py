@@ -457,7 +457,7 @@ def template_specs() -> dict[str, dict]:
 # by the pipeline's own parser (or Beam's options) when passed the way the launcher passes it (--name=value).
 EXAMPLES = {
     "input": "gs://my-bucket/audioset/eval/*.tfrecord",
-    "split": "eval=gs://my-bucket/audioset/eval/*.tfrecord",
+    "split": "train=gs://my-bucket/audioset/bal_train/*.tfrecord;eval=gs://my-bucket/audioset/eval/*.tfrecord",
     "output": "gs://my-bucket/out/v1",
     "num_shards": "4",
     "table_shards": "2",
