@@ -543,43 +543,33 @@ class DecodeFn(beam.DoFn):
                 else:
                     name, error = item
                     done.add(name)
-                    yield from self._member_error(source, name, f"cannot read member {name!r}: {error}")
+                    message = f"cannot read member {name!r}: {error}"
+                    yield from self._archive_error(source, "unreadable", message, member=name)
         except Exception as e:  # noqa: BLE001 - the archive itself failed: the rest of the part fails
             message = f"cannot read archive {source.path}: {type(e).__name__}: {e}"
             for name in part.members:
                 if name not in done:
-                    yield from self._member_error(source, name, message)
+                    yield from self._archive_error(source, "unreadable", message, member=name)
 
-    def _member_error(self, source, member: str, message: str) -> Iterator:
+    def _archive_error(self, source, reason, message, member: str | None = None) -> Iterator:
+        """One error row (stage 'read') for a whole file, or for one `member` of an archive."""
         yield _Count("_decode_errors")
-        _warn("unreadable", "%s", message)
-        key = sources.member_source_id(source.path, member)
+        _warn(reason, "%s", message)
+        if member is None:
+            key, kind = source.path, source.kind
+        else:
+            key, kind = sources.member_source_id(source.path, member), sources.KIND_MEMBER
         info = RecordingInfo(
             key,
             source.path,
             member,
-            sources.KIND_MEMBER,
-            status="error",
-            stage="read",
-            error_reason="unreadable",
-            error_message=message,
-        )
-        yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
-
-    def _archive_error(self, source, reason, message) -> Iterator:
-        yield _Count("_decode_errors")
-        _warn(reason, "%s", message)
-        info = RecordingInfo(
-            source.path,
-            source.path,
-            None,
-            source.kind,
+            kind,
             status="error",
             stage="read",
             error_reason=reason,
             error_message=message,
         )
-        yield beam.pvalue.TaggedOutput(INFO_TAG, (source.path, info))
+        yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
 
     def _decode_tfrecord(self, source) -> Iterator:
         from pipelines import scoring_records
