@@ -144,6 +144,7 @@ class _Failure:
 
 _END = object()  # marks the end of one producer's items
 _STOPPING = object()  # the decoder was told to stop
+_NOTHING = object()  # no item is ready (or no producer is outstanding)
 
 
 class Lookahead:
@@ -219,10 +220,7 @@ class Lookahead:
 
     def ready(self) -> Iterator:
         """The items decoded already, without waiting."""
-        while True:
-            item = self._take(block=False)
-            if item is None:
-                return
+        while (item := self._take(block=False)) is not _NOTHING:
             if item is not _END:
                 yield item
 
@@ -243,7 +241,7 @@ class Lookahead:
 
     def _take(self, block: bool):
         if not self._outstanding:
-            return None
+            return _NOTHING
         if block:
             self._consumer_waiting.set()
             try:
@@ -254,7 +252,7 @@ class Lookahead:
             try:
                 item, nbytes = self._items.get_nowait()
             except queue.Empty:
-                return None
+                return _NOTHING
         if nbytes:
             with self._held_lock:
                 self._held -= nbytes

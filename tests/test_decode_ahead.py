@@ -160,3 +160,11 @@ def test_offer_waits_for_the_previous_producer_to_start():
         assert _consume(ahead, [lambda: iter([3])]) == [1, 2, 3]
     finally:
         ahead.close()
+
+
+def test_none_is_an_item_like_any_other():
+    ahead = _lookahead()
+    try:
+        assert _consume(ahead, [lambda: iter([None, 0, None])]) == [None, 0, None]
+    finally:
+        ahead.close()
