@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive_part_mb",
         type=float,
         default=scoring.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
-        help="zip archives are decoded in parts of about this many MB of audio members, spread over "
-        "workers (0: one member per part; tar archives are read in one pass; default %(default)s)",
+        help="zip and uncompressed tar archives are decoded in parts of about this many MB of audio "
+        "members, spread over workers (0: one member per part; compressed tars are read in one pass; "
+        "default %(default)s)",
     )
     perf.add_argument(
         "--num_shards",

@@ -42,7 +42,7 @@ NAMESPACE = "score"
 DEFAULT_BATCH_SIZE = 512
 DEFAULT_CHUNK_SECONDS = 60.0
 DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
-DEFAULT_ARCHIVE_PART_BYTES = 64 << 20  # zip archives are decoded in parts of about this many bytes
+DEFAULT_ARCHIVE_PART_BYTES = 64 << 20  # zip and plain tar archives are decoded in parts of this size
 SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
 PROGRESS_SECONDS = 60.0
 
@@ -126,8 +126,8 @@ class ScoringConfig:
       chunk_seconds: seconds of audio decoded per chunk.
       split_seconds: recordings longer than this are decoded in segments of about this length,
         which the runner can spread over workers (0: never split).
-      archive_part_bytes: zip archives are decoded in parts of about this many (compressed) bytes
-        of audio members, which the runner can spread over workers (0: one part per member).
+      archive_part_bytes: zip and uncompressed tar archives are decoded in parts of about this many
+        stored bytes of audio members, which the runner can spread over workers (0: one member each).
       resampler: gunshot_core.audio resampler name.
       timestamp_pattern: strptime pattern finding the start time in file names, or None.
       write_embeddings: also emit one row per frame for the embeddings table.
@@ -334,9 +334,9 @@ WHOLE = segments.Segment(0, 1, 0, None)
 class PlanFn(beam.DoFn):
     """Source -> (Source, Segment or ArchivePart): work items the runner can spread over workers.
 
-    Long audio files become several segments and zip archives parts of about `archive_part_bytes`
-    of members; everything else is one item. Only audio files of at least SPLIT_MIN_BYTES are probed
-    (one header read); a file whose header or zip directory cannot be read stays whole, and decoding
+    Long audio files become several segments, and zip and uncompressed tar archives parts of about
+    `archive_part_bytes` of members; everything else is one item. Only audio files of at least SPLIT_MIN_BYTES are probed
+    (one header read); a file whose header or archive index cannot be read stays whole, and decoding
     reports the problem.
     """
 
@@ -348,8 +348,8 @@ class PlanFn(beam.DoFn):
         self._skipped_members = Metrics.counter(NAMESPACE, "archive_members_skipped")
 
     def process(self, source):
-        if source.kind == sources.KIND_ARCHIVE and sources.is_zip(source.path):
-            yield from self._plan_zip(source)
+        if source.kind == sources.KIND_ARCHIVE and sources.splits_into_parts(source.path):
+            yield from self._plan_archive(source)
             return
         if (
             source.kind != sources.KIND_AUDIO
@@ -371,18 +371,18 @@ class PlanFn(beam.DoFn):
         for segment in plan:
             yield source, segment
 
-    def _plan_zip(self, source):
+    def _plan_archive(self, source):
         try:
-            members, skipped = sources.list_zip_members(source.path)
-        except Exception:  # noqa: BLE001 - decoding the whole archive will report it
+            members, skipped = sources.list_archive_members(source.path)
+        except Exception:  # noqa: BLE001 - decoding the whole archive in one pass will report it
             members = []
-        if not members:  # unreadable or without audio: the whole-archive path gives the error row
+        if not members:  # unreadable, sparse or without audio: the one-pass path gives the rows
             yield source, WHOLE
             return
         if skipped:
             self._skipped_members.inc(len(skipped))
             _LOG.info("%s: skipped %d non-audio members, e.g. %s", source.path, len(skipped), skipped[:3])
-        parts = sources.plan_zip_parts(members, self._part_bytes)
+        parts = sources.plan_archive_parts(members, self._part_bytes)
         if len(parts) > 1:
             self._archives_split.inc()
             _LOG.info("%s: %d audio members in %d parts", source.path, len(members), len(parts))
@@ -532,10 +532,10 @@ class DecodeFn(beam.DoFn):
             yield from self._archive_error(source, "empty", f"archive {source.path} holds no audio member")
 
     def _decode_archive_part(self, source: sources.Source, part: sources.ArchivePart) -> Iterator:
-        """Decodes some members of a zip archive; every member ends as a recording or an error row."""
+        """Decodes some members of an archive; every member ends as a recording or an error row."""
         done = set()
         try:
-            for item in sources.iter_zip_members(source.path, part.members):
+            for item in sources.iter_part_members(source.path, part):
                 if isinstance(item, sources.Member):
                     done.add(item.name)
                     key = sources.member_source_id(source.path, item.name)
@@ -547,9 +547,9 @@ class DecodeFn(beam.DoFn):
                     yield from self._archive_error(source, "unreadable", message, member=name)
         except Exception as e:  # noqa: BLE001 - the archive itself failed: the rest of the part fails
             message = f"cannot read archive {source.path}: {type(e).__name__}: {e}"
-            for name in part.members:
-                if name not in done:
-                    yield from self._archive_error(source, "unreadable", message, member=name)
+            for entry in part.members:
+                if entry.name not in done:
+                    yield from self._archive_error(source, "unreadable", message, member=entry.name)
 
     def _archive_error(self, source, reason, message, member: str | None = None) -> Iterator:
         """One error row (stage 'read') for a whole file, or for one `member` of an archive."""

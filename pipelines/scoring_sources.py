@@ -6,9 +6,9 @@ reads local disks and Cloud Storage. Matched files become `Source` elements:
 
 - audio files (anything soundfile decodes) -> one `Source` each, keyed by the path;
 - zip / tar / tar.gz archives -> one `Source` for the archive, read member by member when decoded;
-  each audio member becomes a recording keyed `archive!member`. A zip archive (random access) is
-  planned as parts of about 64 MB of members that different workers decode; a tar archive is
-  read in one sequential pass by one worker (a tar.gz cannot be entered in the middle);
+  each audio member becomes a recording keyed `archive!member`. A zip or uncompressed tar archive
+  (random access) is planned as parts of about 64 MB of members that different workers decode; a
+  compressed tar is read in one sequential pass by one worker (it cannot be entered midway);
 - AudioSet embedding TFRecords (`.tfrecord`, `.tfrecord.gz`, `.tfrecords`) -> one `Source`, each
   SequenceExample in it becomes a recording keyed `file!video_id@start_seconds`.
 
@@ -180,70 +180,139 @@ def _is_skipped_zip_entry(info: zipfile.ZipInfo) -> bool:
     return not is_audio_name(info.filename) or "__MACOSX/" in info.filename
 
 
-def is_zip(path: str) -> bool:
-    return _lower_name(path).endswith(ZIP_EXTENSIONS)
+PLAIN_TAR_EXTENSIONS = (".tar",)
 
 
-def list_zip_members(path: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """The audio members of a zip archive as (name, compressed bytes), in archive order, and the
-    names of the other (skipped) members. Reads only the central directory.
+def splits_into_parts(path: str) -> bool:
+    """Whether an archive allows random access to its members: zip, and tar without compression
+    (a compressed tar can only be read from its start)."""
+    return _lower_name(path).endswith(ZIP_EXTENSIONS + PLAIN_TAR_EXTENSIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveEntry:
+    """An audio member of a random-access archive: its name, stored bytes and, in a plain tar,
+    where its data starts (None in a zip, whose directory locates members by name)."""
+
+    name: str
+    nbytes: int
+    offset: int | None = None
+
+
+def list_archive_members(path: str) -> tuple[list[ArchiveEntry], list[str]]:
+    """The audio members of a zip or plain tar archive, in archive order, and the names of the other
+    (skipped) members. Reads only the zip's central directory, or the tar's headers.
 
     Raises:
-      zipfile.BadZipFile, OSError: the archive itself is unreadable.
+      zipfile.BadZipFile, tarfile.TarError, OSError: the archive itself is unreadable.
+      ValueError: a tar holding sparse members (their data is not one stretch of the file).
     """
     audio_members, skipped = [], []
-    with open_file(path) as raw, zipfile.ZipFile(raw) as archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            if _is_skipped_zip_entry(info):
-                skipped.append(info.filename)
-            else:
-                audio_members.append((info.filename, int(info.compress_size)))
+    with open_file(path) as raw:
+        if _lower_name(path).endswith(ZIP_EXTENSIONS):
+            with zipfile.ZipFile(raw) as archive:
+                for info in archive.infolist():
+                    if info.is_dir():
+                        continue
+                    if _is_skipped_zip_entry(info):
+                        skipped.append(info.filename)
+                    else:
+                        audio_members.append(ArchiveEntry(info.filename, int(info.compress_size)))
+        else:
+            with tarfile.open(fileobj=raw, mode="r:") as archive:
+                for info in archive:
+                    if not info.isfile():
+                        continue
+                    if info.issparse():
+                        raise ValueError(f"{path}: sparse member {info.name!r}")
+                    if is_audio_name(info.name):
+                        audio_members.append(ArchiveEntry(info.name, int(info.size), int(info.offset_data)))
+                    else:
+                        skipped.append(info.name)
     return audio_members, skipped
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchivePart:
-    """Some audio members of a zip archive, decoded together by one worker (see plan_zip_parts)."""
+    """Some audio members of a random-access archive, decoded together by one worker."""
 
     index: int
     count: int
-    members: tuple[str, ...]
+    members: tuple[ArchiveEntry, ...]
 
 
-def plan_zip_parts(members: list[tuple[str, int]], part_bytes: int) -> list[ArchivePart]:
-    """Groups (name, compressed bytes) members, in order, into parts of about `part_bytes` each
-    (at least one member per part), so the workers of a job can share one large archive."""
-    groups: list[list[str]] = []
+def plan_archive_parts(members: list[ArchiveEntry], part_bytes: int) -> list[ArchivePart]:
+    """Groups members, in order, into parts of about `part_bytes` stored bytes each (at least one
+    member per part), so the workers of a job can share one large archive."""
+    groups: list[list[ArchiveEntry]] = []
     size = 0
-    for name, nbytes in members:
+    for entry in members:
         if not groups or size >= part_bytes:
             groups.append([])
             size = 0
-        groups[-1].append(name)
-        size += nbytes
-    return [ArchivePart(i, len(groups), tuple(names)) for i, names in enumerate(groups)]
+        groups[-1].append(entry)
+        size += entry.nbytes
+    return [ArchivePart(i, len(groups), tuple(entries)) for i, entries in enumerate(groups)]
 
 
-def iter_zip_members(path: str, names: Iterable[str]) -> Iterator[Member | tuple[str, Exception]]:
-    """The named members of a zip archive, spooled one at a time, in the order given; a member
-    that cannot be read yields (name, exception) instead.
+def iter_part_members(path: str, part: ArchivePart) -> Iterator[Member | tuple[str, Exception]]:
+    """The members of an archive part, spooled one at a time, in order; a member that cannot be read
+    yields (name, exception) instead.
 
     Raises:
       zipfile.BadZipFile, OSError: the archive itself is unreadable.
     """
-    with open_file(path) as raw, zipfile.ZipFile(raw) as archive:
-        for name in names:
-            try:
-                info = archive.getinfo(name)
-                with archive.open(info) as f:
-                    spooled = _spool(f, info.file_size)
-            except (KeyError, zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
-                yield name, e
-                continue
-            with spooled:
-                yield Member(name, spooled)
+    with open_file(path) as raw:
+        archive = zipfile.ZipFile(raw) if _lower_name(path).endswith(ZIP_EXTENSIONS) else None
+        try:
+            for entry in part.members:
+                try:
+                    if archive is not None:
+                        info = archive.getinfo(entry.name)
+                        with archive.open(info) as f:
+                            spooled = _spool(f, info.file_size)
+                    else:
+                        raw.seek(entry.offset)
+                        spooled = _spool(_Limited(raw, entry.nbytes), entry.nbytes)
+                        if _size_of(spooled) != entry.nbytes:
+                            raise EOFError(
+                                f"member data ends after {_size_of(spooled)} of {entry.nbytes} bytes"
+                            )
+                except (KeyError, zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
+                    yield entry.name, e
+                    continue
+                with spooled:
+                    yield Member(entry.name, spooled)
+        finally:
+            if archive is not None:
+                archive.close()
+
+
+class _Limited(io.RawIOBase):
+    """The next `remaining` bytes of a file object, as a readable stream."""
+
+    def __init__(self, fileobj, remaining: int):
+        self._f = fileobj
+        self._remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._remaining)
+        if n <= 0:
+            return 0
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._remaining -= len(data)
+        return len(data)
+
+
+def _size_of(fileobj) -> int:
+    position = fileobj.tell()
+    size = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return size
 
 
 def iter_archive_members(path: str, skipped: list[str] | None = None) -> Iterator[Member]:

@@ -68,8 +68,9 @@ def make_zip(path, members: dict[str, bytes]) -> str:
     return str(path)
 
 
-def make_tar_gz(path, members: dict[str, bytes]) -> str:
-    with tarfile.open(path, "w:gz") as t:
+def make_tar_gz(path, members: dict[str, bytes], mode: str = "w:gz") -> str:
+    """A tar archive of `members` (gzip-compressed unless `mode` says otherwise, e.g. "w")."""
+    with tarfile.open(path, mode) as t:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -149,32 +149,70 @@ def test_plan_segments_cover_every_example_once():
     assert sg.plan_segments(info, 200.0) == [sg.Segment(0, 1, 0, None)]
     odd = AudioInfo(44056, 1, 44056 * 130, "WAV", "PCM_16")  # 0.96 s is not a whole number of samples
     plan = sg.plan_segments(odd, 30.0)  # segments of 25 examples (24 s), the step at this rate
-    assert [(s.first, s.stop) for s in plan] == [(0, 25), (25, 50), (50, 75), (75, 100), (100, 125), (125, None)]
+    assert [(s.first, s.stop) for s in plan] == [
+        (0, 25),
+        (25, 50),
+        (50, 75),
+        (75, 100),
+        (100, 125),
+        (125, None),
+    ]
     assert all(audio.starts_on_input_sample(s.first * 15360, 44056) for s in plan)
 
 
-def test_zip_parts_group_members_in_order_and_bad_members_are_reported(tmp_path):
+def test_archive_parts_group_members_in_order_and_bad_members_are_reported(tmp_path):
     from pipelines import scoring_sources as src
 
-    members = [("a.wav", 40), ("b.wav", 70), ("c.wav", 10), ("d.wav", 10), ("e.wav", 200)]
-    parts = src.plan_zip_parts(members, 100)
-    assert [p.members for p in parts] == [("a.wav", "b.wav"), ("c.wav", "d.wav", "e.wav")]
+    entries = [
+        src.ArchiveEntry(n, b)
+        for n, b in (("a.wav", 40), ("b.wav", 70), ("c.wav", 10), ("d.wav", 10), ("e.wav", 200))
+    ]
+    parts = src.plan_archive_parts(entries, 100)
+    assert [[e.name for e in p.members] for p in parts] == [["a.wav", "b.wav"], ["c.wav", "d.wav", "e.wav"]]
     assert [(p.index, p.count) for p in parts] == [(0, 2), (1, 2)]
-    assert [p.members for p in src.plan_zip_parts(members, 0)] == [(n,) for n, _ in members]
-
-    import zipfile
+    assert [p.members for p in src.plan_archive_parts(entries, 0)] == [(e,) for e in entries]
 
     path = tmp_path / "a.zip"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("x/one.wav", b"RIFF....")
         z.writestr("x/notes.txt", b"text")
         z.writestr("__MACOSX/x/._one.wav", b"meta")
-    audio_members, skipped = src.list_zip_members(str(path))
-    assert [name for name, _ in audio_members] == ["x/one.wav"]
+    audio_members, skipped = src.list_archive_members(str(path))
+    assert [e.name for e in audio_members] == ["x/one.wav"]
     assert sorted(skipped) == ["__MACOSX/x/._one.wav", "x/notes.txt"]
-    got = list(src.iter_zip_members(str(path), ["x/one.wav", "x/gone.wav"]))
-    assert isinstance(got[0], src.Member) and got[0].name == "x/one.wav"
+    part = src.ArchivePart(0, 1, (*audio_members, src.ArchiveEntry("x/gone.wav", 3)))
+    got = [
+        (m.name, m.fileobj.read()) if isinstance(m, src.Member) else m
+        for m in src.iter_part_members(str(path), part)
+    ]
+    assert got[0] == ("x/one.wav", b"RIFF....")
     assert got[1][0] == "x/gone.wav" and isinstance(got[1][1], KeyError)
+
+
+def test_plain_tar_members_are_read_by_offset_and_compressed_tars_are_not_split(tmp_path):
+    from pipelines import scoring_sources as src
+
+    payload = {"a/one.wav": b"1" * 700, "a/skip.txt": b"t", "a/two.flac": b"2" * 1500}
+    path = tmp_path / "plain.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in payload.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert src.splits_into_parts(str(path)) and src.splits_into_parts("x.zip")
+    assert not any(src.splits_into_parts(f"x{ext}") for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
+    members, skipped = src.list_archive_members(str(path))
+    assert [(e.name, e.nbytes) for e in members] == [("a/one.wav", 700), ("a/two.flac", 1500)]
+    assert skipped == ["a/skip.txt"] and all(e.offset % 512 == 0 for e in members)
+    # The second member alone, as a worker given only that part reads it:
+    part = src.plan_archive_parts(members, 0)[1]
+    got = [(m.name, m.fileobj.read()) for m in src.iter_part_members(str(path), part)]
+    assert got == [("a/two.flac", payload["a/two.flac"])]
+    # A member whose data the file no longer holds (truncated archive) is reported, not returned short.
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[: members[1].offset + 100])
+    [(name, error)] = list(src.iter_part_members(str(cut), part))
+    assert name == "a/two.flac" and isinstance(error, EOFError)
 
 
 def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
@@ -182,11 +220,11 @@ def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
 
     config = scoring.ScoringConfig(checkpoint="c", pca="p", head="h")
     gone = str(tmp_path / "vanished.zip")  # planned, then deleted before decoding
-    part = src.ArchivePart(0, 1, ("a/one.wav", "a/two.wav"))
+    part = src.ArchivePart(0, 1, (src.ArchiveEntry("a/one.wav", 10), src.ArchiveEntry("a/two.wav", 10)))
     outputs = list(scoring.DecodeFn(config)._outputs((src.Source(gone, src.KIND_ARCHIVE, 10), part)))
     infos = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert [key for key, _ in infos] == [gone + "!a/one.wav", gone + "!a/two.wav"]
-    assert all(i.status == "error" and i.stage == "read" and i.member in part.members for _, i in infos)
+    assert all(i.status == "error" and i.stage == "read" and i.member.startswith("a/") for _, i in infos)
     assert sum(o.n for o in outputs if isinstance(o, scoring._Count) and o.counter == "_decode_errors") == 2
 
 

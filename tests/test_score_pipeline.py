@@ -47,6 +47,11 @@ def inputs(tmp_path_factory):
         archives / "batch.tar.gz",
         {"a/footsteps.wav": footsteps, "a/clip.mp3": pathlib.Path(cases["mp3"]).read_bytes()},
     )
+    plain_tar = score_inputs.make_tar_gz(
+        archives / "plain.tar",
+        {"b/pistol_shot.wav": pistol, "b/notes.txt": b"not audio", "b/footsteps.wav": footsteps},
+        mode="w",
+    )
     tfrecord = score_inputs.golden_tfrecord(root / "golden.tfrecord")
     stamped = score_inputs.copy_as(
         SEED_WAVS / "footsteps_shuffle.wav", root / "stamped", "SITE7_20230114_031500.wav"
@@ -62,6 +67,7 @@ def inputs(tmp_path_factory):
         "golden": golden,
         "zip": zipped,
         "tar": tarred,
+        "plain_tar": plain_tar,
         "tfrecord": tfrecord,
         "stamped": stamped,
         "listing": str(listing),
@@ -154,6 +160,12 @@ def test_archive_members_are_keyed_by_archive_and_member(scored, inputs):
     assert member.max_score == plain.max_score
     tar_member = recordings.loc[inputs["tar"] + "!a/footsteps.wav"]
     assert tar_member.max_score == recordings.loc[inputs["golden"][3]].max_score
+    for member, golden in (("!b/pistol_shot.wav", 0), ("!b/footsteps.wav", 3)):  # read by offset
+        row = recordings.loc[inputs["plain_tar"] + member]
+        assert (
+            row.input_kind == "archive_member"
+            and row.max_score == recordings.loc[inputs["golden"][golden]].max_score
+        )
     assert not any("README" in s for s in recordings.index)
     # OGG and MP3 members decode from memory as they do from disk.
     for member, case in (("!site/clip.ogg", "ogg"), ("!a/clip.mp3", "mp3")):
@@ -302,7 +314,7 @@ def test_multiprocess_run_with_other_batches_gives_identical_tables(scored, inpu
         + ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     )
     counters = json.loads((other / outputs.RUN_MANIFEST).read_text())["counters"]
-    assert counters["score/archives_split"] == 1  # the zip's members were decoded as separate parts
+    assert counters["score/archives_split"] == 2  # zip and plain tar members decoded as separate parts
     for name in TABLES:
         for path in sorted(output.glob(f"{name}-*.parquet")):
             assert (other / path.name).read_bytes() == path.read_bytes(), path.name
