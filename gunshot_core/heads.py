@@ -17,6 +17,12 @@ Feeding convention (that of the original project, `HEAD_FRAMES` = 10): the uint8
 float32 without scaling, zero frames are appended up to `pad_to_frames` (10) frames, heads with a
 fixed input length (`frames`, e.g. 10 for the LogisticRegression and SingleLayerNN heads) see the
 first `frames` frames, and heads that take any length (the LSTMs) see every frame.
+
+Frame-pooling heads (`training.train --model framepool`; card key `frame_pooling`) score every
+0.96 s frame on its own and pool the frame logits over the window (max, or attention weights).
+`Head.frame_scores(frames)` gives float32 [n] per-frame scores of a whole recording, and the window
+score is the pool of the window's frame logits (`pool_frame_logits`), the Keras model's output within
+float32 rounding. Other heads have no frame scores (`Head.has_frame_scores` is False).
 """
 
 from __future__ import annotations
@@ -53,6 +59,11 @@ INPUT_UINT8_AS_FLOAT = "uint8_as_float"  # float32(x), values 0..255 (the origin
 INPUT_UINT8_DIV_255 = "uint8_div_255"  # float32(x) / 255, values 0..1
 INPUT_CONVENTIONS = (INPUT_UINT8_AS_FLOAT, INPUT_UINT8_DIV_255)
 
+#: How a frame-pooling head turns its frame logits into the window's (card `frame_pooling.pooling`).
+FRAME_POOLINGS = ("max", "attention")
+#: Frames per forward pass of `Head.frame_scores` (frames are scored independently: exact in chunks).
+FRAME_CHUNK = 8192
+
 #: Layer types the .h5 reader accepts (Keras 2 class names). Anything else raises ModelFileError.
 SUPPORTED_H5_LAYERS = (
     "InputLayer",
@@ -85,6 +96,10 @@ class HeadCard:
       frames: fixed number of frames the model takes, or null for any length.
       pad_to_frames: zero frames are appended to shorter inputs up to this many frames (10).
       input_convention: "uint8_as_float" (float32(x), 0..255) or "uint8_div_255".
+      frame_pooling: null, or {"pooling": "max" | "attention", "frame_logits": <name of the layer
+        whose output is the per-frame logit, float32 [batch, t, 1]>, "attention_logits": <name of the
+        layer giving per-frame attention logits (attention pooling), else null>}: the head scores
+        frames and pools them (see `pool_frame_logits`); written by `training.train --model framepool`.
       transform: null, or {"kind": "tf_transform", "dir": <dir relative to MDIR with the
         tf.Transform output (transform_fn/, transformed_metadata/)>, "input_key": <raw feature name>,
         "output_key": <transformed feature name>}: applied to float32 [batch, frames, 128] after the
@@ -105,6 +120,7 @@ class HeadCard:
     classes: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_CLASSES))
     input_convention: str = INPUT_UINT8_AS_FLOAT
     transform: dict | None = None
+    frame_pooling: dict | None = None
     model_file: str = MODEL_FILENAME
     model_sha256: str | None = None
     vggish_checkpoint_sha256: str | None = None
@@ -138,6 +154,19 @@ class HeadCard:
                 raise ModelFileError(
                     "card: transform must be null or {'kind': 'tf_transform', 'dir', 'input_key', "
                     f"'output_key'}}, got {self.transform!r}"
+                )
+        if self.frame_pooling is not None:
+            fp = self.frame_pooling
+            ok = (
+                isinstance(fp, dict)
+                and fp.get("pooling") in FRAME_POOLINGS
+                and isinstance(fp.get("frame_logits"), str)
+                and (fp["pooling"] != "attention" or isinstance(fp.get("attention_logits"), str))
+            )
+            if not ok:
+                raise ModelFileError(
+                    "card: frame_pooling must be null or {'pooling': 'max'|'attention', 'frame_logits': "
+                    f"LAYER, 'attention_logits': LAYER|null}}, got {fp!r}"
                 )
         if os.path.basename(self.model_file) != self.model_file:
             raise ModelFileError(f"card: model_file must be a file name inside MDIR, got {self.model_file!r}")
@@ -592,13 +621,39 @@ def _load_keras_model(model_path: str):
         raise ModelFileError(f"{model_path}: cannot load Keras model: {type(e).__name__}: {e}") from e
 
 
+def pool_frame_logits(
+    frame_logits: np.ndarray, pooling: str, attention_logits: np.ndarray | None = None
+) -> np.ndarray:
+    """A frame-pooling head's window logits from its frame logits.
+
+    Args:
+      frame_logits: float32 [batch, t] per-frame logits z_t.
+      pooling: "max" (max_t z_t) or "attention" (sum_t softmax_t(a_t) z_t).
+      attention_logits: float32 [batch, t] a_t (attention pooling only).
+    Returns:
+      float32 [batch] window logits; the window score is their sigmoid.
+    """
+    z = np.asarray(frame_logits, np.float64)
+    if pooling == "max":
+        return z.max(axis=1).astype(np.float32)
+    if pooling == "attention":
+        if attention_logits is None:
+            raise ValueError("attention pooling needs attention_logits")
+        a = np.asarray(attention_logits, np.float64)
+        w = np.exp(a - a.max(axis=1, keepdims=True))
+        return ((w * z).sum(axis=1) / w.sum(axis=1)).astype(np.float32)
+    raise ValueError(f"pooling must be one of {FRAME_POOLINGS}, got {pooling!r}")
+
+
 class _KerasNet:
     """A Keras 3 head; pickles as its paths, and an unpickled copy reloads the model on first use."""
 
-    def __init__(self, model_path: str, transform: dict | None, mdir: str):
+    def __init__(self, model_path: str, transform: dict | None, mdir: str, frame_pooling: dict | None = None):
         self.model_path = model_path
         self.transform = transform
         self.mdir = mdir
+        self.frame_pooling = frame_pooling
+        self._frames = None  # model -> [frame logits, attention logits] of a frame-pooling head
         self._model = None
         self._features = None  # model up to the final sigmoid Dense's input, if there is one
         self._dense = None  # (kernel float32 [k, 1], bias float32 [1]) of that Dense
@@ -606,7 +661,7 @@ class _KerasNet:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_model=None, _features=None, _dense=None, _tft_layer=None)
+        state.update(_model=None, _features=None, _dense=None, _tft_layer=None, _frames=None)
         return state
 
     def load(self):
@@ -626,6 +681,26 @@ class _KerasNet:
             kernel, *rest = last.get_weights()
             bias = rest[0] if rest else np.zeros(1, np.float32)
             self._dense = (np.asarray(kernel, np.float32), np.asarray(bias, np.float32))
+        if self.frame_pooling is not None:
+            names = [self.frame_pooling["frame_logits"]]
+            if self.frame_pooling["pooling"] == "attention":
+                names.append(self.frame_pooling["attention_logits"])
+            outputs = []
+            for name in names:
+                try:
+                    layer = model.get_layer(name)
+                except ValueError:
+                    raise ModelFileError(
+                        f"{self.model_path}: the card's frame_pooling names layer {name!r}, which the model lacks"
+                    ) from None
+                if len(layer.output.shape) != 3 or layer.output.shape[-1] != 1:
+                    raise ModelFileError(
+                        f"{self.model_path}: frame_pooling layer {name!r} must output [batch, t, 1], "
+                        f"got {tuple(layer.output.shape)}"
+                    )
+                outputs.append(layer.output)
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            self._frames = keras.Model(inputs, outputs)
         if self.transform is not None:
             import tensorflow_transform as tft
 
@@ -642,10 +717,26 @@ class _KerasNet:
         out = self._tft_layer({self.transform["input_key"]: tf.constant(x)})
         return out[self.transform["output_key"]]
 
+    def frame_logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 [batch, t, 128] model input -> (frame logits, attention logits or None), [batch, t]."""
+        import keras
+
+        self.load()
+        if self._frames is None:
+            raise ModelFileError(f"{self.model_path}: this head has no frame scores")
+        out = self._frames(self._apply_transform(x), training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        arrays = [keras.ops.convert_to_numpy(o).astype(np.float32)[..., 0] for o in out]
+        return arrays[0], (arrays[1] if len(arrays) > 1 else None)
+
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import keras
 
         model = self.load()
+        if self._frames is not None:
+            frame_z, attention = self.frame_logits(x)
+            z = pool_frame_logits(frame_z, self.frame_pooling["pooling"], attention)
+            return _sigmoid(z), z
         x = self._apply_transform(x)
         if self._features is not None:
             h = keras.ops.convert_to_numpy(self._features(x, training=False)).astype(np.float32)
@@ -756,6 +847,18 @@ class Head:
             a = np.concatenate([a, pad], axis=1)
         return a, single
 
+    def _convert(self, a: np.ndarray) -> np.ndarray:
+        """The input convention of `prepare` without padding: uint8 [batch, t, 128] -> float32."""
+        a = np.asarray(a)
+        if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise ValueError(f"head input must be uint8 frames, got dtype {a.dtype}")
+        if a.shape[-1] != params.EMBEDDING_SIZE:
+            raise ValueError(f"head input must have {params.EMBEDDING_SIZE} values per frame, got shape {a.shape}")
+        a = a.astype(np.float32)
+        if self.input_convention == INPUT_UINT8_DIV_255:
+            a = a / np.float32(255.0)
+        return a
+
     def scores_and_logits(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(scores, logits) in one pass; float32 [batch] each, or float32 scalars for one clip."""
         a, single = self.prepare(x)
@@ -766,6 +869,50 @@ class Head:
         if single:
             return p[0], z[0]
         return p, z
+
+    @property
+    def has_frame_scores(self) -> bool:
+        """True for a frame-pooling head (card `frame_pooling`): it scores every 0.96 s frame."""
+        return self.card is not None and self.card.frame_pooling is not None
+
+    @property
+    def pooling(self) -> str | None:
+        """"max" or "attention" for a frame-pooling head, else None."""
+        return self.card.frame_pooling["pooling"] if self.has_frame_scores else None
+
+    def frame_logits(self, frames) -> np.ndarray:
+        """Per-frame logits of a frame-pooling head over any number of frames.
+
+        Every frame is scored on its own (no padding, no window), in chunks of FRAME_CHUNK frames.
+
+        Args:
+          frames: uint8 [n, 128] frames of one recording (n may be 0).
+        Returns:
+          float32 [n]; sigmoid gives `frame_scores`.
+        Raises:
+          ValueError: the head has no frame scores, or the input is not [n, 128].
+        """
+        if not self.has_frame_scores:
+            raise ValueError(f"head {self.head_id!r} has no frame scores (not a frame-pooling head)")
+        a = np.asarray(frames)
+        if a.ndim != 2:
+            raise ValueError(f"frame_scores needs frames [n, {params.EMBEDDING_SIZE}], got shape {a.shape}")
+        if a.shape[0] == 0:
+            return np.zeros(0, np.float32)
+        out = []
+        for i in range(0, a.shape[0], FRAME_CHUNK):
+            x = self._convert(a[np.newaxis, i : i + FRAME_CHUNK])
+            out.append(self._net.frame_logits(x)[0][0])
+        return np.concatenate(out).astype(np.float32)
+
+    def frame_scores(self, frames) -> np.ndarray:
+        """Per-frame gunshot scores in [0, 1] of a frame-pooling head: float32 [n] for uint8 [n, 128].
+
+        A window's score is the pool (`pooling`) of its frames' logits; with max pooling it is the
+        highest frame score of the window (zero-padding frames included for windows shorter than
+        `pad_to_frames`, as the head was trained).
+        """
+        return _sigmoid(self.frame_logits(frames))
 
     def predict(self, x) -> np.ndarray:
         """Gunshot scores in [0, 1].
@@ -834,7 +981,7 @@ def load_head(path=None) -> Head:
             raise ModelFileError(
                 f"{model_path}: sha256 {sha} does not match the card's model_sha256 {card.model_sha256}"
             )
-        net = _KerasNet(str(model_path), card.transform, str(path))
+        net = _KerasNet(str(model_path), card.transform, str(path), card.frame_pooling)
         net.load()  # fail here, not at the first prediction; a pickled copy reloads lazily
         return Head(
             net,

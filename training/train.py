@@ -1,6 +1,6 @@
 """Trains a gunshot head on the output of training.transform and writes a head artifact.
 
-    python -m training.train --transformed TDIR --model lstm|logreg|mlp --output MDIR [options]
+    python -m training.train --transformed TDIR --model lstm|logreg|mlp|framepool --output MDIR [options]
     python -m training.train --import_h5 HEAD.h5 --output MDIR    # original head -> artifact
 
 MDIR receives `model.keras` (the serving model: raw uint8-valued frames in, the tf.Transform z-score
@@ -43,11 +43,19 @@ def parse_args(argv):
     arch = parser.add_argument_group("architecture (defaults: the preset's)")
     arch.add_argument("--units", type=int, help="LSTM units (lstm preset: 128)")
     arch.add_argument("--layers", type=int, help="stacked LSTM layers (lstm preset: 1)")
-    arch.add_argument("--hidden", type=int, help="hidden units (mlp preset: 100)")
+    arch.add_argument(
+        "--hidden", type=int, help="hidden units (mlp preset: 100; framepool: 64 per frame, 0 = none)"
+    )
     arch.add_argument("--dropout", type=float, help="dropout rate (lstm preset: 0.5, others 0)")
     arch.add_argument("--no_batch_norm", action="store_true", help="drop the input batch-norm")
     arch.add_argument("--activation", help="LSTM cell / hidden activation (preset: relu)")
     arch.add_argument("--recurrent_activation", help="LSTM gate activation (preset: sigmoid)")
+    arch.add_argument(
+        "--pooling",
+        choices=models.POOLINGS,
+        help="framepool: how frame logits become the window's: max, or attention (softmax over learned "
+        "per-frame weights) (preset: max)",
+    )
     fit = parser.add_argument_group("fitting")
     fit.add_argument("--epochs", type=int, default=50, help="maximum epochs (%(default)s)")
     fit.add_argument("--batch_size", type=int, default=64, help="(%(default)s)")
@@ -86,6 +94,8 @@ def parse_args(argv):
         parser.error("--transformed TDIR is required (or --import_h5 FILE)")
     if not 0.0 <= args.validation_fraction < 1.0:
         parser.error(f"--validation_fraction must be in [0, 1), got {args.validation_fraction}")
+    if args.pooling and args.model != "framepool":
+        parser.error(f"--pooling applies to --model framepool, not {args.model}")
     if args.epochs < 1 or args.batch_size < 1:
         parser.error(f"--epochs and --batch_size must be >= 1, got {args.epochs}, {args.batch_size}")
     return args
@@ -97,7 +107,7 @@ def head_config(args) -> models.HeadConfig:
 
     overrides = {
         k: getattr(args, k)
-        for k in ("units", "layers", "hidden", "dropout", "activation", "recurrent_activation")
+        for k in ("units", "layers", "hidden", "dropout", "activation", "recurrent_activation", "pooling")
         if getattr(args, k) is not None
     }
     if args.no_batch_norm:
@@ -397,6 +407,7 @@ def train(args, extra_callbacks=()) -> dict:
         classes=[data.NEGATIVE_TAG, info["positive_tag"]],
         input_convention=heads.INPUT_UINT8_AS_FLOAT,
         transform=None,  # baked into model.keras (Normalization layer 'transform_zscore')
+        frame_pooling=models.frame_pooling_card(config),
         vggish_checkpoint_sha256=args.vggish_sha256,
         pca_params_sha256=args.pca_sha256,
         training={
