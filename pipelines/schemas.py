@@ -150,3 +150,50 @@ SCORE_TABLES = {
     "errors": SCORE_ERRORS,
     "embeddings": SCORE_EMBEDDINGS,
 }
+
+
+# ---- Dataset tables (pipelines.dataset) ------------------------------------------------------
+# Tables in the output directory of `python -m pipelines.dataset` (docs/dataset.md). Times are
+# seconds from the start of the recording; an example is a window of whole 0.96 s frames.
+
+# One row per example written to the split's TFRecords. training.data joins records to this table
+# on (video_id, start_time_seconds), as it does with the subset builder's tagged table.
+DATASET_EXAMPLES = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),  # --split name
+        pa.field("video_id", pa.string(), nullable=False),  # the record's video_id: the source
+        pa.field("start_time_seconds", pa.float32(), nullable=False),  # the record's start (float32)
+        pa.field("end_time_seconds", pa.float32(), nullable=False),  # the record's end (float32)
+        pa.field("tag", pa.string(), nullable=False),  # gunshot | no_gunshot
+        pa.field("origin", pa.string(), nullable=False),  # annotation | confuser | background
+        pa.field("label", pa.string()),  # the annotation's label (null for background)
+        pa.field("group", pa.string(), nullable=False),  # --group_pattern match (e.g. the site)
+        pa.field("source", pa.string(), nullable=False),  # the recording: path, or archive!member
+        pa.field("member", pa.string()),  # path inside the archive, else null
+        pa.field("start_seconds", pa.float64(), nullable=False),  # window start (first frame * 0.96)
+        pa.field("end_seconds", pa.float64(), nullable=False),  # window end
+        pa.field("first_frame", pa.int32(), nullable=False),  # index of the window's first frame
+        pa.field("num_frames", pa.int32(), nullable=False),  # frames in the record
+        pa.field("shift", pa.int32(), nullable=False),  # 0: the centred window; k: k-th shifted copy
+        pa.field("event_start_seconds", pa.float64()),  # the annotated event (null for background)
+        pa.field("event_end_seconds", pa.float64()),
+        pa.field("annotation_file", pa.string()),  # where the annotation came from
+        pa.field("annotation_line", pa.int32()),  # its 1-based line in that file
+    ]
+)
+
+# One row per annotation, annotation file or recording that gave no example, with the reason.
+DATASET_ERRORS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),  # annotation file, recording or pattern
+        pa.field("stage", pa.string(), nullable=False),  # annotations|match|decode|embed|plan|split
+        pa.field("reason", pa.string(), nullable=False),  # non_numeric|missing_recording|ignored|...
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("annotation_file", pa.string()),  # set for rows about an annotation
+        pa.field("annotation_line", pa.int32()),  # 0 for a whole file
+        pa.field("label", pa.string()),
+        pa.field("recording", pa.string()),  # the matched recording, when known
+    ]
+)
+
+DATASET_TABLES = {"examples": DATASET_EXAMPLES, "errors": DATASET_ERRORS}
