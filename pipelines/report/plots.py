@@ -1,0 +1,204 @@
+"""Report stage: small PNG figures for the static site (matplotlib, Agg backend, no pyplot).
+
+Shared by `gunshot report` and `gunshot search`. Every function draws on its own `Figure` with a
+`FigureCanvasAgg` (no pyplot state), so figures can be drawn from several threads at once; PNGs carry
+no software/date metadata, so the same data gives the same bytes on every run. Figures are small
+(about 700 x 220 px, 20-80 kB) so pages full of them stay light.
+
+    spectrogram_png(path, clip.samples, clip.sample_rate, start_seconds=clip.start_seconds,
+                    marks=[(12.0, 21.6, "peak window")])
+    timeline_png(path, {"old": (starts, scores), "new": (starts, scores)}, threshold=0.51,
+                 marks=[(12.0, 21.6)])
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+WIDTH_INCHES = 7.0
+HEIGHT_INCHES = 2.2
+DPI = 100
+_PNG_METADATA = {"Software": None}
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def _figure(width: float = WIDTH_INCHES, height: float = HEIGHT_INCHES):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path: str | os.PathLike) -> int:
+    """Writes the figure as PNG atomically; returns the size in bytes."""
+    path = os.fspath(path)
+    partial = path + ".part"
+    figure.savefig(partial, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    os.replace(partial, path)
+    return os.path.getsize(path)
+
+
+def spectrogram_png(
+    path: str | os.PathLike,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    start_seconds: float = 0.0,
+    marks: list[tuple[float, float, str]] = (),
+    max_hz: float = 8000.0,
+    title: str | None = None,
+) -> int:
+    """Draws a spectrogram (dB, Hann window of ~32 ms, 75% overlap) with a time axis in recording seconds.
+
+    Args:
+      path: the PNG to write.
+      samples: float32 [num_samples] mono audio.
+      sample_rate: Hz.
+      start_seconds: recording time of samples[0] (the time axis shows recording time).
+      marks: (start, end, label) spans to outline, in recording seconds.
+      max_hz: highest frequency shown (capped at Nyquist).
+      title: optional title above the plot.
+    Returns:
+      bytes written.
+    """
+    from scipy import signal
+
+    samples = np.asarray(samples, np.float32)
+    nperseg = int(2 ** round(np.log2(max(64, 0.032 * sample_rate))))
+    figure = _figure()
+    axes = figure.add_axes((0.08, 0.2, 0.9, 0.68 if title else 0.75))
+    if samples.size >= nperseg:
+        freqs, times, power = signal.spectrogram(
+            samples, fs=sample_rate, window="hann", nperseg=nperseg, noverlap=nperseg * 3 // 4, mode="psd"
+        )
+        top = min(max_hz, sample_rate / 2)
+        keep = freqs <= top
+        db = 10 * np.log10(power[keep] + 1e-12)
+        vmax = float(db.max()) if db.size else 0.0
+        axes.imshow(
+            db,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=vmax - 80,
+            vmax=vmax,
+            extent=(start_seconds, start_seconds + samples.size / sample_rate, 0, top / 1000),
+            interpolation="nearest",
+        )
+    else:
+        axes.text(0.5, 0.5, "too short for a spectrogram", ha="center", va="center", transform=axes.transAxes)
+    for i, (begin, end, label) in enumerate(marks):
+        color = ("#00e5ff", "#ffffff", "#7CFC00")[i % 3]
+        axes.axvline(begin, color=color, linewidth=1)
+        axes.axvline(end, color=color, linewidth=1, linestyle="--")
+        if label:
+            axes.text(begin, 1.01, label, color="#333", fontsize=7, transform=axes.get_xaxis_transform())
+    axes.set_xlabel("seconds from the start of the recording", fontsize=8)
+    axes.set_ylabel("kHz", fontsize=8)
+    axes.tick_params(labelsize=7)
+    if title:
+        figure.suptitle(title, fontsize=8, y=0.99)
+    return _save(figure, path)
+
+
+def timeline_png(
+    path: str | os.PathLike,
+    series: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    threshold: float | None = None,
+    marks: list[tuple[float, float]] = (),
+    span: tuple[float, float] | None = None,
+) -> int:
+    """Draws window scores against recording time, one step line per run.
+
+    Args:
+      series: {run name: (float64 [n] window start seconds, float32 [n] scores)}.
+      threshold: a dashed horizontal line (the run's decision threshold).
+      marks: (start, end) spans to shade (the event).
+      span: (start, end) x range; default the data's.
+    """
+    figure = _figure()
+    axes = figure.add_axes((0.08, 0.2, 0.9, 0.72))
+    for begin, end in marks:
+        axes.axvspan(begin, end, color="#ffd54f", alpha=0.35, linewidth=0)
+    for i, (name, (starts, scores)) in enumerate(series.items()):
+        if len(starts):
+            axes.step(starts, scores, where="post", color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
+    if threshold is not None:
+        axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    if span is not None:
+        axes.set_xlim(*span)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("window start, seconds from the start of the recording", fontsize=8)
+    axes.set_ylabel("score", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.legend(fontsize=7, loc="upper right", frameon=False)
+    return _save(figure, path)
+
+
+def histogram_png(
+    path: str | os.PathLike,
+    edges: np.ndarray,
+    counts: dict[str, np.ndarray],
+    *,
+    threshold: float | None = None,
+) -> int:
+    """Draws score histograms (log count axis), one outline per run.
+
+    Args:
+      edges: float64 [bins + 1] bin edges.
+      counts: {run name: int64 [bins]} windows per bin.
+    """
+    figure = _figure()
+    axes = figure.add_axes((0.08, 0.2, 0.9, 0.72))
+    for i, (name, values) in enumerate(counts.items()):
+        axes.stairs(np.maximum(values, 0.8), edges, color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
+    if threshold is not None:
+        axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    axes.set_yscale("log")
+    axes.set_xlabel("window score", fontsize=8)
+    axes.set_ylabel("windows", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.legend(fontsize=7, loc="upper center", frameon=False)
+    return _save(figure, path)
+
+
+def heatmap_png(
+    path: str | os.PathLike,
+    counts: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    *,
+    xlabel: str,
+    title: str | None = None,
+) -> int:
+    """Draws a count matrix (e.g. detections per day x hour of day) as a heatmap with a colour bar.
+
+    Args:
+      counts: int64 [rows, cols].
+      row_labels: [rows] (at most ~25 are printed; the axis is thinned beyond that).
+      col_labels: [cols].
+    """
+    counts = np.asarray(counts)
+    rows = max(1, counts.shape[0])
+    height = min(8.0, 1.0 + 0.16 * rows)
+    figure = _figure(WIDTH_INCHES, height)
+    axes = figure.add_axes((0.18, 0.6 / height, 0.72, 1 - 1.0 / height))
+    image = axes.imshow(counts, aspect="auto", cmap="Reds", interpolation="nearest", vmin=0)
+    step = max(1, rows // 25)
+    axes.set_yticks(range(0, counts.shape[0], step), [row_labels[i] for i in range(0, counts.shape[0], step)])
+    col_step = max(1, len(col_labels) // 24)
+    axes.set_xticks(
+        range(0, counts.shape[1], col_step), [col_labels[i] for i in range(0, counts.shape[1], col_step)]
+    )
+    axes.tick_params(labelsize=7)
+    axes.set_xlabel(xlabel, fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=8)
+    bar = figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
+    bar.ax.tick_params(labelsize=7)
+    return _save(figure, path)
