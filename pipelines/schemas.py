@@ -197,3 +197,52 @@ DATASET_ERRORS = pa.schema(
 )
 
 DATASET_TABLES = {"examples": DATASET_EXAMPLES, "errors": DATASET_ERRORS}
+
+
+# ---- Search tables (pipelines.search) ------------------------------------------------------------
+# Tables in the output directory of `gunshot search` (docs/search.md). A window is `frames` (N,
+# --query_frames) consecutive 0.96 s frames of one recording; times are seconds from its start.
+
+# One row per hit: the K windows most similar to each query, best first.
+SEARCH_HITS = pa.schema(
+    [
+        pa.field("query_index", pa.int32(), nullable=False),  # 0-based position among the --query flags
+        pa.field("query", pa.string(), nullable=False),  # the --query as given
+        pa.field("rank", pa.int32(), nullable=False),  # 1 = most similar; ties: by source, then time
+        pa.field("source", pa.string(), nullable=False),  # recording (embeddings table `source`)
+        pa.field("frame_index", pa.int32(), nullable=False),  # first frame of the window
+        pa.field("start_seconds", pa.float64(), nullable=False),
+        pa.field("end_seconds", pa.float64(), nullable=False),  # start + N * 0.96
+        pa.field("similarity", pa.float64(), nullable=False),  # cosine of dequantised frames (mean over N)
+    ]
+)
+
+# One row per --query: where its frames came from, or why it could not run.
+SEARCH_QUERIES = pa.schema(
+    [
+        pa.field("query_index", pa.int32(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("recording", pa.string(), nullable=False),  # the part before @START
+        pa.field("start_seconds", pa.float64(), nullable=False),  # START as given
+        pa.field("frame_index", pa.int32(), nullable=False),  # floor(START / 0.96): the window's first frame
+        pa.field("window_start_seconds", pa.float64(), nullable=False),
+        pa.field("window_end_seconds", pa.float64(), nullable=False),
+        pa.field("frames", pa.int32(), nullable=False),  # N, --query_frames
+        pa.field("origin", pa.string()),  # table | audio (null on error)
+        pa.field("status", pa.string(), nullable=False),  # ok | error
+        pa.field("error_reason", pa.string()),  # not_found|start_beyond_end|too_short|model_mismatch|...
+        pa.field("error_message", pa.string()),
+    ]
+)
+
+# One row per embeddings file that could not be searched.
+SEARCH_ERRORS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),  # the Parquet file
+        pa.field("stage", pa.string(), nullable=False),  # read
+        pa.field("reason", pa.string(), nullable=False),  # unreadable | wrong_schema
+        pa.field("message", pa.string(), nullable=False),
+    ]
+)
+
+SEARCH_TABLES = {"hits": SEARCH_HITS, "queries": SEARCH_QUERIES, "errors": SEARCH_ERRORS}
