@@ -771,6 +771,44 @@ def _failed_batch_errors(failure) -> Iterator[dict]:
 # ---- Scoring ---------------------------------------------------------------------------------------
 
 
+def assemble_recording(key: str, grouped: dict) -> tuple[RecordingInfo, np.ndarray | None, tuple | None]:
+    """One recording's decode results and embedded chunks -> its info and frames, or why it failed.
+
+    Args:
+      key: the source key.
+      grouped: {INFO_TAG: [RecordingInfo per segment], FRAMES_TAG: [(chunk index, uint8 [k, 128])]},
+        as `embed_recordings` groups them.
+    Returns:
+      (info, frames uint8 [n, 128] with n >= 1, None) for a usable recording, else
+      (info, None, (stage, reason, message)).
+    """
+    infos = sorted(grouped[INFO_TAG], key=lambda i: i.segment_index)
+    chunks = sorted(grouped[FRAMES_TAG], key=lambda c: c[0])
+    expected = infos[0].segment_count if infos else 1
+    if [i.segment_index for i in infos] != list(range(expected)):
+        info = infos[0] if infos else RecordingInfo(key, key, None, "unknown")
+        message = f"{len(infos)} decode results for {key!r}, expected {expected}"
+        return info, None, ("score", "internal", message)
+    failed = [i for i in infos if i.status != "ok"]
+    if failed:
+        info = failed[0]
+        return info, None, (info.stage or "decode", info.error_reason, info.error_message)
+    info = dataclasses.replace(infos[0], num_examples=sum(i.num_examples for i in infos))
+    frames = (
+        np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
+    )
+    if frames.shape[0] != info.num_examples:
+        message = f"embedded {frames.shape[0]} of {info.num_examples} frames (a VGGish batch failed)"
+        return info, None, ("embed", "embed_failed", message)
+    if frames.shape[0] == 0:
+        message = (
+            f"{info.duration_seconds or 0:.3f} s of audio holds no complete 0.96 s frame"
+            f" ({params.MIN_SAMPLES_FOR_ONE_EXAMPLE} samples at 16 kHz)"
+        )
+        return info, None, ("decode", "too_short", message)
+    return info, frames, None
+
+
 class ScoreRecordingFn(beam.DoFn):
     """(key, {'info': [RecordingInfo], 'frames': [(chunk index, uint8 [k, 128])]}) -> table rows.
 
@@ -803,35 +841,9 @@ class ScoreRecordingFn(beam.DoFn):
 
     def process(self, element):
         key, grouped = element
-        infos = sorted(grouped[INFO_TAG], key=lambda i: i.segment_index)
-        chunks = sorted(grouped[FRAMES_TAG], key=lambda c: c[0])
-        expected = infos[0].segment_count if infos else 1
-        if [i.segment_index for i in infos] != list(range(expected)):
-            info = infos[0] if infos else RecordingInfo(key, key, None, "unknown")
-            message = f"{len(infos)} decode results for {key!r}, expected {expected}"
-            yield from self._fail(info, "score", "internal", message)
-            return
-        failed = [i for i in infos if i.status != "ok"]
-        if failed:
-            info = failed[0]
-            yield from self._fail(info, info.stage or "decode", info.error_reason, info.error_message)
-            return
-        info = dataclasses.replace(infos[0], num_examples=sum(i.num_examples for i in infos))
-        frames = (
-            np.concatenate([c[1] for c in chunks])
-            if chunks
-            else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
-        )
-        if frames.shape[0] != info.num_examples:
-            message = f"embedded {frames.shape[0]} of {info.num_examples} frames (a VGGish batch failed)"
-            yield from self._fail(info, "embed", "embed_failed", message)
-            return
-        if frames.shape[0] == 0:
-            message = (
-                f"{info.duration_seconds or 0:.3f} s of audio holds no complete 0.96 s frame"
-                f" ({params.MIN_SAMPLES_FOR_ONE_EXAMPLE} samples at 16 kHz)"
-            )
-            yield from self._fail(info, "decode", "too_short", message)
+        info, frames, failure = assemble_recording(key, grouped)
+        if failure is not None:
+            yield from self._fail(info, *failure)
             return
         if info.timestamp_missing:
             yield beam.pvalue.TaggedOutput(
@@ -926,6 +938,37 @@ class ScoreRecordingFn(beam.DoFn):
 # ---- The composite -----------------------------------------------------------------------------------
 
 
+def embed_recordings(srcs, config: ScoringConfig):
+    """Plan -> Decode -> Embed (RunInference) -> group: the frames of every recording, as scoring sees them.
+
+    Applied inside a composite (its steps keep the labels Plan, Spread, Decode, Embed, EmbedErrors,
+    AllFrames, GroupFrames), so jobs other than scoring embed exactly as `gunshot batch` does.
+
+    Args:
+      srcs: PCollection[Source] (from MatchSources).
+      config: decoding and model settings (the head and window fields are not used here).
+    Returns:
+      (grouped, embed_errors): PCollection of (source key, {INFO_TAG: [RecordingInfo],
+      FRAMES_TAG: [(chunk index, uint8 [k, 128])]}) - pass it to `assemble_recording` - and
+      PCollection[dict] error rows of VGGish batches that failed.
+    """
+    planned = srcs | "Plan" >> beam.ParDo(PlanFn(config)) | "Spread" >> beam.Reshuffle()
+    decoded = planned | "Decode" >> beam.ParDo(DecodeFn(config)).with_outputs(
+        INFO_TAG, FRAMES_TAG, main="chunks"
+    )
+    embedded, dead_letters = (
+        decoded.chunks
+        | "Embed"
+        >> RunInference(
+            VGGishModelHandler(config.checkpoint, config.pca, config.batch_size)
+        ).with_exception_handling()
+    )
+    embed_errors = dead_letters.failed_inferences | "EmbedErrors" >> beam.FlatMap(_failed_batch_errors)
+    frames = (embedded, decoded[FRAMES_TAG]) | "AllFrames" >> beam.Flatten()
+    grouped = {INFO_TAG: decoded[INFO_TAG], FRAMES_TAG: frames} | "GroupFrames" >> beam.CoGroupByKey()
+    return grouped, embed_errors
+
+
 class ScoreRecordings(beam.PTransform):
     """PCollection[Source] -> dict of PCollections of dict rows (tables before provenance columns).
 
@@ -943,26 +986,9 @@ class ScoreRecordings(beam.PTransform):
 
     def expand(self, srcs):
         config = self._config
-        planned = srcs | "Plan" >> beam.ParDo(PlanFn(config)) | "Spread" >> beam.Reshuffle()
-        decoded = planned | "Decode" >> beam.ParDo(DecodeFn(config)).with_outputs(
-            INFO_TAG, FRAMES_TAG, main="chunks"
-        )
-        embedded, dead_letters = (
-            decoded.chunks
-            | "Embed"
-            >> RunInference(
-                VGGishModelHandler(config.checkpoint, config.pca, config.batch_size)
-            ).with_exception_handling()
-        )
-        embed_errors = dead_letters.failed_inferences | "EmbedErrors" >> beam.FlatMap(_failed_batch_errors)
-        frames = (embedded, decoded[FRAMES_TAG]) | "AllFrames" >> beam.Flatten()
-        scored = (
-            {INFO_TAG: decoded[INFO_TAG], FRAMES_TAG: frames}
-            | "GroupFrames" >> beam.CoGroupByKey()
-            | "Score"
-            >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
-                WINDOWS_TAG, EVENTS_TAG, ERRORS_TAG, EMBEDDINGS_TAG, CLIPS_TAG, main=RECORDINGS_TAG
-            )
+        grouped, embed_errors = embed_recordings(srcs, config)
+        scored = grouped | "Score" >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
+            WINDOWS_TAG, EVENTS_TAG, ERRORS_TAG, EMBEDDINGS_TAG, CLIPS_TAG, main=RECORDINGS_TAG
         )
         errors = (scored[ERRORS_TAG], embed_errors) | "ScoreErrors" >> beam.Flatten()
         return {
