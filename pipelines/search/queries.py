@@ -1,0 +1,436 @@
+"""Search stage 1: query specs -> the uint8 VGGish frames of each query window (runs at launch).
+
+A query is `RECORDING[@START_SECONDS]` (START defaults to 0; the last `@number` is always START, so
+a TFRecord source such as `f.tfrecord!vid@30.000` is queried as `f.tfrecord!vid@30.000@0`).
+RECORDING is a local path, a `gs://` URI, an archive member `archive.zip!member.wav`, or any
+`source` of the embeddings table.
+
+The query window is `--query_frames` N consecutive 0.96 s frames (default 1) starting with the frame
+of the recording's own frame grid that holds START: frame floor(START / 0.96), the frames
+`gunshot batch` embeds. Taking the grid frame (rather than audio starting exactly at START) makes a
+query the same vectors whether it is taken from the table or decoded again, so the archive is
+compared like with like. To query a sound at an exact time, cut a file starting there and query
+FILE (START 0).
+
+Each query is resolved, in this order:
+
+1. from the embeddings table, when the recording is one of its sources and holds the N frames
+   (found through the Parquet row-group statistics of the sorted `source` column: only row groups
+   that can hold the recording are read);
+2. else by decoding the recording and running VGGish -> PCA -> uint8, the stages and defaults of
+   `gunshot batch` (`gunshot_core.audio.iter_examples`, `VGGish.embed`, `Postprocessor`), after
+   checking that the checkpoint and PCA files are the ones the table was made with (same sha256).
+
+A query that cannot be resolved (unreadable file, START beyond its end, other models, ...) becomes
+a `queries` row with status `error`, a reason and a message; the other queries still run.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from gunshot_core import params
+
+_LOG = logging.getLogger(__name__)
+
+ORIGIN_TABLE = "table"
+ORIGIN_AUDIO = "audio"
+_SPEC = re.compile(r"^(?P<path>.+)@(?P<start>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
+
+
+class SearchError(Exception):
+    """A problem with the job's own inputs (no embeddings, bad flags): reported as one clear message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QuerySpec:
+    """One `--query` as given.
+
+    Attributes:
+      index: 0-based position among the --query flags.
+      text: the flag's value.
+      recording: the recording (path, gs:// URI, archive!member or table source).
+      start_seconds: START as given.
+      frames: N, frames in the query window.
+    """
+
+    index: int
+    text: str
+    recording: str
+    start_seconds: float
+    frames: int = 1
+
+    @property
+    def frame_index(self) -> int:
+        """First frame of the query window on the recording's 0.96 s grid."""
+        return frame_of(self.start_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedQuery:
+    """A query and its frames, or why it has none.
+
+    Attributes:
+      spec: the query.
+      frames: uint8 [N, 128] as bytes (None on error).
+      origin: ORIGIN_TABLE or ORIGIN_AUDIO (None on error).
+      reason, message: why the query failed (None when it did not).
+    """
+
+    spec: QuerySpec
+    frames: bytes | None = None
+    origin: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.frames is not None
+
+    def array(self) -> np.ndarray:
+        """uint8 [N, 128]."""
+        return np.frombuffer(self.frames, np.uint8).reshape(-1, params.EMBEDDING_SIZE)
+
+
+def frame_of(seconds: float) -> int:
+    """Index of the 0.96 s frame holding `seconds` (tolerant to float noise on frame boundaries)."""
+    return int(math.floor(seconds / params.FRAME_SECONDS + 1e-6))
+
+
+def parse_query(text: str, index: int, frames: int = 1) -> QuerySpec:
+    """`RECORDING[@START]` -> QuerySpec.
+
+    Raises:
+      ValueError: empty recording, or a negative or non-finite START.
+    """
+    match = _SPEC.match(text)
+    recording, start = (match["path"], float(match["start"])) if match else (text, 0.0)
+    if not recording.strip():
+        raise ValueError(f"--query {text!r}: no recording before '@'")
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(f"--query {text!r}: START must be a number of seconds >= 0, got {start}")
+    return QuerySpec(index, text, recording, start, frames)
+
+
+def source_key(source: str) -> str:
+    """The form under which two names of one recording compare equal: URIs as they are, local paths
+    made absolute and normalised (so `./a.wav`, `a.wav` and `/data/a.wav` run from /data match)."""
+    if "://" in source:
+        return source
+    return os.path.normpath(os.path.abspath(source))
+
+
+def _name_variants(recording: str) -> set[str]:
+    """Spellings of a recording that the table's `source` column may hold."""
+    if "://" in recording:
+        return {recording}
+    return {recording, os.path.normpath(recording), source_key(recording)}
+
+
+# ---- Table inspection and lookup -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    """What the Parquet footers of the embeddings table say (read at launch, no row data).
+
+    Attributes:
+      files: readable files with the embeddings columns, sorted.
+      rows: embedding rows in those files.
+      errors: (file, reason, message) for files that cannot be searched.
+      vggish_sha256, pca_sha256: model hashes found in the files (from column statistics).
+    """
+
+    files: tuple[str, ...]
+    rows: int
+    errors: tuple[tuple[str, str, str], ...]
+    vggish_sha256: tuple[str, ...]
+    pca_sha256: tuple[str, ...]
+
+
+REQUIRED_COLUMNS = ("source", "frame_index", "start_seconds", "embedding")
+
+
+def _open_parquet(path: str) -> pq.ParquetFile:
+    """A ParquetFile over a local path or a (seekable) gs:// file object."""
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+
+
+def _stat_values(metadata, column: str) -> set[str]:
+    """Distinct min/max values of a string column over all row groups (empty when not recorded)."""
+    names = metadata.schema.names
+    if column not in names:
+        return set()
+    index = names.index(column)
+    values = set()
+    for rg in range(metadata.num_row_groups):
+        stats = metadata.row_group(rg).column(index).statistics
+        if stats is not None and stats.has_min_max:
+            values.update(_text(v) for v in (stats.min, stats.max))
+    return values
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def inspect_table(paths: list[str]) -> TableInfo:
+    """Reads the footers of the embeddings files: which can be searched, how many rows, which models.
+
+    Args:
+      paths: Parquet files of an embeddings table (local or gs://).
+    """
+    files, errors, rows = [], [], 0
+    vggish, pca = set(), set()
+    for path in sorted(paths):
+        try:
+            metadata = _open_parquet(path).metadata
+        except Exception as e:  # noqa: BLE001 - any unreadable footer is an error row
+            errors.append((path, "unreadable", f"{path}: not a readable Parquet file ({type(e).__name__})"))
+            continue
+        missing = [c for c in REQUIRED_COLUMNS if c not in metadata.schema.names]
+        if missing:
+            errors.append(
+                (path, "wrong_schema", f"{path}: no column {', '.join(missing)}; not an embeddings table")
+            )
+            continue
+        files.append(path)
+        rows += metadata.num_rows
+        vggish |= _stat_values(metadata, "vggish_sha256")
+        pca |= _stat_values(metadata, "pca_sha256")
+    return TableInfo(tuple(files), rows, tuple(errors), tuple(sorted(vggish)), tuple(sorted(pca)))
+
+
+def lookup_table_frames(files, specs: list[QuerySpec]) -> dict[int, bytes]:
+    """Frames of the queries whose recording is a source of the table: {query index: uint8 [N, 128] bytes}.
+
+    Reads only row groups whose `source` min/max statistics can hold one of the queried recordings.
+    """
+    wanted = {}  # source key -> [(spec, frame indices)]
+    variants = set()
+    for spec in specs:
+        wanted.setdefault(source_key(spec.recording), []).append(spec)
+        variants |= _name_variants(spec.recording)
+    found: dict[tuple[str, int], bytes] = {}
+    for path in files:
+        pf = _open_parquet(path)
+        metadata = pf.metadata
+        index = metadata.schema.names.index("source")
+        for rg in range(metadata.num_row_groups):
+            stats = metadata.row_group(rg).column(index).statistics
+            if stats is not None and stats.has_min_max:
+                low, high = _text(stats.min), _text(stats.max)
+                if not any(low <= v <= high for v in variants):
+                    continue
+            table = pf.read_row_group(rg, columns=["source", "frame_index", "embedding"])
+            table = table.filter(pc.is_in(table.column("source"), value_set=pa.array(sorted(variants))))
+            table_sources = table.column("source").to_pylist()
+            frame_indices = table.column("frame_index").to_pylist()
+            embeddings = table.column("embedding")
+            keys = {s: source_key(s) for s in set(table_sources)}
+            for i, (s, f) in enumerate(zip(table_sources, frame_indices, strict=True)):
+                key = keys[s]
+                if key in wanted:
+                    found[(key, f)] = embeddings[i].as_py()
+    out = {}
+    for key, key_specs in wanted.items():
+        for spec in key_specs:
+            chunks = [found.get((key, spec.frame_index + o)) for o in range(spec.frames)]
+            if all(c is not None for c in chunks):
+                out[spec.index] = b"".join(chunks)
+    return out
+
+
+# ---- Decoding and embedding ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_recording(recording: str):
+    """Yields what soundfile opens for a recording (local path, gs:// file object, or archive member
+    `archive!member`), through the report's readers (`pipelines.report.media`).
+
+    Raises:
+      FileNotFoundError: no such file (or archive).
+      MediaError: the archive or member cannot be read.
+    """
+    from pipelines.report import media
+
+    ref = media.AudioRef.from_source(recording)
+    if not FileSystems.exists(ref.file):
+        raise FileNotFoundError(f"{ref.file}: no such file")
+    with media.open_recording(ref) as target:
+        yield target
+
+
+class QueryEmbedder:
+    """VGGish + PCA loaded on first use; embeds the frames of query windows as `gunshot batch` does."""
+
+    def __init__(self, checkpoint: str, pca: str, resampler: str):
+        self._checkpoint = checkpoint
+        self._pca = pca
+        self._resampler = resampler
+        self._models = None
+
+    def _load(self):
+        if self._models is None:
+            from gunshot_core.postprocess import Postprocessor
+            from gunshot_core.vggish import VGGish
+
+            _LOG.info("loading VGGish to embed queries from audio")
+            self._models = (VGGish.from_checkpoint(self._checkpoint), Postprocessor.from_npz(self._pca))
+        return self._models
+
+    def frames(self, spec: QuerySpec) -> np.ndarray:
+        """uint8 [N, 128], frames spec.frame_index .. + N - 1 of the recording.
+
+        Raises:
+          AudioDecodeError: the recording cannot be decoded.
+          FileNotFoundError: no such recording.
+          QueryRangeError: START beyond the end, or fewer than N frames after it.
+        """
+        from gunshot_core import audio
+
+        with open_recording(spec.recording) as target:
+            info = audio.probe(target)
+            samples = int(info.frames * params.SAMPLE_RATE / info.sample_rate) if info.sample_rate else 0
+            available = (
+                0
+                if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE
+                else 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
+            )
+            first, n = spec.frame_index, spec.frames
+            if first >= available:
+                raise QueryRangeError(
+                    "start_beyond_end",
+                    f"{spec.recording}: START {spec.start_seconds:g} s is beyond the last complete 0.96 s "
+                    f"frame of the recording ({info.duration_seconds:.3f} s, {available} frames)",
+                )
+            if first + n > available:
+                raise QueryRangeError(
+                    "too_short",
+                    f"{spec.recording}: {n} frames from START {spec.start_seconds:g} s run past the end of the "
+                    f"recording ({info.duration_seconds:.3f} s, {available} frames)",
+                )
+            # Decoding may only start on an input sample: at the nearest such frame before `first`.
+            begin = first - first % audio.example_start_step(info.sample_rate)
+            chunks = [
+                examples
+                for _, examples in audio.iter_examples(
+                    target, resampler=self._resampler, start_example=begin, stop_example=first + n
+                )
+            ]
+        examples = np.concatenate(chunks)[first - begin :]
+        network, postprocessor = self._load()
+        return postprocessor.postprocess(network.embed(examples))
+
+
+class QueryRangeError(Exception):
+    """The query window does not lie within the recording."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """Model files for queries decoded from audio, or why there are none.
+
+    Attributes:
+      checkpoint, pca: local paths (None when they could not be resolved).
+      vggish_sha256, pca_sha256: their hashes.
+      problem: why decoding queries is impossible (None when it is possible).
+    """
+
+    checkpoint: str | None = None
+    pca: str | None = None
+    vggish_sha256: str | None = None
+    pca_sha256: str | None = None
+    problem: str | None = None
+
+
+def resolve_queries(
+    specs: list[QuerySpec], table: TableInfo, models_fn, resampler: str
+) -> list[ResolvedQuery]:
+    """Frames for every query: from the table where it holds them, else decoded (see the module doc).
+
+    Args:
+      specs: the queries.
+      table: the embeddings table's footers (`inspect_table`).
+      models_fn: () -> Models, called once, only when a query has to be decoded from audio.
+      resampler: gunshot_core.audio resampler for decoded queries.
+    """
+    from gunshot_core.errors import AudioDecodeError
+    from pipelines.report.media import MediaError
+
+    from_table = lookup_table_frames(table.files, specs) if specs else {}
+    embedder = models = None
+    resolved = []
+    for spec in specs:
+        if spec.index in from_table:
+            resolved.append(ResolvedQuery(spec, from_table[spec.index], ORIGIN_TABLE))
+            continue
+        if models is None:
+            models = models_fn()
+        failure = _model_problem(models, table)
+        if failure is not None:
+            reason, message = failure
+            resolved.append(ResolvedQuery(spec, reason=reason, message=f"{spec.text}: {message}"))
+            continue
+        if embedder is None:
+            embedder = QueryEmbedder(models.checkpoint, models.pca, resampler)
+        try:
+            frames = embedder.frames(spec)
+        except QueryRangeError as e:
+            resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
+        except AudioDecodeError as e:
+            resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
+        except FileNotFoundError as e:
+            message = (
+                f"{e.args[0] if e.args else spec.recording}; not a source of the embeddings table either"
+            )
+            resolved.append(ResolvedQuery(spec, reason="not_found", message=message))
+        except MediaError as e:
+            resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
+        except (OSError, ValueError) as e:
+            resolved.append(
+                ResolvedQuery(spec, reason="unreadable", message=f"{spec.recording}: {type(e).__name__}: {e}")
+            )
+        else:
+            resolved.append(ResolvedQuery(spec, frames.tobytes(), ORIGIN_AUDIO))
+    for r in resolved:
+        if r.ok:
+            _LOG.info(
+                "query %d %r: %d frames from the %s", r.spec.index, r.spec.text, r.spec.frames, r.origin
+            )
+        else:
+            _LOG.warning("query %d %r failed (%s): %s", r.spec.index, r.spec.text, r.reason, r.message)
+    return resolved
+
+
+def _model_problem(models: Models, table: TableInfo) -> tuple[str, str] | None:
+    if models.problem:
+        return "models_missing", models.problem
+    for name, ours, theirs in (
+        ("VGGish checkpoint", models.vggish_sha256, table.vggish_sha256),
+        ("PCA parameters", models.pca_sha256, table.pca_sha256),
+    ):
+        if theirs and ours not in theirs:
+            return (
+                "model_mismatch",
+                f"the {name} (sha256 {ours[:12]}...) is not the one the embeddings were made with "
+                f"({', '.join(t[:12] + '...' for t in theirs)}); pass the same --checkpoint/--pca as `gunshot batch`",
+            )
+    return None
