@@ -4,6 +4,7 @@
     gunshot models download|list|info   fetch and inspect VGGish/PCA/head files (gunshot_core.models)
     gunshot subset ...           build balanced AudioSet subsets (Beam: pipelines.build_subset)
     gunshot batch ...            score archives of recordings into Parquet tables (Beam: pipelines.score)
+    gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam.
@@ -18,6 +19,7 @@ COMMANDS = {
     "models": ("gunshot_core.models", "main", "download, list and inspect model files"),
     "subset": ("pipelines.build_subset", "run", "build balanced AudioSet subsets (Beam)"),
     "batch": ("pipelines.score", "run", "score folders/archives of recordings into Parquet (Beam)"),
+    "search": ("pipelines.search.pipeline", "main", "find windows like example sounds in embeddings (Beam)"),
     "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
     "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
