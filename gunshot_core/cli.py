@@ -7,7 +7,8 @@
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
 
-Subcommands are imported only when used, so `gunshot score` never imports Beam.
+Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
+here for every command (gunshot_core.logs: quiet by default, `--verbose` / `--log_level LEVEL`).
 """
 
 import importlib
@@ -49,10 +50,10 @@ def main(argv=None) -> int:
         print(f"gunshot: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name, _ = COMMANDS[name]
-    if name in ("subset", "batch", "transform"):
-        import logging
+    # Before the command's module (and TensorFlow) is imported: quiet unless --verbose/--log_level.
+    from gunshot_core import logs
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure_logging(logs.flags_from_argv(rest))
     result = getattr(importlib.import_module(module_name), func_name)(rest)
     # Beam `run` functions return a PipelineResult; the training mains return an exit code.
     return result if isinstance(result, int) else 0

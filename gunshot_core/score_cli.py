@@ -7,13 +7,12 @@ for recordings longer than one window, with where it happened), the decision and
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 
 import numpy as np
 
-from gunshot_core import audio, options, windows
+from gunshot_core import audio, logs, options, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     options.add_model_arguments(parser)
     options.add_scoring_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log model loading and timings")
+    logs.add_logging_flags(parser)
     return parser
 
 
@@ -96,8 +95,7 @@ def _text_line(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logs.configure_logging(args)
     try:
         window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
         hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -28,7 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from gunshot_core import labels as labels_lib
-from gunshot_core import records
+from gunshot_core import logs, records
 from pipelines import common, remote, schemas
 
 _LOG = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop_leakage",
         help="drop clips whose video id is tagged in an earlier --split from later splits",
     )
+    logs.add_logging_flags(parser)
     return parser
 
 
@@ -909,5 +911,5 @@ def _log_summary(path: str) -> None:
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()

@@ -298,7 +298,7 @@ class _WriteShard(beam.DoFn):
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             self._write_fn(handle, rows)
         self._rows_written.inc(len(rows))
-        _LOG.info("wrote %d rows to %s", len(rows), path)
+        _LOG.debug("wrote %d rows to %s", len(rows), path)
         yield path
 
 
@@ -434,7 +434,7 @@ class _WriteTableShard(beam.DoFn):
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(buffer.getvalue())
         self._rows_written.inc(table.num_rows)
-        _LOG.info("wrote %d rows to %s", table.num_rows, path)
+        _LOG.debug("wrote %d rows to %s", table.num_rows, path)
         yield path
 
 
@@ -553,11 +553,14 @@ def counter_values(result, namespace: str | None = None) -> dict[str, int]:
 
 
 def log_counters(result, namespace: str | None = None) -> dict[str, int]:
-    """Waits for `result` to finish, logs every counter at INFO and returns them (see counter_values)."""
+    """Waits for `result` to finish, logs every counter at DEBUG and returns them (see counter_values).
+
+    The commands' summaries name the counts that matter; `--log_level DEBUG` shows all counters.
+    """
     result.wait_until_finish()
     values = counter_values(result, namespace)
     for key, value in values.items():
-        _LOG.info("counter %s = %d", key, value)
+        _LOG.debug("counter %s = %d", key, value)
     return values
 
 

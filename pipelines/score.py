@@ -10,6 +10,7 @@ as Parquet into --output, plus events.csv, a Raven selection table and run.json;
 import argparse
 import datetime
 import logging
+import sys
 import time
 
 import apache_beam as beam
@@ -17,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
-from gunshot_core import options, windows
+from gunshot_core import logs, options, windows
 from pipelines import common, remote, schemas, scoring
 from pipelines import scoring_outputs as outputs
 from pipelines import scoring_sources as sources
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
         "TFRecords (one SequenceExample per recording), so VGGish never has to run on them again",
     )
+    logs.add_logging_flags(parser)
     return parser
 
 
@@ -339,5 +341,5 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()

@@ -16,6 +16,7 @@ from collections import Counter
 
 import numpy as np
 
+from gunshot_core import logs
 from training import data
 
 
@@ -35,6 +36,7 @@ def parse_args(argv):
     parser.add_argument("--top_labels", type=int, default=8, help="AudioSet labels coloured (%(default)s)")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling / t-SNE seed (%(default)s)")
+    logs.add_logging_flags(parser)
     args = parser.parse_args(argv)
     if args.sample < 2 or args.top_labels < 1:
         parser.error(f"--sample must be >= 2 and --top_labels >= 1, got {args.sample}, {args.top_labels}")
@@ -147,5 +149,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     sys.exit(main())

@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from gunshot_core import logs
 from gunshot_core.errors import GunshotError
 from training import data
 
@@ -62,6 +63,7 @@ def parse_args(argv):
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (%(default)s)")
     parser.add_argument("--name", help="model name in the report (default: the head id)")
+    logs.add_logging_flags(parser)
     args = parser.parse_args(argv)
     if args.target_recall is not None and not 0.0 < args.target_recall <= 1.0:
         parser.error(f"--target_recall must be in (0, 1], got {args.target_recall}")
@@ -490,5 +492,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     sys.exit(main())

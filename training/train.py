@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import params
+from gunshot_core import logs, params
 from training import data, models
 
 HASH_BUCKETS = 10000
@@ -89,6 +89,7 @@ def parse_args(argv):
     card.add_argument("--head_id", help="id written into the card (default: gunshot-<model>-seed<seed>)")
     card.add_argument("--vggish_sha256", help="sha256 of the VGGish checkpoint the embeddings were made with")
     card.add_argument("--pca_sha256", help="sha256 of the PCA parameters the embeddings were made with")
+    logs.add_logging_flags(parser)
     args = parser.parse_args(argv)
     if not args.import_h5 and not args.transformed:
         parser.error("--transformed TDIR is required (or --import_h5 FILE)")
@@ -462,5 +463,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     sys.exit(main())

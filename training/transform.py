@@ -18,6 +18,7 @@ import gzip
 import json
 import logging
 import os
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -28,7 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from gunshot_core import params, records
+from gunshot_core import logs, params, records
 from pipelines import common, remote
 from training import data
 
@@ -172,6 +173,7 @@ def parse_known_args(argv):
         help="files per transformed split (%(default)s); clips are assigned by a stable hash of their key "
         "and sorted, so reruns write identical files",
     )
+    logs.add_logging_flags(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.frames < 1 or args.num_shards < 1:
         parser.error(f"--frames and --num_shards must be >= 1, got {args.frames}, {args.num_shards}")
@@ -352,5 +354,5 @@ def write_info(args) -> dict:
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()
