@@ -5,6 +5,7 @@
     gunshot subset ...           build balanced AudioSet subsets (Beam: pipelines.build_subset)
     gunshot batch ...            score archives of recordings into Parquet tables (Beam: pipelines.score)
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
+    gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
@@ -21,6 +22,7 @@ COMMANDS = {
     "subset": ("pipelines.build_subset", "run", "build balanced AudioSet subsets (Beam)"),
     "batch": ("pipelines.score", "run", "score folders/archives of recordings into Parquet (Beam)"),
     "search": ("pipelines.search.pipeline", "main", "find windows like example sounds in embeddings (Beam)"),
+    "dataset": ("pipelines.dataset.pipeline", "run", "build training records from annotated recordings (Beam)"),
     "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
     "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
