@@ -7,6 +7,7 @@
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
+    gunshot evaluate-events ...  event recall and false alarms/hour of scoring runs vs. annotations
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
 here for every command (gunshot_core.logs: quiet by default, `--verbose` / `--log_level LEVEL`).
@@ -27,6 +28,11 @@ COMMANDS = {
     "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
     "analyze": ("training.analyze", "main", "PCA and t-SNE views of embeddings"),
+    "evaluate-events": (
+        "training.evaluate_events",
+        "main",
+        "event recall and false alarms per hour: scoring runs vs. annotations",
+    ),
 }
 
 
