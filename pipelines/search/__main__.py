@@ -1,10 +1,11 @@
 """Entry point of `python -m pipelines.search` (see pipelines.search.pipeline)."""
 
-import logging
 import sys
 
-from pipelines.search.pipeline import main
+from gunshot_core import logs
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
+    from pipelines.search.pipeline import main
+
     sys.exit(main())

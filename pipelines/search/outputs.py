@@ -133,6 +133,11 @@ def page_name(index: int) -> str:
     return f"query-{index:03d}.html"
 
 
+def _window_text(first: int, count: int) -> str:
+    frames = f"frame {first}" if count == 1 else f"frames {first}-{first + count - 1}"
+    return f"{frames}: {first * params.FRAME_SECONDS:.2f}-{(first + count) * params.FRAME_SECONDS:.2f} s"
+
+
 def _media_job(item):
     """(png path, wav path, source, start, end, padding) -> None; raises MediaError when unreadable."""
     from pipelines.report import media, plots
@@ -247,8 +252,7 @@ def _build_site(directory: str, resolved, hits: list[dict], args) -> list[str]:
                         ("recording", spec.recording),
                         (
                             "window",
-                            f"frames {spec.frame_index}-{spec.frame_index + spec.frames - 1}: "
-                            f"{spec.frame_index * params.FRAME_SECONDS:.2f}-{(spec.frame_index + spec.frames) * params.FRAME_SECONDS:.2f} s",
+                            _window_text(spec.frame_index, spec.frames),
                         ),
                         ("embedding from", r.origin or "-"),
                         (

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 import gunshot_core
-from gunshot_core import audio
+from gunshot_core import audio, logs
 from pipelines import common, schemas
 from pipelines import scoring_outputs as staged
 from pipelines.search import outputs, scan
@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     models.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
     models.add_argument(
-        "--resampler", choices=audio.RESAMPLERS, default=audio.DEFAULT_RESAMPLER, help="(%(default)s)"
+        "--resampler",
+        choices=audio.RESAMPLERS,
+        default=audio.DEFAULT_RESAMPLER,
+        help="resampler for query audio not at 16 kHz; use the one `gunshot batch` used (%(default)s)",
     )
     page = parser.add_argument_group("page")
     page.add_argument(
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=outputs.DEFAULT_PAGE_HITS,
         metavar="M",
-        help="hits per query shown with spectrogram and audio on index.html (all K are in the tables; %(default)s)",
+        help="hits shown with spectrogram and audio on each query's page (all K are in the tables; %(default)s)",
     )
     page.add_argument(
         "--clip_padding_seconds",
@@ -96,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=scan.DEFAULT_BATCH_ROWS,
         help="embeddings per matrix product (%(default)s)",
     )
+    logs.add_logging_flags(parser)
     return parser
 
 
