@@ -1,0 +1,303 @@
+"""Dataset stage 0, options: the `gunshot dataset` command line and the resolved, picklable Config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+from gunshot_core import audio, logs, params
+from pipelines import common, scoring
+from pipelines.dataset import planning
+
+DEFAULT_SPLITS = (("train", 0.8), ("eval", 0.2))
+ANNOTATED = "annotated"
+"""--fully_annotated keyword: every recording an annotation file covers (the default)."""
+
+DESCRIPTION = "Builds a training set of AudioSet-format records from annotated recordings."
+
+EPILOG = """\
+Every annotation row ends as an example or as a row of the errors table with the reason
+(non_numeric, end_before_start, missing_recording, beyond_end, ignored, ...); the job never stops
+on one bad file. Labels are matched case-insensitively; labels that are neither --positive nor
+--negative are counted in stats.json and get an `ignored` row. Any other --flag is passed to
+Apache Beam (e.g. --runner DataflowRunner, --project, --direct_num_workers).
+
+Outputs in --output: <split>/examples-SSSSS-of-NNNNN.tfrecord (AudioSet SequenceExamples: video_id =
+the recording, start/end = the window), examples-*.parquet (one row per record, with its tag; the
+table training.transform joins the records to), errors-*.parquet, stats.json.
+Train on it:  gunshot transform --train OUT/train --eval OUT/eval --output tft/
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the dataset job's DoFns need (small and picklable).
+
+    Attributes:
+      plan: window planning settings (window size, labels, shifts, background rate, seed).
+      label_column: Raven/CSV label column, or None for the readers' defaults.
+      fully_annotated: fnmatch globs of recordings declared fully annotated; ANNOTATED stands for
+        every recording an annotation file covers.
+      group_pattern: regex searched in the source; its first group (else the whole match) is the
+        group. None: the folder of the recording.
+      splits: ((name, fraction), ...), fractions summing to 1.
+      seed: seed of split assignment and sampling.
+      num_shards: TFRecord files per split.
+    """
+
+    plan: planning.PlanConfig
+    label_column: str | None = None
+    fully_annotated: tuple[str, ...] = (ANNOTATED,)
+    group_pattern: str | None = None
+    splits: tuple[tuple[str, float], ...] = DEFAULT_SPLITS
+    seed: int = 0
+    num_shards: int = 1
+
+
+def _split_value(text: str) -> tuple[str, float]:
+    name, sep, fraction = text.partition("=")
+    name = name.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise argparse.ArgumentTypeError(f"--split wants NAME=FRACTION (e.g. train=0.7), got {text!r}")
+    try:
+        value = float(fraction)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split fraction must be a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"--split fraction must be in (0, 1], got {text!r}")
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.dataset",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io_group = parser.add_argument_group("inputs and outputs")
+    io_group.add_argument(
+        "--audio",
+        action="append",
+        default=[],
+        help="recordings, as `gunshot batch --input` takes them: file, folder, glob (** recurses), "
+        "zip/tar archive or gs:// path; repeatable",
+    )
+    io_group.add_argument(
+        "--audio_list",
+        action="append",
+        default=[],
+        help="text file (local or gs://) with one --audio per line",
+    )
+    io_group.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="instead of --audio: the output folder of a `gunshot batch --write_embeddings` run; its "
+        "embeddings and recordings tables are read and no audio is decoded (the examples are "
+        "identical to those built from the audio with the same models)",
+    )
+    io_group.add_argument(
+        "--annotations",
+        action="append",
+        default=[],
+        required=True,
+        help="annotation files: Raven selection tables (.txt), Audacity label files (.txt) or CSV "
+        "(file,start_seconds,end_seconds,label); a folder is searched recursively for .txt and .csv; "
+        "globs and gs:// work; repeatable",
+    )
+    io_group.add_argument("--output", required=True, help="output folder (local or gs://)")
+    labels = parser.add_argument_group("labels")
+    labels.add_argument(
+        "--positive",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL",
+        help="annotation labels made gunshot examples (case-insensitive; default: gunshot)",
+    )
+    labels.add_argument(
+        "--negative",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL",
+        help="annotation labels made no_gunshot examples (confusers: door, thunder, speech, ...)",
+    )
+    labels.add_argument(
+        "--label_column",
+        help="label column of Raven tables and CSV files (Raven default: the first of Annotation, Label, "
+        "Species, Class, Sound Type, Call Type, Tag; CSV default: label)",
+    )
+    windows = parser.add_argument_group("windows")
+    windows.add_argument(
+        "--head",
+        help="a trained head directory whose card gives the window size in frames (default: the "
+        f"original heads' {params.HEAD_FRAMES} frames of 0.96 s)",
+    )
+    windows.add_argument("--window_frames", type=int, help="window size in 0.96 s frames (overrides --head)")
+    windows.add_argument(
+        "--positive_shifts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write up to N copies of each positive window shifted by whole frames, each still "
+        "holding the whole event, picked by a seeded hash (%(default)s)",
+    )
+    windows.add_argument(
+        "--negatives_per_hour",
+        type=float,
+        default=60.0,
+        help="background windows (overlapping no annotation) per hour of fully annotated audio (%(default)s)",
+    )
+    windows.add_argument(
+        "--fully_annotated",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="recordings declared fully annotated, so background windows may be drawn from them: "
+        f"fnmatch globs on the recording path, or '{ANNOTATED}' for every recording an annotation file "
+        f"covers (default: {ANNOTATED}); 'none' draws no background; repeatable",
+    )
+    split = parser.add_argument_group("splits")
+    split.add_argument(
+        "--group_pattern",
+        metavar="REGEX",
+        help="regex searched in each recording's path; its first group (else the match) is the "
+        "recording's group, e.g. 'field/([^/]+)/' for a site folder. Whole groups go to one split. "
+        "Default: the folder the recording is in",
+    )
+    split.add_argument(
+        "--split",
+        action="append",
+        type=_split_value,
+        default=[],
+        metavar="NAME=FRACTION",
+        help="a split and its share of the groups, repeatable (default: train=0.8 eval=0.2). Groups are "
+        "ordered by a seeded hash and dealt out by these fractions",
+    )
+    split.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, shift and background draws (%(default)s)"
+    )
+    perf = parser.add_argument_group("decoding and performance (as gunshot batch)")
+    perf.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
+    perf.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
+    perf.add_argument(
+        "--resampler", choices=audio.RESAMPLERS, default=audio.DEFAULT_RESAMPLER, help="(%(default)s)"
+    )
+    perf.add_argument(
+        "--batch_size",
+        type=int,
+        default=scoring.DEFAULT_BATCH_SIZE,
+        help="examples per VGGish batch (%(default)s)",
+    )
+    perf.add_argument(
+        "--chunk_seconds",
+        type=float,
+        default=scoring.DEFAULT_CHUNK_SECONDS,
+        help="seconds of audio decoded at a time (%(default)s)",
+    )
+    perf.add_argument(
+        "--split_seconds",
+        type=float,
+        default=scoring.DEFAULT_SPLIT_SECONDS,
+        help="recordings longer than this are decoded in segments over workers (0: never; %(default)s)",
+    )
+    perf.add_argument(
+        "--archive_part_mb",
+        type=float,
+        default=scoring.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
+        help="zip/tar archives are decoded in parts of about this many MB (%(default)s)",
+    )
+    perf.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (%(default)s)")
+    logs.add_logging_flags(parser)
+    return parser
+
+
+def parse_known_args(argv):
+    """(args, beam_args); exits with a message on bad flags."""
+    parser = build_parser()
+    args, beam_args = common.split_args(parser, argv)
+    if bool(args.audio or args.audio_list) == bool(args.embeddings):
+        parser.error("give --audio (or --audio_list) or --embeddings, not both and not neither")
+    if args.window_frames is not None and args.window_frames < 1:
+        parser.error(f"--window_frames must be >= 1, got {args.window_frames}")
+    if args.positive_shifts < 0:
+        parser.error(f"--positive_shifts must be >= 0, got {args.positive_shifts}")
+    if args.negatives_per_hour < 0:
+        parser.error(f"--negatives_per_hour must be >= 0, got {args.negatives_per_hour}")
+    if args.num_shards < 1 or args.batch_size < 1:
+        parser.error("--num_shards and --batch_size must be >= 1")
+    if not args.chunk_seconds > 1:
+        parser.error(f"--chunk_seconds must be > 1, got {args.chunk_seconds}")
+    if args.group_pattern:
+        try:
+            re.compile(args.group_pattern)
+        except re.error as e:
+            parser.error(f"--group_pattern {args.group_pattern!r} is not a regex: {e}")
+    splits = args.split or list(DEFAULT_SPLITS)
+    names = [n for n, _ in splits]
+    if len(set(names)) != len(names):
+        parser.error(f"--split names must differ, got {names}")
+    total = sum(f for _, f in splits)
+    if abs(total - 1.0) > 1e-6:
+        parser.error(f"--split fractions must sum to 1, got {total:g} ({splits})")
+    args.split = splits
+    positive = {label.strip().lower() for label in args.positive} or {"gunshot"}
+    negative = {label.strip().lower() for label in args.negative}
+    if positive & negative:
+        parser.error(f"labels both --positive and --negative: {sorted(positive & negative)}")
+    args.positive, args.negative = sorted(positive), sorted(negative)
+    return args, beam_args
+
+
+def window_frames(args) -> int:
+    """Frames per example: --window_frames, else the head card's input size, else 10."""
+    if args.window_frames:
+        return int(args.window_frames)
+    if args.head:
+        from gunshot_core import heads
+
+        card = heads.read_card(scoring.localize(args.head))
+        return int(card.frames or card.pad_to_frames or params.HEAD_FRAMES)
+    return params.HEAD_FRAMES
+
+
+def make_config(args) -> Config:
+    fully = tuple(args.fully_annotated) or (ANNOTATED,)
+    if fully == ("none",):
+        fully = ()
+    plan = planning.PlanConfig(
+        window_frames=window_frames(args),
+        positive=frozenset(args.positive),
+        negative=frozenset(args.negative),
+        positive_shifts=args.positive_shifts,
+        negatives_per_hour=args.negatives_per_hour,
+        seed=args.seed,
+    )
+    return Config(
+        plan=plan,
+        label_column=args.label_column,
+        fully_annotated=fully,
+        group_pattern=args.group_pattern,
+        splits=tuple((n, float(f)) for n, f in args.split),
+        seed=args.seed,
+        num_shards=args.num_shards,
+    )
+
+
+def scoring_config(args) -> scoring.ScoringConfig:
+    """The scoring pipeline's decode/embed settings, for embedding recordings exactly as it does."""
+    from gunshot_core import models
+
+    paths = models.resolve_model_paths(args.checkpoint, args.pca, None)
+    return scoring.ScoringConfig(
+        checkpoint=paths.checkpoint,
+        pca=paths.pca,
+        head=paths.head,
+        batch_size=args.batch_size,
+        chunk_seconds=args.chunk_seconds,
+        split_seconds=args.split_seconds,
+        archive_part_bytes=int(args.archive_part_mb * (1 << 20)),
+        resampler=args.resampler,
+    )

@@ -1,0 +1,194 @@
+"""The `gunshot dataset` Beam job: annotated recordings -> split AudioSet-format training records.
+
+    python -m pipelines.dataset --audio 'field/**' --annotations field/ --positive gunshot \\
+        --negative door --group_pattern 'field/([^/]+)/' --split train=0.7 --split eval=0.3 --output ds/
+
+Stages (one module each in this package): options -> annotation_io (read, match) -> recordings
+(decode + embed as `gunshot batch`, or read its embeddings table) -> planning/examples (windows,
+records) -> splitting (groups, splits, leakage) -> writing (TFRecords, tables, stats.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from gunshot_core import annotations
+from pipelines import common, remote
+from pipelines import scoring_sources as sources
+from pipelines.dataset import annotation_io, examples, options, recordings, splitting, writing
+
+_LOG = logging.getLogger(__name__)
+RECORDING_STATS = "recording_stats"
+
+
+def _names(keys):
+    out = set()
+    for key in keys:
+        out |= annotation_io.name_keys(key)
+    return sorted(out)
+
+
+def _add_split(item, assignment):
+    row, record = item
+    return {**row, "split": assignment[row["group"]]}, record
+
+
+def _json_lines(handle, items):
+    handle.write("".join(json.dumps(i, sort_keys=True) + "\n" for i in items).encode("utf-8"))
+
+
+def _globs(config: options.Config) -> tuple[str, ...]:
+    return tuple(g for g in config.fully_annotated if g != options.ANNOTATED)
+
+
+def build_pipeline(p, args, config: options.Config, scoring_config=None):
+    """Adds the dataset job to pipeline `p`; every output is a file in args.output."""
+    read = (
+        p
+        | "AnnotationPatterns" >> beam.Create(sorted(set(args.annotations)))
+        | "ReadAnnotations"
+        >> beam.ParDo(annotation_io.ReadAnnotationFileFn(config.label_column)).with_outputs(
+            annotation_io.ERRORS_TAG, annotation_io.COVERED_TAG, main="rows"
+        )
+    )
+    rows, covered = read.rows, read[annotation_io.COVERED_TAG]
+    keys = (
+        rows | "RowKeys" >> beam.Map(lambda a: a.recording_key),
+        covered | "CoveredKeys" >> beam.Map(lambda kv: kv[0]),
+    ) | "AllKeys" >> beam.Flatten()
+    names = beam.pvalue.AsSingleton(keys | "KeyList" >> beam.combiners.ToList() | "Names" >> beam.Map(_names))
+    globs = _globs(config)
+    if args.embeddings:
+        recs, rec_errors = p | "FromEmbeddings" >> recordings.FromEmbeddings(args.embeddings, names, globs)
+    else:
+        patterns = list(args.audio)
+        for listing in args.audio_list:
+            patterns.extend(sources.read_input_list(listing))
+        recs, rec_errors = (
+            p
+            | "AudioPatterns" >> beam.Create(patterns)
+            | "FromAudio" >> recordings.FromAudio(scoring_config, names, globs)
+        )
+    matcher = beam.pvalue.AsSingleton(
+        recs
+        | "SourceKeys" >> beam.Map(lambda kv: kv[0])
+        | "SourceList" >> beam.combiners.ToList()
+        | "Matcher" >> beam.Map(annotations.RecordingMatcher)
+    )
+    matched = rows | "Match" >> beam.ParDo(annotation_io.MatchAnnotationFn(), matcher).with_outputs(
+        annotation_io.ERRORS_TAG, main="matched"
+    )
+    covered_sources = (
+        covered
+        | "MatchCovered" >> beam.FlatMap(annotation_io.match_covered, matcher)
+        | "DistinctCovered" >> beam.Distinct()
+        | "KeyCovered" >> beam.Map(lambda s: (s, True))
+    )
+    made = (
+        {"recording": recs, "annotations": matched.matched, "covered": covered_sources}
+        | "ByRecording" >> beam.CoGroupByKey()
+        | "Examples"
+        >> beam.ParDo(examples.MakeExamplesFn(config)).with_outputs(
+            examples.ERRORS_TAG, examples.STATS_TAG, main="examples"
+        )
+    )
+    split_names = [name for name, _ in config.splits]
+    assignment = beam.pvalue.AsSingleton(
+        made.examples
+        | "Groups" >> beam.Map(lambda item: item[0]["group"])
+        | "DistinctGroups" >> beam.Distinct()
+        | "GroupList" >> beam.combiners.ToList()
+        | "Assign" >> beam.Map(splitting.assign_splits, config.splits, config.seed)
+    )
+    split = made.examples | "Split" >> beam.Map(_add_split, assignment)
+    errors = (
+        read[annotation_io.ERRORS_TAG],
+        matched[annotation_io.ERRORS_TAG],
+        rec_errors,
+        made[examples.ERRORS_TAG],
+    ) | "AllErrors" >> beam.Flatten()
+    _ = (split, errors) | "Write" >> writing.WriteDataset(args.output, split_names, config.num_shards)
+    _ = (
+        made[examples.STATS_TAG]
+        | "SumStats" >> beam.combiners.ToList()
+        | "Summed" >> beam.Map(writing.sum_stats)
+        | "WriteStats"
+        >> common.WriteSharded(FileSystems.join(args.output, RECORDING_STATS), 1, ".jsonl", _json_lines)
+    )
+
+
+def _options_summary(args, config: options.Config) -> dict:
+    return {
+        "audio": sorted(args.audio),
+        "audio_list": sorted(args.audio_list),
+        "embeddings": args.embeddings,
+        "annotations": sorted(args.annotations),
+        "positive": sorted(config.plan.positive),
+        "negative": sorted(config.plan.negative),
+        "label_column": config.label_column,
+        "window_frames": config.plan.window_frames,
+        "positive_shifts": config.plan.positive_shifts,
+        "negatives_per_hour": config.plan.negatives_per_hour,
+        "fully_annotated": list(config.fully_annotated),
+        "group_pattern": config.group_pattern,
+        "splits": [[n, f] for n, f in config.splits],
+        "seed": config.seed,
+    }
+
+
+def finish(args, config: options.Config) -> dict:
+    """Reads the written tables back and writes stats.json; returns it."""
+    example_table = common.read_table(args.output, writing.EXAMPLES)
+    error_table = common.read_table(args.output, writing.ERRORS)
+    stats_path = FileSystems.join(args.output, common.shard_name(RECORDING_STATS, 0, 1, ".jsonl"))
+    with FileSystems.open(stats_path) as f:
+        lines = [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
+    FileSystems.delete([stats_path])
+    stats = writing.build_stats(
+        example_table,
+        error_table,
+        lines[0] if lines else {},
+        _options_summary(args, config),
+        [n for n, _ in config.splits],
+    )
+    common.write_json(FileSystems.join(args.output, writing.STATS), stats)
+    return stats
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    """Runs the dataset job; returns the stats.json dict."""
+    args, beam_args = options.parse_known_args(argv)
+    config = options.make_config(args)
+    scoring_config = None if args.embeddings else options.scoring_config(args)
+    pipeline_options = PipelineOptions(beam_args)
+    pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
+    started = time.monotonic()
+    p = test_pipeline or beam.Pipeline(options=pipeline_options)
+    build_pipeline(p, args, config, scoring_config)
+    result = p.run()
+    if remote.job_detached(result, p.options):
+        remote.log_detached(result, p.options, "dataset")
+        return {"detached": True, "output": args.output}
+    result.wait_until_finish()
+    common.log_counters(result)
+    stats = finish(args, config)
+    splits = ", ".join(f"{n}: {s['examples']} ({s['tags']})" for n, s in stats["splits"].items())
+    _LOG.info(
+        "dataset: %d examples (%s); %d error rows %s; %.2f audio hours in %.1f s; written to %s",
+        stats["examples"],
+        splits,
+        sum(stats["errors"].values()),
+        stats["errors"],
+        stats["recordings"]["audio_hours"],
+        time.monotonic() - started,
+        args.output,
+    )
+    if stats["leakage"]["groups"] or stats["leakage"]["recording_names"]:
+        _LOG.warning("dataset: leakage across splits: %s", stats["leakage"])
+    return stats
