@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from gunshot_core import params, records
+from gunshot_core.errors import describe
 
 POSITIVE_TAG = "gunshot"
 NEGATIVE_TAG = "no_gunshot"
@@ -35,6 +36,9 @@ TAG_TABLE_VIDEO_ID = "video_id"
 TAG_TABLE_START = "start_time_seconds"
 TAG_TABLE_TAG = "tag"
 TAG_TABLE_GLOB = "tagged-*.parquet"
+# The tables a split's records are joined to: the subset builder's, and the dataset builder's
+# (pipelines.dataset, `examples`, with the same video_id / start_time_seconds / tag columns).
+TAG_TABLE_GLOBS = (TAG_TABLE_GLOB, "examples-*.parquet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,22 +118,29 @@ def match_files(pattern: str) -> list[str]:
 
 
 def find_tag_table(pattern: str) -> str:
-    """The subset builder's tagged table next to a split: `tagged-*.parquet` in the folder of the
-    matched files or one of its two parents.
+    """The tag table next to a split: `tagged-*.parquet` (subset builder) or `examples-*.parquet`
+    (dataset builder) in the folder of the matched files or one of its two parents.
+
+    A comma-separated `pattern` (several sources mixed into one split, e.g. a dataset built from
+    field recordings and an AudioSet subset) gives the comma-separated tables of every part.
 
     Raises:
       FileNotFoundError: no such table.
     """
+    parts = [part.strip() for part in pattern.split(",") if part.strip()]
+    if len(parts) > 1:
+        return ",".join(dict.fromkeys(find_tag_table(part) for part in parts))
     files = match_files(pattern)
     if not files:
         raise FileNotFoundError(f"no file matches {pattern!r}")
     folder = os.path.dirname(files[0])
     for _ in range(3):
-        candidate = os.path.join(folder, TAG_TABLE_GLOB)
-        if match_files(candidate):
-            return candidate
+        for name in TAG_TABLE_GLOBS:
+            candidate = os.path.join(folder, name)
+            if match_files(candidate):
+                return candidate
         folder = os.path.dirname(folder)
-    raise FileNotFoundError(f"no {TAG_TABLE_GLOB} near {files[0]!r}; pass --tags")
+    raise FileNotFoundError(f"no {' or '.join(TAG_TABLE_GLOBS)} near {files[0]!r}; pass --tags")
 
 
 def load_tag_table(pattern: str) -> dict[str, str]:
@@ -188,7 +199,7 @@ def read_file_records(path: str):
             for slot in records.read_tfrecords(handle):
                 yield f"{path}:{slot.index}", slot.data, slot.reason, slot.detail
     except (OSError, tf.errors.OpError) as e:
-        yield f"{path}:-", None, "unreadable", f"{type(e).__name__}: {e}"
+        yield f"{path}:-", None, "unreadable", describe(e)
 
 
 def iter_records(pattern: str):
