@@ -853,7 +853,9 @@ class Head:
         if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
             raise ValueError(f"head input must be uint8 frames, got dtype {a.dtype}")
         if a.shape[-1] != params.EMBEDDING_SIZE:
-            raise ValueError(f"head input must have {params.EMBEDDING_SIZE} values per frame, got shape {a.shape}")
+            raise ValueError(
+                f"head input must have {params.EMBEDDING_SIZE} values per frame, got shape {a.shape}"
+            )
         a = a.astype(np.float32)
         if self.input_convention == INPUT_UINT8_DIV_255:
             a = a / np.float32(255.0)
@@ -877,7 +879,7 @@ class Head:
 
     @property
     def pooling(self) -> str | None:
-        """"max" or "attention" for a frame-pooling head, else None."""
+        """The pooling ("max" or "attention") of a frame-pooling head, else None."""
         return self.card.frame_pooling["pooling"] if self.has_frame_scores else None
 
     def frame_logits(self, frames) -> np.ndarray:

@@ -105,7 +105,8 @@ SCORE_RECORDINGS = pa.schema(
     + PROVENANCE_FIELDS
 )
 
-# One row per merged run of consecutive above-threshold windows.
+# One row per merged run of consecutive above-threshold windows; for a head with frame scores
+# (training.train --model framepool), of consecutive above-threshold 0.96 s frames.
 SCORE_EVENTS = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),
@@ -113,8 +114,8 @@ SCORE_EVENTS = pa.schema(
         pa.field("start_seconds", pa.float64(), nullable=False),
         pa.field("end_seconds", pa.float64(), nullable=False),
         pa.field("peak_score", pa.float32(), nullable=False),
-        pa.field("peak_seconds", pa.float64(), nullable=False),  # start of the best window
-        pa.field("num_windows", pa.int32(), nullable=False),
+        pa.field("peak_seconds", pa.float64(), nullable=False),  # start of the best window (frame)
+        pa.field("num_windows", pa.int32(), nullable=False),  # windows merged (overlapping, frame events)
         pa.field("start_utc", pa.timestamp("ms", tz="UTC")),
         pa.field("end_utc", pa.timestamp("ms", tz="UTC")),
     ]
@@ -143,12 +144,26 @@ SCORE_EMBEDDINGS = pa.schema(
     + PROVENANCE_FIELDS
 )
 
+# Only for a head with frame scores (a frame-pooling head): one row per 0.96 s frame.
+SCORE_FRAMES = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("start_seconds", pa.float64(), nullable=False),
+        pa.field("end_seconds", pa.float64(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),  # the head's frame score
+        pa.field("detected", pa.bool_(), nullable=False),  # score >= threshold
+    ]
+    + PROVENANCE_FIELDS
+)
+
 SCORE_TABLES = {
     "windows": SCORE_WINDOWS,
     "recordings": SCORE_RECORDINGS,
     "events": SCORE_EVENTS,
     "errors": SCORE_ERRORS,
     "embeddings": SCORE_EMBEDDINGS,
+    "frames": SCORE_FRAMES,
 }
 
 

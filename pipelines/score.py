@@ -171,6 +171,7 @@ def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
         export_clips=args.export_clips,
         clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
         clip_padding_seconds=args.clip_padding_seconds,
+        frame_events=head.has_frame_scores,
     )
     return config, provenance
 
@@ -191,6 +192,7 @@ def build_pipeline(p, args, config, provenance, previous):
         srcs = srcs | "SkipDone" >> beam.Filter(lambda s, done=done: s.path not in done)
     tables = srcs | "Score" >> scoring.ScoreRecordings(config)
     names = ["windows", "recordings", "events", "errors"] + (["embeddings"] if args.write_embeddings else [])
+    names += ["frames"] if config.frame_events else []
     columns = provenance.columns()
     extra_errors = [match_errors]
     if config.export_clips:
@@ -207,7 +209,7 @@ def build_pipeline(p, args, config, provenance, previous):
             )
         rows = parts | f"All{name.title()}" >> beam.Flatten() if len(parts) > 1 else parts[0]
         final[name] = rows
-        shards = args.num_shards if name in ("windows", "embeddings") else 1
+        shards = args.num_shards if name in ("windows", "embeddings", "frames") else 1
         _ = (
             rows
             | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
@@ -314,6 +316,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "provenance": provenance.columns(),
         "window_frames": config.window_frames,
         "hop_frames": config.hop_frames,
+        "events_from": "frames" if config.frame_events else "windows",
         "files_skipped_as_done": len(previous.done_files),
         "counters": counts,
         "summary": summary,

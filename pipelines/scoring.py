@@ -5,7 +5,10 @@
            --CoGroupByKey(info, frames)--> ScoreRecordingFn --> windows / recordings / events / errors rows
 
 Every 0.96 s frame is embedded once; head windows are views over a recording's frame sequence
-(`gunshot_core.windows`, the same windows the `gunshot score` CLI uses).
+(`gunshot_core.windows`, the same windows the `gunshot score` CLI uses). A head with frame scores
+(a frame-pooling head, `Head.has_frame_scores`) also scores every frame: its events are runs of
+above-threshold frames, starting and ending on 0.96 s frame boundaries, and a `frames` table holds
+the frame scores.
 VGGish runs batched across recordings (RunInference batches chunks up to `batch_size` examples) with
 one model per worker; a recording is decoded, resampled and framed in bounded chunks
 (`gunshot_core.audio.iter_examples`), so memory does not grow with its length: per recording only
@@ -55,6 +58,7 @@ RECORDINGS_TAG = "recordings"
 EVENTS_TAG = "events"
 EMBEDDINGS_TAG = "embeddings"
 CLIPS_TAG = "clips"
+FRAME_SCORES_TAG = "frame_scores"
 
 
 # ---- Windows over frames and events (pure numpy) ---------------------------------------------------
@@ -107,6 +111,32 @@ def merge_events(
     return events
 
 
+def merge_frame_events(
+    frame_scores: np.ndarray, window_starts: np.ndarray, window_ends: np.ndarray, threshold: float
+) -> list[Event]:
+    """Events of a head with frame scores: runs of consecutive frames scoring >= threshold.
+
+    Args:
+      frame_scores: float [n] per-frame scores of one recording.
+      window_starts, window_ends: int [w] frame range [start, end) of each scored window.
+      threshold: detection threshold.
+    Returns:
+      events in time order on 0.96 s frame boundaries: start of the run's first frame, end of its last
+      frame, the peak frame score and the start of the (first) peak frame; `num_windows` counts the
+      windows that overlap the event.
+    """
+    n = len(frame_scores)
+    starts = np.arange(n) * params.FRAME_SECONDS
+    events = merge_events(frame_scores, starts, starts + params.FRAME_SECONDS, threshold)
+    out = []
+    for event in events:
+        first = int(round(event.start_seconds / params.FRAME_SECONDS))
+        last = first + event.num_windows  # one past the event's last frame
+        overlapping = int(np.count_nonzero((window_starts < last) & (window_ends > first)))
+        out.append(dataclasses.replace(event, num_windows=overlapping))
+    return out
+
+
 def add_seconds(when: datetime.datetime | None, seconds: float) -> datetime.datetime | None:
     return None if when is None else when + datetime.timedelta(seconds=float(seconds))
 
@@ -134,6 +164,7 @@ class ScoringConfig:
       export_clips: top-K events per recording to cut as audio clips (0: none).
       clip_dir: where clips go.
       clip_padding_seconds: audio kept before and after each event in a clip.
+      frame_events: the head has frame scores: events from frames, and rows of the frames table.
     """
 
     checkpoint: str
@@ -152,6 +183,7 @@ class ScoringConfig:
     export_clips: int = 0
     clip_dir: str = ""
     clip_padding_seconds: float = 1.0
+    frame_events: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -813,7 +845,8 @@ class ScoreRecordingFn(beam.DoFn):
     """(key, {'info': [RecordingInfo], 'frames': [(chunk index, uint8 [k, 128])]}) -> table rows.
 
     Main output: recordings rows (exactly one per recording). Tagged: WINDOWS_TAG, EVENTS_TAG,
-    ERRORS_TAG, EMBEDDINGS_TAG (when configured) and CLIPS_TAG (clip requests, when configured).
+    ERRORS_TAG, EMBEDDINGS_TAG (when configured), CLIPS_TAG (clip requests, when configured) and
+    FRAME_SCORES_TAG (frames-table rows, when the head has frame scores).
     """
 
     def __init__(self, config: ScoringConfig):
@@ -830,6 +863,8 @@ class ScoreRecordingFn(beam.DoFn):
         from gunshot_core.heads import load_head
 
         self._head = load_head(localize(self._config.head))
+        if self._config.frame_events and not self._head.has_frame_scores:
+            raise ValueError(f"frame_events is set but head {self._head.head_id!r} has no frame scores")
 
     def _fail(self, info: RecordingInfo, stage: str, reason: str, message: str):
         self._failed.inc()
@@ -883,7 +918,23 @@ class ScoreRecordingFn(beam.DoFn):
                     "detected": bool(detected[i]),
                 },
             )
-        events = merge_events(scores, start_s, end_s, config.threshold)
+        if config.frame_events:
+            frame_scores = self._head.frame_scores(frames)
+            events = merge_frame_events(frame_scores, scored.starts, scored.ends, config.threshold)
+            for i in range(n):
+                yield beam.pvalue.TaggedOutput(
+                    FRAME_SCORES_TAG,
+                    {
+                        "source": info.source,
+                        "frame_index": i,
+                        "start_seconds": i * params.FRAME_SECONDS,
+                        "end_seconds": (i + 1) * params.FRAME_SECONDS,
+                        "score": float(frame_scores[i]),
+                        "detected": bool(frame_scores[i] >= config.threshold),
+                    },
+                )
+        else:
+            events = merge_events(scores, start_s, end_s, config.threshold)
         for i, event in enumerate(events):
             yield beam.pvalue.TaggedOutput(
                 EVENTS_TAG,
@@ -972,8 +1023,9 @@ def embed_recordings(srcs, config: ScoringConfig):
 class ScoreRecordings(beam.PTransform):
     """PCollection[Source] -> dict of PCollections of dict rows (tables before provenance columns).
 
-    Keys: recordings, windows, events, errors, embeddings (empty unless write_embeddings) and clips
-    ((RecordingInfo, [(event index, Event)]) requests, empty unless export_clips).
+    Keys: recordings, windows, events, errors, embeddings (empty unless write_embeddings), frames
+    (empty unless frame_events) and clips ((RecordingInfo, [(event index, Event)]) requests, empty
+    unless export_clips).
 
     Decodes (in bounded chunks), embeds with RunInference (one VGGish per worker, batched across
     recordings), groups the frames of each recording, scores head windows over them and emits the
@@ -988,7 +1040,13 @@ class ScoreRecordings(beam.PTransform):
         config = self._config
         grouped, embed_errors = embed_recordings(srcs, config)
         scored = grouped | "Score" >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
-            WINDOWS_TAG, EVENTS_TAG, ERRORS_TAG, EMBEDDINGS_TAG, CLIPS_TAG, main=RECORDINGS_TAG
+            WINDOWS_TAG,
+            EVENTS_TAG,
+            ERRORS_TAG,
+            EMBEDDINGS_TAG,
+            CLIPS_TAG,
+            FRAME_SCORES_TAG,
+            main=RECORDINGS_TAG,
         )
         errors = (scored[ERRORS_TAG], embed_errors) | "ScoreErrors" >> beam.Flatten()
         return {
@@ -997,5 +1055,6 @@ class ScoreRecordings(beam.PTransform):
             "events": scored[EVENTS_TAG],
             "errors": errors,
             "embeddings": scored[EMBEDDINGS_TAG],
+            "frames": scored[FRAME_SCORES_TAG],
             "clips": scored[CLIPS_TAG],
         }

@@ -98,6 +98,7 @@ SORT_COLUMNS = {
     "events": ("source", "event_index"),
     "errors": ("source", "stage", "reason", "message"),
     "embeddings": ("source", "frame_index"),
+    "frames": ("source", "frame_index"),
 }
 
 
@@ -112,6 +113,7 @@ SORT_KEYS = {
     "events": _events_key,
     "errors": _errors_key,
     "embeddings": _embeddings_key,
+    "frames": _embeddings_key,
 }
 
 

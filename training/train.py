@@ -44,9 +44,11 @@ def parse_args(argv):
     arch.add_argument("--units", type=int, help="LSTM units (lstm preset: 128)")
     arch.add_argument("--layers", type=int, help="stacked LSTM layers (lstm preset: 1)")
     arch.add_argument(
-        "--hidden", type=int, help="hidden units (mlp preset: 100; framepool: 64 per frame, 0 = none)"
+        "--hidden", type=int, help="hidden units (mlp preset: 100; framepool: 32 per frame, 0 = none)"
     )
-    arch.add_argument("--dropout", type=float, help="dropout rate (lstm preset: 0.5, others 0)")
+    arch.add_argument(
+        "--dropout", type=float, help="dropout rate (lstm preset: 0.5, framepool 0.25, others 0)"
+    )
     arch.add_argument("--no_batch_norm", action="store_true", help="drop the input batch-norm")
     arch.add_argument("--activation", help="LSTM cell / hidden activation (preset: relu)")
     arch.add_argument("--recurrent_activation", help="LSTM gate activation (preset: sigmoid)")
