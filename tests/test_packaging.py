@@ -7,11 +7,14 @@ container in deploy/ installs the same package. This test does the same locally:
    sdist there with `python setup.py sdist` (Beam's own command), then a wheel *from that sdist* with
    pip, so a file missing from the sdist (MANIFEST.in / package_data) fails the build or the run;
 2. checks the wheel holds the bundled head, the AudioSet class files and the deploy/ templates;
-3. installs the wheel into a fresh virtualenv created with `--system-site-packages`: the heavy pinned
-   dependencies (TensorFlow, Beam, pyarrow, ...) are taken from this machine instead of being downloaded
-   again (the suite runs offline and must stay fast); the project itself comes only from the wheel
-   (`--ignore-installed`, and the run checks that `gunshot_core` and `pipelines` import from the venv,
-   not from the checkout or its editable install);
+3. installs the wheel into a fresh virtualenv that sees the site-packages folders of the interpreter
+   running the tests (a path-only `.pth` file, see `_share_site_packages`): the heavy pinned
+   dependencies (TensorFlow, Beam, pyarrow, ...) are taken from there instead of being downloaded again
+   (the suite runs offline and must stay fast), whether that interpreter is a system-wide install, a
+   virtualenv or a conda environment (`--system-site-packages` would reach only a venv's *base*
+   interpreter); the project itself comes only from the wheel (`--ignore-installed`; the run checks
+   that `gunshot_core` and `pipelines` import from the venv and that no folder on the venv's sys.path
+   holds the checkout or its editable install);
 4. runs `python -m pipelines.build_subset` with the venv's interpreter from a temporary working
    directory (so the checkout is not on sys.path), on the DirectRunner in multi_processing mode (so the
    worker processes import the installed package too), and compares its outputs byte for byte with an
@@ -53,6 +56,34 @@ def _run(args, cwd, timeout=600):
     )
     assert done.returncode == 0, f"{args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done.stdout
+
+
+def _share_site_packages(python: pathlib.Path, cwd) -> list[str]:
+    """Makes this interpreter's site-packages folders importable in the venv of `python`.
+
+    Writes their paths into a `.pth` file of the venv's own site-packages, after it on sys.path. The
+    lines are plain paths, so the `.pth` files *inside* those folders are not run: an editable install
+    of the project (a `.pth` hook pointing at a checkout) stays out of the venv. Folders that hold
+    `gunshot_core` themselves (a non-editable install here) are left out too.
+
+    Returns:
+      the folders written.
+    """
+    import site
+
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    folders = [
+        f
+        for f in dict.fromkeys(os.path.realpath(f) for f in folders)
+        if os.path.isdir(f) and not os.path.exists(os.path.join(f, "gunshot_core"))
+    ]
+    purelib = _run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=cwd
+    ).strip()
+    pathlib.Path(purelib, "_outer_site_packages.pth").write_text("".join(f"{f}\n" for f in folders))
+    return folders
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +149,9 @@ def test_wheel_installs_into_a_clean_venv_and_runs_build_subset(built, tmp_path)
 
     _, wheel = built
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp_path)
+    _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
+    assert _share_site_packages(python, tmp_path)
     _run(
         [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
         cwd=tmp_path,
@@ -141,6 +173,18 @@ def test_wheel_installs_into_a_clean_venv_and_runs_build_subset(built, tmp_path)
     assert where[0].startswith(site) and where[1].startswith(site), where
     assert where[2] == "True" and where[3].startswith(site)
     assert str(REPO) not in " ".join(where)
+    # No folder on the venv's sys.path but its own site-packages holds the project's code: not the
+    # checkout, not the editable install's source (/work/main-style), not a copy installed here.
+    holders = _run(
+        [
+            python,
+            "-c",
+            "import os, sys; print('\\n'.join(p for p in sys.path if os.path.isdir(os.path.join(p or '.', 'gunshot_core'))))",
+        ],
+        cwd=work,
+    ).split()
+    assert holders and all(h.startswith(site) for h in holders), holders
+    assert "__editable__" not in _run([python, "-c", "import sys; print(sys.meta_path)"], cwd=work)
 
     segments = fixtures_audioset.read_segments(AUDIOSET / "eval_segments.csv", limit=400)
     shards = fixtures_audioset.write_shards(tmp_path / "shards", segments, num_shards=3)
