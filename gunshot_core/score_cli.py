@@ -2,6 +2,8 @@
 
 Models are loaded once for all files. Each file prints its gunshot score (the highest window score
 for recordings longer than one window, with where it happened), the decision and the time it took.
+A head with frame scores (`training.train --model framepool`) also locates the shot to the 0.96 s
+frame with the highest frame score.
 """
 
 import argparse
@@ -12,7 +14,7 @@ import time
 
 import numpy as np
 
-from gunshot_core import audio, logs, options, windows
+from gunshot_core import audio, logs, options, params, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class Scorer:
         info, frames = self.frames(path)
         scored = windows.score_frames(self.head, frames, window, hop)
         peak, score = scored.peak()
-        return {
+        result = {
             "file": str(path),
             "score": round(score, 6),
             "peak_start_seconds": round(float(scored.start_seconds[peak]), 3),
@@ -75,8 +77,17 @@ class Scorer:
             "duration_seconds": round(info.duration_seconds, 3),
             "sample_rate": info.sample_rate,
             "channels": info.channels,
-            "seconds": round(time.perf_counter() - start, 3),
         }
+        if self.head.has_frame_scores and frames.shape[0]:
+            frame_scores = self.head.frame_scores(frames)
+            best = int(np.argmax(frame_scores))
+            result.update(
+                peak_start_seconds=round(best * params.FRAME_SECONDS, 3),
+                peak_end_seconds=round((best + 1) * params.FRAME_SECONDS, 3),
+                peak_frame_score=round(float(frame_scores[best]), 6),
+            )
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        return result
 
 
 def _text_line(result: dict) -> str:
@@ -84,7 +95,12 @@ def _text_line(result: dict) -> str:
         return f"{result['file']}: error ({result['reason']}): {result['error']}"
     verdict = "GUNSHOT" if result["detected"] else "no gunshot"
     where = ""
-    if result["windows"] > 1:
+    if "peak_frame_score" in result:
+        where = (
+            f" at {result['peak_start_seconds']:.2f}-{result['peak_end_seconds']:.2f} s "
+            f"(best frame, frame score {result['peak_frame_score']:.4f})"
+        )
+    elif result["windows"] > 1:
         where = f" at {result['peak_start_seconds']:.1f}-{result['peak_end_seconds']:.1f} s (max of {result['windows']} windows)"
     return (
         f"{result['file']}: score {result['score']:.4f}{where} -> {verdict} "
