@@ -327,7 +327,8 @@ def test_similarity_is_exact_and_ties_break_by_recording_then_frame():
     got = similarity.cosine_matrix(frames, frames[:3])
     x = similarity.dequantize(frames)
     norms = np.linalg.norm(x, axis=1)
-    want = np.divide(x @ x[:3].T, np.outer(norms, norms[:3]), where=np.outer(norms, norms[:3]) > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = (x @ x[:3].T) / np.outer(norms, norms[:3])
     want[7] = 0
     np.testing.assert_allclose(got, want, atol=1e-13)
     np.testing.assert_array_equal(similarity.cosine_matrix(frames[5:9], frames[:3]), got[5:9])  # batch-free

@@ -146,7 +146,14 @@ class ScanFn(beam.DoFn):
     def _scan(self, batch: pa.Table):
         width, n = self._width, batch.num_rows
         frames = frames_of(batch)
-        sources = np.asarray(batch.column("source").to_numpy(zero_copy_only=False), dtype=object)
+        # Recordings as integer codes: names compared once per distinct recording, not per row.
+        encoded = pc.dictionary_encode(batch.column("source")).combine_chunks()
+        names = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        order = np.empty(len(names), np.int64)
+        order[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+        name_rank = order[codes]  # lexicographic rank of each row's recording: the tie-breaker
+        name_keys = [queries_lib.source_key(name) for name in names]
         frame_index = batch.column("frame_index").to_numpy().astype(np.int64)
         start_seconds = batch.column("start_seconds").to_numpy()
         a = similarity.centred(frames)
@@ -157,26 +164,24 @@ class ScanFn(beam.DoFn):
         valid = np.ones(count, bool)
         if width > 1 and count:
             last = np.arange(width - 1, n)
-            valid = (sources[:count] == sources[last]) & (
-                frame_index[last] - frame_index[:count] == width - 1
-            )
-        keys = {s: queries_lib.source_key(s) for s in set(sources[:count].tolist())}
-        batch_keys = (
-            np.array([keys[s] for s in sources[:count]], dtype=object) if count else np.zeros(0, object)
-        )
+            valid = (codes[:count] == codes[last]) & (frame_index[last] - frame_index[:count] == width - 1)
         for q, window in enumerate(self._windows):
             columns = cosines[:, q * width : (q + 1) * width]
             scores = columns[:, 0] if width == 1 else similarity.window_similarity(columns)
-            own = (batch_keys == window.source_key) & (
-                np.abs(frame_index[:count] - window.frame_index) < width
-            )
-            rows = np.flatnonzero(valid & ~own)
-            top = rows[similarity.rank_top_k(scores[rows], self._k, sources[rows], frame_index[rows])]
+            mask = valid
+            same = [i for i, key in enumerate(name_keys) if key == window.source_key]
+            if same:
+                own = np.isin(codes[:count], same) & (
+                    np.abs(frame_index[:count] - window.frame_index) < width
+                )
+                mask = valid & ~own
+            rows = np.flatnonzero(mask)
+            top = rows[similarity.rank_top_k(scores[rows], self._k, name_rank[rows], frame_index[rows])]
             for i in top:
                 yield (
                     window.index,
                     Candidate(
-                        -float(scores[i]), str(sources[i]), int(frame_index[i]), float(start_seconds[i])
+                        -float(scores[i]), names[codes[i]], int(frame_index[i]), float(start_seconds[i])
                     ),
                 )
         self._scanned.inc(n)
