@@ -4,6 +4,7 @@
     gunshot models download|list|info   fetch and inspect VGGish/PCA/head files (gunshot_core.models)
     gunshot subset ...           build balanced AudioSet subsets (Beam: pipelines.build_subset)
     gunshot batch ...            score archives of recordings into Parquet tables (Beam: pipelines.score)
+    gunshot report ...           static HTML site over scoring runs (pipelines.report; DuckDB)
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
@@ -22,6 +23,7 @@ COMMANDS = {
     "models": ("gunshot_core.models", "main", "download, list and inspect model files"),
     "subset": ("pipelines.build_subset", "run", "build balanced AudioSet subsets (Beam)"),
     "batch": ("pipelines.score", "run", "score folders/archives of recordings into Parquet (Beam)"),
+    "report": ("pipelines.report.build", "main", "static HTML report of scoring runs: events, audio, errors"),
     "search": ("pipelines.search.pipeline", "main", "find windows like example sounds in embeddings (Beam)"),
     "dataset": ("pipelines.dataset.pipeline", "run", "build training records from annotated recordings (Beam)"),
     "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
