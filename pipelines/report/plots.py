@@ -70,7 +70,7 @@ def spectrogram_png(
     samples = np.asarray(samples, np.float32)
     nperseg = int(2 ** round(np.log2(max(64, 0.032 * sample_rate))))
     figure = _figure()
-    axes = figure.add_axes((0.08, 0.2, 0.9, 0.68 if title else 0.75))
+    axes = figure.add_axes((0.08, 0.2, 0.9, 0.6 if title else 0.66))
     if samples.size >= nperseg:
         freqs, times, power = signal.spectrogram(
             samples, fs=sample_rate, window="hann", nperseg=nperseg, noverlap=nperseg * 3 // 4, mode="psd"
@@ -96,7 +96,9 @@ def spectrogram_png(
         axes.axvline(begin, color=color, linewidth=1)
         axes.axvline(end, color=color, linewidth=1, linestyle="--")
         if label:
-            axes.text(begin, 1.01, label, color="#333", fontsize=7, transform=axes.get_xaxis_transform())
+            axes.text(
+                begin, 1.01 + 0.07 * i, label, color="#333", fontsize=7, transform=axes.get_xaxis_transform()
+            )
     axes.set_xlabel("seconds from the start of the recording", fontsize=8)
     axes.set_ylabel("kHz", fontsize=8)
     axes.tick_params(labelsize=7)
@@ -132,7 +134,9 @@ def timeline_png(
         axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     if span is not None:
         axes.set_xlim(*span)
-    axes.set_ylim(-0.02, 1.02)
+    # Scores near 0 (a quiet stretch, an untrained head) would be a flat line on a 0-1 axis.
+    top = max([float(np.max(v[1])) for v in series.values() if len(v[1])] + [threshold or 0.0, 1e-3])
+    axes.set_ylim(0.0, min(1.02, top * 1.15))
     axes.set_xlabel("window start, seconds from the start of the recording", fontsize=8)
     axes.set_ylabel("score", fontsize=8)
     axes.tick_params(labelsize=7)
