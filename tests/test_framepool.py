@@ -256,6 +256,15 @@ def test_scoring_run_gives_events_on_frame_boundaries(max_head, random_vggish, t
     assert manifest["events_from"] == "frames"
     assert (out / "frames-00000-of-00001.parquet").exists()
 
+    # gunshot evaluate-events sweeps thresholds over the frames, as the pipeline merged them.
+    from training import evaluate_events
+
+    run = evaluate_events.load_run("fp", str(out), [], {"gunshot"}, None, True, [])
+    (rec,) = run.recordings
+    np.testing.assert_allclose(rec.starts, np.arange(60) * f)
+    swept = evaluate_events.events_at(rec, 0.5 - 1e-7, run.threshold)
+    assert [(round(a / f), round(b / f)) for a, b, _ in swept] == [(13, 14), (40, 42)]
+
 
 def test_score_cli_locates_the_best_frame(max_head, random_vggish, capsys):
     from gunshot_core import score_cli

@@ -16,7 +16,8 @@ What is evaluated:
     on count as missed (reason `recording_failed`); its duration does not count.
   - events: at the run's own threshold, the run's `events` table; at any other threshold, events
     re-derived from the `windows` table with the scoring pipeline's own merge
-    (`pipelines.scoring.merge_events`: consecutive windows with score >= threshold form one event).
+    (`pipelines.scoring.merge_events`: consecutive windows with score >= threshold form one event),
+    or from the `frames` table when the run has one (a head with frame scores: consecutive frames).
   - matching, one to one: an event and an annotated positive may match when they overlap once the
     annotation is widened by `--tolerance_seconds` on both sides (closed intervals: touching counts).
     Per recording, the matching with the most pairs is taken (`scipy.optimize.linear_sum_assignment`
@@ -225,6 +226,16 @@ def _table(directory: str, name: str):
         ) from None
 
 
+def _optional_table(directory: str, name: str):
+    """A score table that only some runs write (e.g. `frames`), or None when the run has none."""
+    from pipelines import common
+
+    try:
+        return common.read_table(directory, name)
+    except FileNotFoundError:
+        return None
+
+
 def _first(table, column, default=None):
     if table.num_rows and column in table.column_names:
         value = table.column(column)[0].as_py()
@@ -301,6 +312,12 @@ def load_run(
             annotated.setdefault(source, {"positives": [], "confusers": []})
 
     windows = _by_source(windows_t, ["window_index", "start_seconds", "end_seconds", "score"], "window_index")
+    frames_t = _optional_table(directory, "frames")
+    if frames_t is not None and frames_t.num_rows:
+        # A head with frame scores (framepool): its events are runs of frames, so the sweep merges
+        # frames exactly as the scoring pipeline did at the run's threshold.
+        frames = _by_source(frames_t, ["frame_index", "start_seconds", "end_seconds", "score"], "frame_index")
+        windows = {source: frames.get(source) for source in windows}
     events = _by_source(
         events_t, ["event_index", "start_seconds", "end_seconds", "peak_score"], "event_index"
     )
