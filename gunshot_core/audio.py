@@ -53,6 +53,33 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+class NamedFile:
+    """A binary file object decoded under a display name, e.g. `archive.zip!site3/0412.wav`.
+
+    Messages about the recording (AudioDecodeError, soundfile's own errors) name it by `name`, not by
+    the file object's repr (whose memory address differs on every run). Everything else is delegated.
+    """
+
+    def __init__(self, fileobj, name: str):
+        self._fileobj = fileobj
+        self.name = name
+
+    def __getattr__(self, attribute):
+        return getattr(self._fileobj, attribute)
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def display_name(source: PathOrFile) -> str:
+    """What messages call a recording: its path, a NamedFile's name, a file object's string `name`
+    (an open local file), else `<file object>` - never a repr holding a memory address."""
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) and name else "<file object>"
+
+
 def _rewind(source: PathOrFile) -> None:
     if hasattr(source, "seek"):
         source.seek(0)
@@ -60,7 +87,7 @@ def _rewind(source: PathOrFile) -> None:
 
 def _open(source: PathOrFile) -> soundfile.SoundFile:
     """Opens a recording for reading, turning every decoder failure into an AudioDecodeError."""
-    name = getattr(source, "name", source)
+    name = display_name(source)
     if isinstance(source, str | os.PathLike):
         if not os.path.exists(source):
             raise AudioDecodeError(f"{name}: no such file", reason="unreadable")
@@ -74,11 +101,12 @@ def _open(source: PathOrFile) -> soundfile.SoundFile:
     try:
         return soundfile.SoundFile(source)
     except soundfile.LibsndfileError as e:
-        text = str(e)
+        text = str(e).replace(repr(source), repr(name))  # soundfile quotes the file object's repr
         reason = "unsupported" if "format" in text.lower() else "corrupt"
         raise AudioDecodeError(f"{name}: cannot decode audio: {text}", reason=reason) from e
     except (RuntimeError, TypeError, ValueError, OSError) as e:
-        raise AudioDecodeError(f"{name}: cannot decode audio: {e}", reason="corrupt") from e
+        text = str(e).replace(repr(source), repr(name))
+        raise AudioDecodeError(f"{name}: cannot decode audio: {text}", reason="corrupt") from e
 
 
 def probe(source: PathOrFile) -> AudioInfo:
@@ -169,12 +197,13 @@ def iter_waveform(
     """
     if resampler not in RESAMPLERS:
         raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    name = display_name(source)
     with _open(source) as f:
         sr_in, total = f.samplerate, f.frames
         if total <= 0 or f.channels <= 0:
-            raise AudioDecodeError(f"{f.name}: recording holds no audio samples", reason="empty")
+            raise AudioDecodeError(f"{name}: recording holds no audio samples", reason="empty")
         if not starts_on_input_sample(start, sr_in, target_sr):
-            raise ValueError(f"{f.name}: output sample {start} falls between input samples at {sr_in} Hz")
+            raise ValueError(f"{name}: output sample {start} falls between input samples at {sr_in} Hz")
         # Input samples per whole number of output samples.
         period = sr_in // math.gcd(sr_in, target_sr)
         block = max(1, math.ceil(block_seconds * sr_in / period)) * period
@@ -193,7 +222,7 @@ def iter_waveform(
                 try:
                     data = f.read(block, dtype="float32", always_2d=True)
                 except (soundfile.LibsndfileError, RuntimeError) as e:
-                    raise AudioDecodeError(f"{f.name}: decoding failed mid-file: {e}") from e
+                    raise AudioDecodeError(f"{name}: decoding failed mid-file: {e}") from e
                 if data.shape[0] == 0:
                     exhausted = True
                     break
@@ -221,7 +250,7 @@ def iter_waveform(
             buffer = buffer[keep_from - buffer_start :]
             buffer_start = keep_from
         if emitted == start and start == 0:
-            raise AudioDecodeError(f"{f.name}: no audio samples could be decoded", reason="empty")
+            raise AudioDecodeError(f"{name}: no audio samples could be decoded", reason="empty")
 
 
 def starts_on_input_sample(output_sample: int, sr_in: int, target_sr: int = params.SAMPLE_RATE) -> bool:

@@ -27,6 +27,8 @@ import google_crc32c
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from gunshot_core.errors import describe
+
 VIDEO_ID = "video_id"
 START_TIME = "start_time_seconds"
 END_TIME = "end_time_seconds"
@@ -369,7 +371,7 @@ def read_tfrecords(handle: BinaryIO, *, verify_crc: bool = True) -> Iterator[Fra
         try:
             header = read(12)
         except Exception as e:  # zlib.error, EOFError, OSError from a damaged stream
-            yield FramedRecord(index, offset, None, "unreadable", f"{type(e).__name__}: {e}")
+            yield FramedRecord(index, offset, None, "unreadable", describe(e))
             return
         if not header:
             return
@@ -394,7 +396,7 @@ def read_tfrecords(handle: BinaryIO, *, verify_crc: bool = True) -> Iterator[Fra
         try:
             body = read(length + 4)
         except Exception as e:
-            yield FramedRecord(index, offset, None, "unreadable", f"{type(e).__name__}: {e}")
+            yield FramedRecord(index, offset, None, "unreadable", describe(e))
             return
         if len(body) < length + 4:
             yield FramedRecord(

@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from gunshot_core import labels as labels_lib
 from gunshot_core import logs, records
+from gunshot_core.errors import describe
 from pipelines import common, remote, schemas
 
 _LOG = logging.getLogger(__name__)
@@ -420,7 +421,7 @@ class ReadAndTag(beam.DoFn):
             handle = common.open_maybe_compressed(path)
         except Exception as e:
             stats[("read", split)] += 1
-            yield self._errors.emit(_error_row(split, path, "unreadable", f"{type(e).__name__}: {e}"))
+            yield self._errors.emit(_error_row(split, path, "unreadable", describe(e)))
             return
         tags, policy, names = self._tags, self._policy, self._names
         with handle:

@@ -31,6 +31,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.transforms.window import GlobalWindows
 
 from gunshot_core import params, vggish, windows
+from gunshot_core.errors import describe, sanitize
 from pipelines import decode_ahead
 from pipelines import scoring_segments as segments
 from pipelines import scoring_sources as sources
@@ -229,8 +230,14 @@ def recording_stub(info: RecordingInfo) -> dict:
     }
 
 
+def error_text(source: str, message: str) -> str:
+    """An error message as the tables hold it: naming `source`, free of run-specific text."""
+    message = sanitize(message)
+    return message if source in message else f"{source}: {message}"
+
+
 def error_row(source: str, stage: str, reason: str, message: str) -> dict:
-    return {"source": source, "stage": stage, "reason": reason, "message": message}
+    return {"source": source, "stage": stage, "reason": reason, "message": error_text(source, message)}
 
 
 MAX_WARNINGS_PER_KIND = 20
@@ -348,16 +355,16 @@ DECODE_BUDGET = decode_ahead.ProcessBudget(decode_ahead.DEFAULT_BUDGET_BYTES)
 
 
 def _classify_exception(e: Exception) -> tuple[str, str]:
-    """(reason, message) of a decoding failure."""
+    """(reason, message) of a decoding failure; the message is deterministic (errors.describe)."""
     from gunshot_core.errors import AudioDecodeError
 
     if isinstance(e, AudioDecodeError):
-        return e.reason, str(e)
+        return e.reason, describe(e)
     if isinstance(e, FileNotFoundError | PermissionError):
-        return "unreadable", f"{type(e).__name__}: {e}"
+        return "unreadable", describe(e)
     if isinstance(e, MemoryError):
         return "unreadable", "out of memory while decoding"
-    return "corrupt", f"{type(e).__name__}: {e}"
+    return "corrupt", describe(e)
 
 
 WHOLE = segments.Segment(0, 1, 0, None)
@@ -505,6 +512,8 @@ class DecodeFn(beam.DoFn):
             yield _Count("_timestamp_missing")
         base = {"source": key, "file": file, "member": member, "input_kind": kind}
         base.update(start_utc=start_utc, timestamp_missing=missing)
+        if not isinstance(target, str):  # messages name an archive member or remote file by its key
+            target = audio.NamedFile(target, key)
         info = None
         count = 0
         try:
@@ -554,7 +563,7 @@ class DecodeFn(beam.DoFn):
                 yield from self._decode(key, source.path, member.name, sources.KIND_MEMBER, member.fileobj)
         except Exception as e:  # noqa: BLE001 - a broken archive is one error row
             reason = "unreadable" if isinstance(e, OSError) and not members else "corrupt"
-            message = f"cannot read archive {source.path} after {members} members: {type(e).__name__}: {e}"
+            message = f"cannot read archive {source.path} after {members} members: {describe(e)}"
             yield from self._archive_error(source, reason, message)
             return
         if skipped:
@@ -575,10 +584,10 @@ class DecodeFn(beam.DoFn):
                 else:
                     name, error = item
                     done.add(name)
-                    message = f"cannot read member {name!r}: {error}"
+                    message = f"{sources.member_source_id(source.path, name)}: cannot read member: {describe(error)}"
                     yield from self._archive_error(source, "unreadable", message, member=name)
         except Exception as e:  # noqa: BLE001 - the archive itself failed: the rest of the part fails
-            message = f"cannot read archive {source.path}: {type(e).__name__}: {e}"
+            message = f"cannot read archive {source.path}: {describe(e)}"
             for entry in part.members:
                 if entry.name not in done:
                     yield from self._archive_error(source, "unreadable", message, member=entry.name)
@@ -870,6 +879,7 @@ class ScoreRecordingFn(beam.DoFn):
         self._failed.inc()
         _Progress.add(failed=1)
         row = recording_stub(info)
+        message = error_text(info.source, message)
         row.update(status="error", error_reason=reason, error_message=message)
         yield beam.pvalue.TaggedOutput(ERRORS_TAG, error_row(info.source, stage, reason, message))
         yield row
@@ -894,7 +904,7 @@ class ScoreRecordingFn(beam.DoFn):
             outputs = list(self._score(info, frames))  # all or nothing: no partial rows on a failure
         except Exception as e:  # noqa: BLE001 - one recording's failure must not stop the job
             _LOG.exception("scoring %s failed", key)
-            yield from self._fail(info, "score", "score_failed", f"{type(e).__name__}: {e}")
+            yield from self._fail(info, "score", "score_failed", describe(e))
             return
         yield from outputs
 

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gunshot_core import params
+from gunshot_core.errors import describe
 from pipelines import common, schemas
 from pipelines import scoring_sources as sources
 
@@ -473,6 +474,6 @@ class ExportClipsFn(beam.DoFn):
                     "source": info.source,
                     "stage": "export",
                     "reason": "clip_failed",
-                    "message": f"{type(e).__name__}: {e}",
+                    "message": f"{info.source}: {describe(e)}",
                 }
             )

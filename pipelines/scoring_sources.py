@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from gunshot_core.errors import describe
+
 AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .w64 .rf64 .caf .sd2 .voc .htk"
     " .nist .sph .paf .mat .pvf .xi .wve .mpc .sds .avr .svx .ircam .sf".split()
@@ -134,7 +136,7 @@ def expand_pattern(pattern: str) -> Iterator[Source | MatchError]:
             folder = pattern.rstrip("/") + "/**"
             found = [m for m in FileSystems.match([folder])[0].metadata_list if is_known_input(m.path)]
     except Exception as e:  # noqa: BLE001 - any listing failure becomes an error row
-        yield MatchError(pattern, "unreadable", f"cannot list {pattern!r}: {type(e).__name__}: {e}")
+        yield MatchError(pattern, "unreadable", f"cannot list {pattern!r}: {describe(e)}")
         return
     if not found:
         yield MatchError(pattern, "not_found", f"no input files match {pattern!r}")
