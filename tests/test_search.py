@@ -221,7 +221,7 @@ def test_bad_queries_are_error_rows_not_crashes(archive, searched):
     assert summary["queries"] == 5 and summary["queries_failed"] == 3 and summary["hits"] == 2 * TOP
 
 
-def test_reruns_are_byte_identical_whatever_the_batch_size(archive, searched, tmp_path):
+def test_reruns_are_byte_identical_whatever_the_batch_size_and_workers(archive, searched, tmp_path):
     output, _ = searched
     again = tmp_path / "again"
     rec_a = archive["recA"]
@@ -232,7 +232,8 @@ def test_reruns_are_byte_identical_whatever_the_batch_size(archive, searched, tm
         f"{rec_a}@300",
         archive["bad"],
     ]
-    assert _search(archive, again, query_args, "--batch_rows=7") == 1
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    assert _search(archive, again, query_args, "--batch_rows=7", *workers) == 1
     names = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
     names.remove("search.json")  # holds the wall time and the arguments
     assert names == sorted(

@@ -39,6 +39,31 @@ SORT_COLUMNS = {
 }
 
 
+#: What a previous search left in the output folder besides the tables (replaced on every run).
+PREVIOUS_OUTPUTS = (
+    "index.html",
+    "query-*.html",
+    "media/q*-*.png",
+    "media/q*-*.wav",
+    f"{RAVEN_DIR}/query-*.selections.txt",
+)
+
+
+def clear_previous(output: str) -> int:
+    """Deletes the pages, media and Raven tables of an earlier search in `output`; returns how many.
+
+    A rerun with fewer queries or hits must not leave stale pages or clips beside the new ones.
+    """
+    from pipelines.scoring_outputs import existing_files
+
+    stale = [
+        path for pattern in PREVIOUS_OUTPUTS for path in existing_files(FileSystems.join(output, pattern))
+    ]
+    if stale:
+        FileSystems.delete(stale)
+    return len(stale)
+
+
 def query_rows(resolved) -> list[dict]:
     """`queries` table rows, one per query."""
     rows = []

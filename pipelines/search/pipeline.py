@@ -220,6 +220,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     counts = common.log_counters(result, scan.NAMESPACE)
     moved = staged.finalize_tables(args.output, list(schemas.SEARCH_TABLES))
     hits = common.read_table(args.output, "hits").to_pylist()
+    outputs.clear_previous(args.output)
     written = outputs.write_raven_tables(args.output, resolved, hits)
     written += outputs.write_page(args.output, resolved, hits, args)
     summary = {

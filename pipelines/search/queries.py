@@ -186,6 +186,20 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _schema_problem(schema: pa.Schema) -> str | None:
+    """Why a file's schema cannot be searched (missing or mistyped columns), or None."""
+    from pipelines import schemas
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    for name in REQUIRED_COLUMNS:
+        want, got = schemas.SCORE_EMBEDDINGS.field(name).type, schema.field(name).type
+        if got != want:
+            return f"column {name} is {got}, expected {want}"
+    return None
+
+
 def inspect_table(paths: list[str]) -> TableInfo:
     """Reads the footers of the embeddings files: which can be searched, how many rows, which models.
 
@@ -200,11 +214,9 @@ def inspect_table(paths: list[str]) -> TableInfo:
         except Exception as e:  # noqa: BLE001 - any unreadable footer is an error row
             errors.append((path, "unreadable", f"{path}: not a readable Parquet file ({type(e).__name__})"))
             continue
-        missing = [c for c in REQUIRED_COLUMNS if c not in metadata.schema.names]
-        if missing:
-            errors.append(
-                (path, "wrong_schema", f"{path}: no column {', '.join(missing)}; not an embeddings table")
-            )
+        problem = _schema_problem(metadata.schema.to_arrow_schema())
+        if problem:
+            errors.append((path, "wrong_schema", f"{path}: {problem}; not an embeddings table"))
             continue
         files.append(path)
         rows += metadata.num_rows

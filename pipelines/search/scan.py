@@ -121,7 +121,7 @@ class ScanFn(beam.DoFn):
         self._total_rows = total_rows
         self._scanned = Metrics.counter(NAMESPACE, "frames_scanned")
         self._batches = Metrics.counter(NAMESPACE, "batches")
-        self._bad = Metrics.counter(NAMESPACE, "bad_row_groups")
+        self._null = Metrics.counter(NAMESPACE, "null_embeddings_skipped")
 
     def setup(self):
         stacked = (
@@ -144,6 +144,10 @@ class ScanFn(beam.DoFn):
                 yield from self._scan(table.slice(offset, self._batch_rows))
 
     def _scan(self, batch: pa.Table):
+        if batch.column("embedding").null_count:  # not written by gunshot batch; never comparable
+            valid_rows = pc.is_valid(batch.column("embedding"))
+            self._null.inc(batch.num_rows - pc.sum(valid_rows.cast(pa.int64())).as_py())
+            batch = batch.filter(valid_rows)
         width, n = self._width, batch.num_rows
         frames = frames_of(batch)
         # Recordings as integer codes: names compared once per distinct recording, not per row.
