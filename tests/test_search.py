@@ -337,3 +337,49 @@ def test_similarity_is_exact_and_ties_break_by_recording_then_frame():
     sources = np.array(["b", "b", "a", "a", "a"], dtype=object)
     order = similarity.rank_top_k(scores, 3, sources, np.array([0, 1, 9, 0, 2]))
     assert order.tolist() == [4, 2, 1]
+
+
+def test_search_on_gs_paths(archive, searched, tmp_path):
+    """Table, query audio, hit audio and every output on gs:// (the storage emulator, in process)."""
+    import pyarrow as pa
+
+    from tests.gcs_emulator import running_emulator
+
+    local_dir = str(archive["root"] / "audio")
+    bucket = "gs://search-bucket"
+    table = common.read_table(str(archive["batch"]), "embeddings")
+    moved = pa.array([s.replace(local_dir, f"{bucket}/audio") for s in table.column("source").to_pylist()])
+    table = table.set_column(table.schema.get_field_index("source"), "source", moved)
+    local_table = tmp_path / "embeddings-00000-of-00001.parquet"
+    pq.write_table(table, local_table, compression="zstd")
+    with running_emulator(buckets=["search-bucket"]) as gcs:
+        gcs.upload(local_table, f"{bucket}/scores/embeddings-00000-of-00001.parquet")
+        for path in pathlib.Path(local_dir).iterdir():
+            gcs.upload(path, f"{bucket}/audio/{path.name}")
+        gcs.upload(archive["query"], f"{bucket}/query.wav")
+        argv = [
+            f"--embeddings={bucket}/scores",
+            f"--output={bucket}/hits",
+            f"--top={TOP}",
+            *archive["models"],
+        ]
+        argv += [f"--query={bucket}/query.wav", f"--query={bucket}/audio/recA.wav@5.1"]
+        assert pipeline.main(argv) == 0
+        listed = gcs.list(f"{bucket}/hits/")
+        hits_bytes = gcs.read(f"{bucket}/hits/hits-00000-of-00001.parquet")
+        raven = gcs.read(f"{bucket}/hits/raven/query-001.selections.txt").decode()
+        page = gcs.read(f"{bucket}/hits/query-000.html").decode()
+    hits = pq.read_table(pa.BufferReader(hits_bytes)).to_pylist()
+    local = [h for h in _hits(searched[0]) if h["query_index"] in (0, 1)]
+    assert [(h["query_index"], h["source"], h["frame_index"], h["similarity"]) for h in hits] == [
+        (
+            h["query_index"],
+            h["source"].replace(local_dir, f"{bucket}/audio"),
+            h["frame_index"],
+            h["similarity"],
+        )
+        for h in local
+    ]
+    assert f"{bucket}/audio/recB.flac" in raven
+    assert f"{bucket}/hits/index.html" in listed and f"{bucket}/hits/media/q000-hit001.wav" in listed
+    assert "no audio" not in page  # every clip was cut from gs://
