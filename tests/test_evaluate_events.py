@@ -139,7 +139,8 @@ def case(tmp_path_factory):
     new_a[41:43] = 0.75  # the new head extends the event at 40 s over the gunshot at 42.25 s
     _make_run(str(root / "new"), new_a, np.full(10, 0.1, np.float32))
     notes = root / "notes"
-    notes.mkdir()
+    (notes / "audio").mkdir(parents=True)
+    (notes / "audio" / "a.wav").write_bytes(b"RIFF")  # folders are searched for .txt and .csv only
     (notes / "a.Table.1.selections.txt").write_text(_raven([("site1/a.wav", *t) for t in A_TRUTH]))
     (notes / "b.Table.1.selections.txt").write_text(_raven([("b.wav", *t) for t in B_TRUTH]))
     (notes / "more.csv").write_text(
@@ -307,6 +308,12 @@ def test_all_annotated_counts_false_alarms_in_recordings_without_notes(case, tmp
     metrics = _run(case, tmp_path / "all", "--all_annotated")
     old = metrics["scorers"]["old"]["run_threshold"]
     assert (old["events"], old["false_alarms"], old["hours"]) == (6, 3, pytest.approx(100 / 3600))
+
+
+def test_missing_annotation_patterns_are_error_rows(case, tmp_path):
+    metrics = _run(case, tmp_path / "nf", "--annotations", str(tmp_path / "nowhere" / "*.txt"))
+    assert [e["reason"] for e in metrics["errors"] if e["reason"] == "not_found"] == ["not_found"]
+    assert metrics["scorers"]["old"]["run_threshold"]["positives"] == 7
 
 
 def test_report_and_plots_compare_the_scorers(result):

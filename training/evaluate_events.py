@@ -183,36 +183,42 @@ def parse_scores(values: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def group_of(source: str, pattern: re.Pattern | None) -> str:
-    """The group of a source: the first capture group of `pattern` (else its whole match)."""
-    if pattern is None:
-        return NO_GROUP
-    m = pattern.search(source)
-    if not m:
-        return NO_GROUP
-    return (m.group(1) if pattern.groups else m.group(0)) or NO_GROUP
+def group_of(source: str, pattern: str | None) -> str:
+    """The group of a source, as `gunshot dataset` splits by it: `--group_pattern`'s first capture
+    group (else its whole match), by default the recording's folder; NO_GROUP when it does not match."""
+    from pipelines.dataset import splitting
+
+    return splitting.group_of(source, pattern) or NO_GROUP
 
 
 def read_annotation_files(
     patterns: Sequence[str], label_column: str | None
 ) -> list[tuple[str, ann.ParsedAnnotations]]:
-    """[(path, parsed)] of every annotation file the patterns match (local or gs://), sorted by path;
-    an unreadable file gives one `malformed_file` error."""
+    """[(path, parsed)] of the annotation files the patterns name, as `gunshot dataset` finds them
+    (a folder is searched recursively for .txt and .csv; local or gs://), sorted by path. A pattern
+    that matches nothing gives one `not_found` error and an unreadable file one `malformed_file`."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import common
+    from pipelines.dataset import annotation_io
 
-    parsed = []
-    for meta in common.expand_patterns(patterns):
-        try:
-            with FileSystems.open(meta.path) as handle:
-                data = handle.read()
-        except Exception as e:  # an unreadable file is an error row, not a crash
-            error = ann.AnnotationError(meta.path, 0, ann.MALFORMED_FILE, f"{meta.path}: cannot read ({e})")
-            parsed.append((meta.path, ann.ParsedAnnotations("", (), (error,), ())))
-            continue
-        parsed.append((meta.path, ann.parse_annotations(data, meta.path, label_column=label_column)))
-    return parsed
+    parsed = {}
+    for pattern in patterns:
+        paths, problem = annotation_io.expand_annotation_pattern(pattern)
+        if problem:
+            error = ann.AnnotationError(pattern, 0, annotation_io.NOT_FOUND, problem)
+            parsed[pattern] = ann.ParsedAnnotations("", (), (error,), ())
+        for path in paths:
+            try:
+                with FileSystems.open(path) as handle:
+                    data = handle.read()
+            except Exception as e:  # noqa: BLE001 - an unreadable file is an error row, not a crash
+                error = ann.AnnotationError(
+                    path, 0, ann.MALFORMED_FILE, f"{path}: cannot read ({type(e).__name__})"
+                )
+                parsed[path] = ann.ParsedAnnotations("", (), (error,), ())
+                continue
+            parsed[path] = ann.parse_annotations(data, path, label_column=label_column)
+    return sorted(parsed.items())
 
 
 def _table(directory: str, name: str):
@@ -248,7 +254,7 @@ def load_run(
     directory: str,
     parsed: Sequence[tuple[str, ann.ParsedAnnotations]],
     positive: set[str],
-    group_pattern: re.Pattern | None,
+    group_pattern: str | None,
     all_annotated: bool,
     errors: list[dict],
 ) -> Run:
@@ -808,7 +814,6 @@ def evaluate_events(args) -> dict:
     import pyarrow.parquet as pq
 
     positive = set(args.positive)
-    pattern = re.compile(args.group_pattern) if args.group_pattern else None
     parsed = read_annotation_files(args.annotations, args.label_column)
     errors: list[dict] = []
     for _, p in parsed:
@@ -821,7 +826,9 @@ def evaluate_events(args) -> dict:
     runs = []
     for name, directory in parse_scores(args.scores):
         _LOG.info("reading scoring run %s from %s", name, directory)
-        runs.append(load_run(name, directory, parsed, positive, pattern, args.all_annotated, errors))
+        runs.append(
+            load_run(name, directory, parsed, positive, args.group_pattern, args.all_annotated, errors)
+        )
     sources = [{r.source for r in run.recordings} for run in runs]
     if any(s != sources[0] for s in sources):
         _LOG.warning("the scoring runs cover different annotated recordings; compare with care")
@@ -962,7 +969,7 @@ def parse_args(argv):
     parser.add_argument(
         "--group_pattern",
         help="regex on the recording's source; its first group (else the match) is the group of the "
-        "per-group breakdown, e.g. '/(site[^/]+)/'",
+        "per-group breakdown, e.g. '/(site[^/]+)/'; default: the recording's folder (as in gunshot dataset)",
     )
     parser.add_argument(
         "--all_annotated",
