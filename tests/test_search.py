@@ -214,7 +214,8 @@ def test_bad_queries_are_error_rows_not_crashes(archive, searched):
     rows = {q["query_index"]: q for q in common.read_table(str(output), "queries").to_pylist()}
     assert [rows[i]["status"] for i in range(5)] == ["ok", "ok", "error", "error", "error"]
     assert rows[2]["error_reason"] == "not_found" and "missing.wav" in rows[2]["error_message"]
-    assert rows[3]["error_reason"] == "start_beyond_end" and "300" in rows[3]["error_message"]
+    assert rows[3]["error_reason"] == "start_beyond_end" and "START 300 s" in rows[3]["error_message"]
+    assert "holds frames 0-30" in rows[3]["error_message"]  # answered by the table, no decoding
     assert rows[4]["error_reason"] in ("corrupt", "unsupported")
     assert all("0x" not in (r["error_message"] or "") for r in rows.values())
     summary = json.loads((output / "search.json").read_text())["summary"]
@@ -287,6 +288,10 @@ def test_query_decoded_from_audio_equals_the_table(archive, random_vggish):
         got = embedder.frames(spec)
         want = frames[[row[(path, f)] for f in range(14, 17)]]
         np.testing.assert_array_equal(got, want)
+    for start, frames_wanted, reason in ((300.0, 1, "start_beyond_end"), (28.9, 3, "too_short")):
+        with pytest.raises(queries.QueryRangeError) as raised:
+            embedder.frames(queries.parse_query(f"{archive['recA']}@{start}", 0, frames=frames_wanted))
+        assert raised.value.reason == reason
 
 
 def _page_ok(page) -> None:

@@ -225,10 +225,14 @@ def inspect_table(paths: list[str]) -> TableInfo:
     return TableInfo(tuple(files), rows, tuple(errors), tuple(sorted(vggish)), tuple(sorted(pca)))
 
 
-def lookup_table_frames(files, specs: list[QuerySpec]) -> dict[int, bytes]:
-    """Frames of the queries whose recording is a source of the table: {query index: uint8 [N, 128] bytes}.
+def lookup_table_frames(files, specs: list[QuerySpec]) -> tuple[dict[int, bytes], dict[str, int]]:
+    """Frames of the queries whose recording is a source of the table.
 
     Reads only row groups whose `source` min/max statistics can hold one of the queried recordings.
+
+    Returns:
+      ({query index: uint8 [N, 128] bytes} for the windows the table holds whole,
+       {source_key: frames the table holds} for every queried recording found in it).
     """
     wanted = {}  # source key -> [(spec, frame indices)]
     variants = set()
@@ -256,13 +260,16 @@ def lookup_table_frames(files, specs: list[QuerySpec]) -> dict[int, bytes]:
                 key = keys[s]
                 if key in wanted:
                     found[(key, f)] = embeddings[i].as_py()
+    counts: dict[str, int] = {}
+    for key, f in found:
+        counts[key] = max(counts.get(key, 0), f + 1)
     out = {}
     for key, key_specs in wanted.items():
         for spec in key_specs:
             chunks = [found.get((key, spec.frame_index + o)) for o in range(spec.frames)]
             if all(c is not None for c in chunks):
                 out[spec.index] = b"".join(chunks)
-    return out
+    return out, counts
 
 
 # ---- Decoding and embedding ------------------------------------------------------------------------
@@ -387,12 +394,22 @@ def resolve_queries(
     from gunshot_core.errors import AudioDecodeError
     from pipelines.report.media import MediaError
 
-    from_table = lookup_table_frames(table.files, specs) if specs else {}
+    from_table, in_table = lookup_table_frames(table.files, specs) if specs else ({}, {})
     embedder = models = None
     resolved = []
     for spec in specs:
         if spec.index in from_table:
             resolved.append(ResolvedQuery(spec, from_table[spec.index], ORIGIN_TABLE))
+            continue
+        held = in_table.get(source_key(spec.recording))
+        if held is not None:  # the table has the recording, but not the whole window
+            reason = "start_beyond_end" if spec.frame_index >= held else "too_short"
+            message = (
+                f"{spec.recording}: the embeddings table holds frames 0-{held - 1} of this recording "
+                f"({held * params.FRAME_SECONDS:.2f} s); the query window needs frames "
+                f"{spec.frame_index}-{spec.frame_index + spec.frames - 1} (START {spec.start_seconds:g} s)"
+            )
+            resolved.append(ResolvedQuery(spec, reason=reason, message=message))
             continue
         if models is None:
             models = models_fn()
