@@ -9,6 +9,7 @@ import glob
 import os
 import pathlib
 import shutil
+import zipfile
 
 import pyarrow.parquet as pq
 import pytest
@@ -177,7 +178,7 @@ def test_options_reject_bad_combinations(capsys):
 
 # ---- end to end ------------------------------------------------------------------------------------
 
-SITES = ("siteA", "siteB", "siteC")
+SITES = ("siteA", "siteB", "siteC", "siteD")  # siteD's recording is a member of field/siteD.zip
 NEGATIVE = ["speech", "footsteps", "click", "branch"]
 
 
@@ -206,6 +207,10 @@ def field(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     sites = root / "field"
     insertions = field_sites.make_sites(sites, sites=SITES, recordings_per_site=1, minutes=1.0, seed=3)
+    member = sites / "siteD" / "siteD_rec00.wav"
+    with zipfile.ZipFile(sites / "siteD.zip", "w") as z:
+        z.write(member, "siteD/siteD_rec00.wav")
+    member.unlink()  # its Raven table stays in field/siteD/ and names "siteD/siteD_rec00.wav"
     os.replace(sites / field_sites.GROUND_TRUTH, root / field_sites.GROUND_TRUTH)  # not an annotation file
     _bad_annotations(root / "bad", sites)
     return root, insertions
@@ -222,7 +227,7 @@ def _dataset_argv(field, random_vggish, output, *source):
         "--negative",
         *NEGATIVE,
         "--group_pattern",
-        r"field/([^/]+)/",
+        r"field/([^/!.]+)",
         "--split",
         "train=0.67",
         "--split",
@@ -363,6 +368,9 @@ def test_splits_are_whole_sites_and_examples_have_their_tags(built, field):
     for row in examples:
         assert split_of.setdefault(row["group"], row["split"]) == row["split"]
     assert set(split_of) == set(SITES) and set(split_of.values()) == {"train", "eval"}
+    zipped = [r for r in examples if r["group"] == "siteD"]
+    assert zipped and all(r["source"].endswith("siteD.zip!siteD/siteD_rec00.wav") for r in zipped)
+    assert {r["member"] for r in zipped} == {"siteD/siteD_rec00.wav"}
     assert built["stats"]["leakage"]["groups"] == 0 and built["stats"]["leakage"]["recording_names"] == 0
     field, insertions = field
     truth = [i for i in insertions if i.annotated]

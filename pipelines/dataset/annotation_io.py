@@ -13,6 +13,7 @@ import fnmatch
 import logging
 import os
 import re
+import threading
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -124,23 +125,49 @@ class ReadAnnotationFileFn(beam.DoFn):
         yield from parsed.rows
 
 
-def name_keys(key: str) -> set[str]:
-    """Names a recording must have (base name or stem) to be meant by an annotation key."""
-    return {annotations.base_name(key.strip())}
+_DERIVED: dict = {}
+_DERIVED_LOCK = threading.Lock()
 
 
-def may_be_meant(source: str, names, globs: tuple[str, ...] = ()) -> bool:
-    """Whether a recording could match some annotation (by name), or is declared fully annotated.
+def derived(side, name: str, build):
+    """`build(side)`, computed once per side-input object (per worker) and kept with it.
 
-    A cheap superset of what `RecordingMatcher` matches, used to skip decoding recordings nothing refers to.
+    Side inputs are passed as plain lists (AsList) and what the DoFns need from them (a set of
+    names, a matcher, a split assignment) is built here once, instead of by extra combine steps in
+    the pipeline graph. A side input's content is fixed for the run, so keying by identity is safe;
+    the object itself is kept in the entry, so its id cannot be reused meanwhile.
     """
+    key = (id(side), name)
+    with _DERIVED_LOCK:
+        hit = _DERIVED.get(key)
+    if hit is None or hit[0] is not side:
+        hit = (side, build(side))
+        with _DERIVED_LOCK:
+            if len(_DERIVED) > 32:
+                _DERIVED.clear()
+            _DERIVED[key] = hit
+    return hit[1]
+
+
+def _name_set(keys) -> frozenset:
+    return frozenset(annotations.base_name(k.strip()) for k in keys)
+
+
+def may_be_meant(source: str, keys, globs: tuple[str, ...] = ()) -> bool:
+    """Whether a recording could match some annotation key (by name), or is declared fully annotated.
+
+    A cheap superset of what `RecordingMatcher` matches, used to skip decoding recordings nothing
+    refers to. `keys`: the recording keys of every annotation (a side-input list).
+    """
+    names = derived(keys, "names", _name_set)
     if annotations.base_name(source) in names or annotations.stem(source) in names:
         return True
     return any(fnmatch.fnmatchcase(source, g) for g in globs)
 
 
-def build_matcher(sources) -> annotations.RecordingMatcher:
-    return annotations.RecordingMatcher(sources)
+def matcher_of(sources) -> annotations.RecordingMatcher:
+    """The RecordingMatcher of the job's recordings (`sources`: side-input list of source keys)."""
+    return derived(sources, "matcher", annotations.RecordingMatcher)
 
 
 class MatchAnnotationFn(beam.DoFn):
@@ -149,7 +176,8 @@ class MatchAnnotationFn(beam.DoFn):
     def __init__(self):
         self._missing = Metrics.counter(NAMESPACE, "annotations_without_recording")
 
-    def process(self, row: annotations.Annotation, matcher: annotations.RecordingMatcher):
+    def process(self, row: annotations.Annotation, sources):
+        matcher = matcher_of(sources)
         found = matcher.candidates(row.recording_key)
         source = matcher.match(row.recording_key)
         if source is not None:
@@ -168,10 +196,10 @@ class MatchAnnotationFn(beam.DoFn):
         )
 
 
-def match_covered(element, matcher: annotations.RecordingMatcher):
+def match_covered(element, sources):
     """(recording key, annotation file) -> source the file covers (keys without a match are skipped:
     their rows, if any, already give `missing_recording` errors)."""
     key, _ = element
-    source = matcher.match(key)
+    source = matcher_of(sources).match(key)
     if source is not None:
         yield source

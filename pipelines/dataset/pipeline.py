@@ -18,7 +18,6 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from gunshot_core import annotations
 from pipelines import common, remote
 from pipelines import scoring_sources as sources
 from pipelines.dataset import annotation_io, examples, options, recordings, splitting, writing
@@ -27,20 +26,23 @@ _LOG = logging.getLogger(__name__)
 RECORDING_STATS = "recording_stats"
 
 
-def _names(keys):
-    out = set()
-    for key in keys:
-        out |= annotation_io.name_keys(key)
-    return sorted(out)
+class _AddSplit:
+    """(example row, record) -> the row with its group's split (groups: side-input list)."""
+
+    def __init__(self, splits, seed):
+        self._splits = tuple(splits)
+        self._seed = seed
+
+    def __call__(self, item, groups):
+        assignment = annotation_io.derived(
+            groups, "splits", lambda g: splitting.assign_splits(g, self._splits, self._seed)
+        )
+        row, record = item
+        return {**row, "split": assignment[row["group"]]}, record
 
 
-def _add_split(item, assignment):
-    row, record = item
-    return {**row, "split": assignment[row["group"]]}, record
-
-
-def _json_lines(handle, items):
-    handle.write("".join(json.dumps(i, sort_keys=True) + "\n" for i in items).encode("utf-8"))
+def _write_summed_stats(handle, items):
+    handle.write((json.dumps(writing.sum_stats(items), sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _globs(config: options.Config) -> tuple[str, ...]:
@@ -62,7 +64,7 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
         rows | "RowKeys" >> beam.Map(lambda a: a.recording_key),
         covered | "CoveredKeys" >> beam.Map(lambda kv: kv[0]),
     ) | "AllKeys" >> beam.Flatten()
-    names = beam.pvalue.AsSingleton(keys | "KeyList" >> beam.combiners.ToList() | "Names" >> beam.Map(_names))
+    names = beam.pvalue.AsList(keys)
     globs = _globs(config)
     if args.embeddings:
         recs, rec_errors = p | "FromEmbeddings" >> recordings.FromEmbeddings(args.embeddings, names, globs)
@@ -75,12 +77,7 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
             | "AudioPatterns" >> beam.Create(patterns)
             | "FromAudio" >> recordings.FromAudio(scoring_config, names, globs)
         )
-    matcher = beam.pvalue.AsSingleton(
-        recs
-        | "SourceKeys" >> beam.Map(lambda kv: kv[0])
-        | "SourceList" >> beam.combiners.ToList()
-        | "Matcher" >> beam.Map(annotations.RecordingMatcher)
-    )
+    matcher = beam.pvalue.AsList(recs | "SourceKeys" >> beam.Map(lambda kv: kv[0]))
     matched = rows | "Match" >> beam.ParDo(annotation_io.MatchAnnotationFn(), matcher).with_outputs(
         annotation_io.ERRORS_TAG, main="matched"
     )
@@ -99,14 +96,8 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
         )
     )
     split_names = [name for name, _ in config.splits]
-    assignment = beam.pvalue.AsSingleton(
-        made.examples
-        | "Groups" >> beam.Map(lambda item: item[0]["group"])
-        | "DistinctGroups" >> beam.Distinct()
-        | "GroupList" >> beam.combiners.ToList()
-        | "Assign" >> beam.Map(splitting.assign_splits, config.splits, config.seed)
-    )
-    split = made.examples | "Split" >> beam.Map(_add_split, assignment)
+    groups = beam.pvalue.AsList(made.examples | "Groups" >> beam.Map(lambda item: item[0]["group"]))
+    split = made.examples | "Split" >> beam.Map(_AddSplit(config.splits, config.seed), groups)
     errors = (
         read[annotation_io.ERRORS_TAG],
         matched[annotation_io.ERRORS_TAG],
@@ -114,12 +105,8 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
         made[examples.ERRORS_TAG],
     ) | "AllErrors" >> beam.Flatten()
     _ = (split, errors) | "Write" >> writing.WriteDataset(args.output, split_names, config.num_shards)
-    _ = (
-        made[examples.STATS_TAG]
-        | "SumStats" >> beam.combiners.ToList()
-        | "Summed" >> beam.Map(writing.sum_stats)
-        | "WriteStats"
-        >> common.WriteSharded(FileSystems.join(args.output, RECORDING_STATS), 1, ".jsonl", _json_lines)
+    _ = made[examples.STATS_TAG] | "WriteStats" >> common.WriteSharded(
+        FileSystems.join(args.output, RECORDING_STATS), 1, ".jsonl", _write_summed_stats
     )
 
 

@@ -64,7 +64,7 @@ class FromAudio(beam.PTransform):
     """PCollection[str] patterns -> ((source, RecordingFrames), error rows), as `gunshot batch` embeds.
 
     Audio files whose name no annotation names (and that no --fully_annotated glob covers) are
-    not decoded (`names`: side input of base names, see `annotation_io.name_keys`).
+    not decoded (`names`: side-input list of every annotation's recording key).
     """
 
     def __init__(self, config: scoring.ScoringConfig, names, globs: tuple[str, ...]):
@@ -174,33 +174,19 @@ class FromEmbeddings(beam.PTransform):
         self._globs = globs
 
     def expand(self, pbegin):
-        from apache_beam.io.parquetio import ReadFromParquet, ReadFromParquetBatched
-
+        embedding_files = _table_files(self._directory, "embeddings")
+        recording_files = _table_files(self._directory, "recordings")
         frames = (
             pbegin
-            | "ReadEmbeddings"
-            >> ReadFromParquetBatched(
-                embeddings_table_files(self._directory, "embeddings"),
-                columns=["source", "frame_index", "embedding"],
-            )
+            | "EmbeddingFiles" >> beam.Create(embedding_files)
+            | "ReadEmbeddings" >> beam.ParDo(_ReadParquetFn(["source", "frame_index", "embedding"]))
             | "BySource" >> beam.ParDo(_EmbeddingBatchFn(), self._names, self._globs)
         )
         infos = (
             pbegin
-            | "ReadRecordings"
-            >> ReadFromParquet(
-                embeddings_table_files(self._directory, "recordings"),
-                columns=[
-                    "source",
-                    "file",
-                    "member",
-                    "duration_seconds",
-                    "frames",
-                    "status",
-                    "error_reason",
-                    "error_message",
-                ],
-            )
+            | "RecordingFiles" >> beam.Create(recording_files)
+            | "ReadRecordings" >> beam.ParDo(_ReadParquetFn(RECORDING_COLUMNS))
+            | "Rows" >> beam.FlatMap(lambda table: table.to_pylist())
             | "Wanted" >> beam.FlatMap(_recording_info, self._names, self._globs)
         )
         recordings = (
@@ -210,3 +196,42 @@ class FromEmbeddings(beam.PTransform):
         )
         errors = pbegin | "NoErrors" >> beam.Create([])
         return recordings, errors
+
+
+RECORDING_COLUMNS = [
+    "source",
+    "file",
+    "member",
+    "duration_seconds",
+    "frames",
+    "status",
+    "error_reason",
+    "error_message",
+]
+
+
+def _table_files(directory: str, name: str) -> list[str]:
+    """The Parquet files of one table of a scoring output folder (at launch; FileNotFoundError if none)."""
+    from pipelines import common
+
+    try:
+        return [m.path for m in common.expand_patterns(embeddings_table_files(directory, name))]
+    except FileNotFoundError:
+        hint = " (was it scored with --write_embeddings?)" if name == "embeddings" else ""
+        raise FileNotFoundError(f"--embeddings {directory}: no {name} table{hint}") from None
+
+
+class _ReadParquetFn(beam.DoFn):
+    """Parquet file path -> pyarrow Tables of `columns`, one per row group (local or gs://)."""
+
+    def __init__(self, columns):
+        self._columns = list(columns)
+
+    def process(self, path: str):
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystem import CompressionTypes
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            parquet = pq.ParquetFile(handle)
+            for i in range(parquet.num_row_groups):
+                yield parquet.read_row_group(i, columns=self._columns)
