@@ -159,7 +159,15 @@ class Chromium:
         page = self._context.new_page()
         page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: errors.append(f"requestfailed: {r.url} {r.failure}"))
+
+        def on_failed(request):
+            # Chromium reads a media file in ranges and aborts the first request once it has what it
+            # needs (metadata); that is not a failure. A missing file fails as ERR_FILE_NOT_FOUND.
+            if request.resource_type == "media" and request.failure == "net::ERR_ABORTED":
+                return
+            errors.append(f"requestfailed: {request.url} {request.failure}")
+
+        page.on("requestfailed", on_failed)
 
         def on_request(request):
             if not request.url.startswith(("file:", "data:", "blob:", "about:")):
