@@ -417,3 +417,28 @@ def test_rerun_is_byte_identical(built, field, random_vggish, tmp_path):
     )
     for name in _files(built["embeddings"]):
         assert (again / name).read_bytes() == (built["embeddings"] / name).read_bytes(), name
+
+
+def test_embeddings_folder_without_the_table_fails_at_launch_with_the_fix(tmp_path):
+    from pipelines.dataset import recordings
+
+    with pytest.raises(FileNotFoundError, match="--write_embeddings"):
+        recordings._table_files(str(tmp_path), "embeddings")
+
+
+def test_side_input_derivations_are_built_once_per_list():
+    from pipelines.dataset import annotation_io
+
+    calls = []
+    keys = ["site1/rec01.wav", "rec02"]
+
+    def build(side):
+        calls.append(1)
+        return frozenset(side)
+
+    assert annotation_io.derived(keys, "test", build) is annotation_io.derived(keys, "test", build)
+    assert len(calls) == 1
+    assert annotation_io.may_be_meant("gs://b/x/rec01.wav", keys)
+    assert annotation_io.may_be_meant("gs://b/x/rec02.flac", keys)
+    assert not annotation_io.may_be_meant("gs://b/x/rec03.wav", keys)
+    assert annotation_io.may_be_meant("gs://b/x/rec03.wav", keys, ("gs://b/x/*",))

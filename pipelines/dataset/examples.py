@@ -76,6 +76,9 @@ class MakeExamplesFn(beam.DoFn):
         return False
 
     def process(self, element):
+        yield from self._examples(element)
+
+    def _examples(self, element):
         source, grouped = element
         found = grouped["recording"]
         rows = sorted(grouped["annotations"], key=lambda a: (a.annotation_file, a.line))
