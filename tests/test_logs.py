@@ -1,0 +1,143 @@
+"""Quiet by default: the commands show the project's progress and summary, --verbose shows the rest.
+
+The end-to-end tests run the real `gunshot batch` and `gunshot score` in a subprocess with the
+random-weight VGGish and read their stderr.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from gunshot_core import logs
+from tests.conftest import REPO
+
+# What a first run printed before gunshot_core.logs (TensorFlow/absl native lines, the CUDA probe of
+# a machine without a GPU, matplotlib's font cache, Beam's INFO lines and one line per counter).
+NATIVE_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]|\d{4}-\d\d-\d\d [\d:.]+: [IWEF] )", re.M
+)
+NOISE = (
+    "absl::InitializeLog",
+    "cuInit",
+    "generated new fontManager",
+    "Missing pipeline option (runner)",
+    "counter score/files_matched",
+    "Resource module is not available",
+)
+
+
+def _run(args, tmp_path, *, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP_", "PYTHON"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["MPLCONFIGDIR"] = str(tmp_path / "mpl")  # a fresh font cache: matplotlib builds it, and says so
+    done = subprocess.run(
+        [sys.executable, "-m", "gunshot_core.cli", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _noise(stderr: str) -> list[str]:
+    found = [text for text in NOISE if text in stderr]
+    return found + NATIVE_LINE.findall(stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [(), ("--verbose",)], ids=["default", "verbose"])
+def test_gunshot_batch_is_quiet_unless_verbose(random_vggish, tmp_path, flags):
+    ckpt, pca = random_vggish
+    done = _run(
+        [
+            "batch",
+            f"--input={REPO / 'examples'}/*.wav",
+            f"--output={tmp_path / 'out'}",
+            f"--checkpoint={ckpt}",
+            f"--pca={pca}",
+            *flags,
+        ],
+        tmp_path,
+    )
+    lines = done.stderr.splitlines()
+    print(f"gunshot batch {' '.join(flags)}: {len(lines)} stderr lines\n{done.stderr}")
+    summary = [line for line in lines if "scored 2 recordings (0 failed" in line]
+    assert len(summary) == 1, done.stderr
+    assert "loading VGGish checkpoint" in done.stderr  # the project's progress stays
+    if flags:
+        assert NATIVE_LINE.search(done.stderr), done.stderr  # TensorFlow's own lines
+        for text in ("absl::InitializeLog", "generated new fontManager", "Missing pipeline option (runner)"):
+            assert text in done.stderr, text
+        assert "counter score/files_matched = 2" in done.stderr  # the project's details
+    else:
+        assert not _noise(done.stderr), done.stderr
+        assert len(lines) <= 5, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [(), ("--verbose",)], ids=["default", "verbose"])
+def test_gunshot_score_is_quiet_unless_verbose(random_vggish, tmp_path, flags):
+    ckpt, pca = random_vggish
+    wav = REPO / "examples" / "pistol_shot.wav"
+    done = _run(["score", wav, f"--checkpoint={ckpt}", f"--pca={pca}", *flags], tmp_path)
+    assert done.stdout.startswith(f"{wav}: score "), done.stdout
+    if flags:
+        assert NATIVE_LINE.search(done.stderr), done.stderr
+    else:
+        assert not _noise(done.stderr), done.stderr
+        assert "models loaded in" in done.stderr
+
+
+def test_every_command_takes_the_logging_flags(capsys):
+    from gunshot_core import score_cli
+    from pipelines import build_subset, score
+    from training import analyze, evaluate, train, transform
+
+    parsers = [score.build_parser, build_subset.build_parser, score_cli.build_parser]
+    for build in parsers:
+        assert "--log_level" in build().format_help(), build
+    for parse in (transform.parse_known_args, train.parse_args, evaluate.parse_args, analyze.parse_args):
+        with pytest.raises(SystemExit):
+            parse(["--help"])
+        text = capsys.readouterr().out
+        assert "--log_level" in text and "--verbose" in text, parse
+
+
+def test_flags_from_argv_reads_only_the_logging_flags():
+    assert logs.flags_from_argv(["--input", "x", "--verbose"]) == argparse.Namespace(
+        verbose=True, log_level=None
+    )
+    assert logs.flags_from_argv(["-v", "a.wav"]).verbose  # `gunshot score -v FILE`
+    assert not logs.flags_from_argv(["--verbose", "0", "--epochs", "3"]).verbose  # train's Keras level
+    assert logs.flags_from_argv(["--log_level=debug"]).log_level == "DEBUG"
+    assert logs.flags_from_argv(["--log_level", "LOUD"]).log_level is None  # the command rejects it
+    assert logs.flags_from_argv(["--log_level"]) == argparse.Namespace(verbose=False, log_level=None)
+
+
+def test_the_native_filter_drops_start_up_lines_and_keeps_everything_else():
+    captured = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796400232.483552    7742 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1796400232.642935    7742 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with flags.\n"
+        "E0000 00:00:1796400241.577848    7742 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n"
+        "2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] Could not find cuda\n"
+        "E0000 00:00:1796400241.577848    7742 op_kernel.cc:1] real failure\n"
+        "Traceback (most recent call last):\n"
+        "ImportError: libcudnn.so.9: cannot open shared object file\n"
+    )
+    kept = logs._drop_native_noise(captured, drop_gpu_errors=True)
+    assert kept.splitlines() == [
+        "E0000 00:00:1796400241.577848    7742 op_kernel.cc:1] real failure",
+        "Traceback (most recent call last):",
+        "ImportError: libcudnn.so.9: cannot open shared object file",
+    ]
+    assert "cuInit" in logs._drop_native_noise(captured, drop_gpu_errors=False)
