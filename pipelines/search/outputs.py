@@ -175,15 +175,18 @@ def _media_job(item):
     )
 
 
-def write_page(output: str, resolved, hits: list[dict], args) -> list[str]:
+def write_page(output: str, resolved, hits: list[dict], args, table=None) -> list[str]:
     """Writes index.html, one page per query and their media; returns the paths written.
+
+    Args:
+      table: the embeddings table's `queries.TableInfo` (its size and models go on index.html).
 
     The site is built in a local folder (the output itself, or a temporary one copied to gs://).
     """
     remote = "://" in output
     local = tempfile.mkdtemp(prefix="gunshot-search-") if remote else output
     try:
-        names = _build_site(local, resolved, hits, args)
+        names = _build_site(local, resolved, hits, args, table)
         if not remote:
             return [os.path.join(output, n) for n in names]
         paths = []
@@ -201,7 +204,7 @@ def write_page(output: str, resolved, hits: list[dict], args) -> list[str]:
             shutil.rmtree(local, ignore_errors=True)
 
 
-def _build_site(directory: str, resolved, hits: list[dict], args) -> list[str]:
+def _build_site(directory: str, resolved, hits: list[dict], args, table) -> list[str]:
     from markupsafe import Markup
 
     from pipelines.report import html, media
@@ -216,8 +219,9 @@ def _build_site(directory: str, resolved, hits: list[dict], args) -> list[str]:
         stem = f"{html.MEDIA_DIR}/q{spec.index:03d}"
         start = spec.frame_index * params.FRAME_SECONDS
         end = (spec.frame_index + spec.frames) * params.FRAME_SECONDS
-        where[(spec.index, 0)] = (f"{stem}-query.png", f"{stem}-query.wav")
-        jobs.append((spec.index, 0, spec.recording, start, end, "query"))
+        if r.ok:  # a failed query's page says why instead
+            where[(spec.index, 0)] = (f"{stem}-query.png", f"{stem}-query.wav")
+            jobs.append((spec.index, 0, spec.recording, start, end, "query"))
         for h in by_query.get(spec.index, [])[: args.page_hits] if r.ok else []:
             where[(spec.index, h["rank"])] = (
                 f"{stem}-hit{h['rank']:03d}.png",
@@ -286,7 +290,7 @@ def _build_site(directory: str, resolved, hits: list[dict], args) -> list[str]:
                         ),
                     ]
                 ),
-                player(spec.index, 0),
+                player(spec.index, 0) if r.ok else Markup(""),
             )
         ]
         if not r.ok:
@@ -328,8 +332,21 @@ def _build_site(directory: str, resolved, hits: list[dict], args) -> list[str]:
         html.Column("best", "best similarity", "num", ".4f"),
         html.Column("raven", "Raven table"),
     ]
-    settings = [
-        ("embeddings", args.embeddings),
+    settings = [("embeddings", args.embeddings)]
+    if table is not None:
+        settings += [
+            (
+                "frames in the table",
+                f"{table.rows:,} ({table.rows * params.FRAME_SECONDS / 3600:,.1f} audio hours)",
+            ),
+            (
+                "table files",
+                f"{len(table.files)} searched, {len(table.errors)} unreadable (see the errors table)",
+            ),
+            ("VGGish sha256", ", ".join(table.vggish_sha256) or "not recorded"),
+            ("PCA sha256", ", ".join(table.pca_sha256) or "not recorded"),
+        ]
+    settings += [
         ("hits per query (--top)", args.top),
         ("frames per window (--query_frames)", args.query_frames),
         (

@@ -222,7 +222,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     hits = common.read_table(args.output, "hits").to_pylist()
     outputs.clear_previous(args.output)
     written = outputs.write_raven_tables(args.output, resolved, hits)
-    written += outputs.write_page(args.output, resolved, hits, args)
+    written += outputs.write_page(args.output, resolved, hits, args, table)
     summary = {
         "queries": len(resolved),
         "queries_failed": sum(1 for r in resolved if not r.ok),
