@@ -388,3 +388,68 @@ def test_search_on_gs_paths(archive, searched, tmp_path):
     assert f"{bucket}/audio/recB.flac" in raven
     assert f"{bucket}/hits/index.html" in listed and f"{bucket}/hits/media/q000-hit001.wav" in listed
     assert "no audio" not in page  # every clip was cut from gs://
+
+
+def _tiny_table(path, seed=0):
+    """Three recordings of 17 frames with many exact duplicates (ties), in row groups of 5 rows."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (4, 128), dtype=np.uint8)  # 4 distinct vectors: ties everywhere
+    sources, frame_index, frames = [], [], []
+    for name in ("gs://b/c.wav", "gs://b/a.wav", "gs://b/b.wav"):
+        for f in range(17):
+            sources.append(name)
+            frame_index.append(f)
+            frames.append(palette[rng.integers(0, 4)])
+    order = sorted(range(len(sources)), key=lambda i: (sources[i], frame_index[i]))
+    sources = [sources[i] for i in order]
+    frame_index = [frame_index[i] for i in order]
+    frames = np.stack([frames[i] for i in order])
+    table = pa.table(
+        {
+            "source": pa.array(sources),
+            "frame_index": pa.array(frame_index, pa.int32()),
+            "start_seconds": pa.array([f * 0.96 for f in frame_index]),
+            "embedding": pa.array([f.tobytes() for f in frames], pa.binary(128)),
+        }
+    )
+    pq.write_table(table, path, row_group_size=5)
+    return sources, frame_index, frames
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_nearest_windows_transform_breaks_ties_and_spans_row_groups(tmp_path, width):
+    """The Beam transform alone (TestPipeline + assert_that): windows across row-group edges, ties
+    broken by recording then frame, the query's own window excluded, batches of 4 rows."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.search import scan
+
+    path = str(tmp_path / "embeddings-00000-of-00001.parquet")
+    sources, frame_index, frames = _tiny_table(path)
+    own = ("gs://b/b.wav", 6)
+    query = frames[sources.index(own[0]) + own[1] : sources.index(own[0]) + own[1] + width]
+    windows = [scan.QueryWindow(0, own[0], own[1], query.tobytes())]
+    x = (frames.astype(np.float64) + 0.5) * (4.0 / 255.0) - 2.0
+    q = (query.astype(np.float64) + 0.5) * (4.0 / 255.0) - 2.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    candidates = []
+    for i in range(len(sources) - width + 1):
+        s, f = sources[i], frame_index[i]
+        if sources[i + width - 1] != s or (s == own[0] and abs(f - own[1]) < width):
+            continue
+        sim = float(np.mean([x[i + o] @ q[o] for o in range(width)]))
+        candidates.append((-round(sim, 12), s, f))
+    want = [(1 + r, s, f) for r, (_, s, f) in enumerate(sorted(candidates)[:8])]
+    with TestPipeline() as p:
+        rows = (
+            p
+            | beam.Create([path])
+            | scan.NearestWindows(windows, {0: "q"}, k=8, width=width, batch_rows=4)
+            | beam.Map(lambda h: (h["rank"], h["source"], h["frame_index"]))
+        )
+        assert_that(rows, equal_to(want))
