@@ -453,3 +453,22 @@ def test_nearest_windows_transform_breaks_ties_and_spans_row_groups(tmp_path, wi
             | beam.Map(lambda h: (h["rank"], h["source"], h["frame_index"]))
         )
         assert_that(rows, equal_to(want))
+
+
+def test_queries_that_need_models_say_what_is_wrong_with_them(tmp_path):
+    from tests.conftest import SEED_WAVS
+
+    garbage = tmp_path / "vggish_model.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    spec = queries.parse_query(f"{SEED_WAVS / 'pistol_shot.wav'}@1", 0)
+    no_hashes = queries.TableInfo((), 0, (), (), ())
+    with_hashes = queries.TableInfo((), 0, (), ("a" * 64,), ("b" * 64,))
+    cases = [
+        (no_hashes, queries.Models(problem="vggish_model.ckpt not found"), "models_missing"),
+        (with_hashes, queries.Models(str(garbage), str(garbage), "c" * 64, "b" * 64), "model_mismatch"),
+        (no_hashes, queries.Models(str(garbage), str(garbage), "c" * 64, "b" * 64), "model_error"),
+    ]
+    for table, models, reason in cases:
+        (resolved,) = queries.resolve_queries([spec], table, lambda models=models: models, "soxr")
+        assert not resolved.ok and resolved.reason == reason, resolved
+        assert resolved.message and "0x" not in resolved.message

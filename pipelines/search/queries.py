@@ -308,7 +308,12 @@ class QueryEmbedder:
             from gunshot_core.vggish import VGGish
 
             _LOG.info("loading VGGish to embed queries from audio")
-            self._models = (VGGish.from_checkpoint(self._checkpoint), Postprocessor.from_npz(self._pca))
+            try:
+                self._models = (VGGish.from_checkpoint(self._checkpoint), Postprocessor.from_npz(self._pca))
+            except Exception as e:  # noqa: BLE001 - every query that needs the models says why
+                raise ModelLoadError(
+                    f"cannot load VGGish ({self._checkpoint}) and PCA ({self._pca}): {type(e).__name__}: {e}"
+                ) from e
         return self._models
 
     def frames(self, spec: QuerySpec) -> np.ndarray:
@@ -353,6 +358,10 @@ class QueryEmbedder:
         examples = np.concatenate(chunks)[first - begin :]
         network, postprocessor = self._load()
         return postprocessor.postprocess(network.embed(examples))
+
+
+class ModelLoadError(Exception):
+    """VGGish or the PCA parameters could not be loaded to embed a query."""
 
 
 class QueryRangeError(Exception):
@@ -425,7 +434,9 @@ def resolve_queries(
         except QueryRangeError as e:
             resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
         except AudioDecodeError as e:
-            resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
+            resolved.append(ResolvedQuery(spec, reason=e.reason, message=_decode_message(spec.recording, e)))
+        except ModelLoadError as e:
+            resolved.append(ResolvedQuery(spec, reason="model_error", message=str(e)))
         except FileNotFoundError as e:
             message = (
                 f"{e.args[0] if e.args else spec.recording}; not a source of the embeddings table either"
@@ -447,6 +458,16 @@ def resolve_queries(
         else:
             _LOG.warning("query %d %r failed (%s): %s", r.spec.index, r.spec.text, r.reason, r.message)
     return resolved
+
+
+def _decode_message(recording: str, error) -> str:
+    """The decoder's message for a local file (it names the path); for a file object (gs://, archive
+    member) one that names the recording, since the object's repr could hold a memory address."""
+    from pipelines.report import media
+
+    if "://" not in recording and media.AudioRef.from_source(recording).member is None:
+        return str(error)
+    return f"{recording}: cannot decode audio ({error.reason})"
 
 
 def _model_problem(models: Models, table: TableInfo) -> tuple[str, str] | None:
