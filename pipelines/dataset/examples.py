@@ -62,7 +62,7 @@ class MakeExamplesFn(beam.DoFn):
 
     def __init__(self, config: Config):
         self._config = config
-        self._examples = Metrics.counter(NAMESPACE, "examples")
+        self._examples_written = Metrics.counter(NAMESPACE, "examples")
         self._recordings = Metrics.counter(NAMESPACE, "recordings_used")
         self._failed = Metrics.counter(NAMESPACE, "recordings_failed")
 
@@ -147,5 +147,5 @@ class MakeExamplesFn(beam.DoFn):
             record = records.encode_sequence_example(
                 source, row["start_time_seconds"], row["end_time_seconds"], [], window
             )
-            self._examples.inc()
+            self._examples_written.inc()
             yield row, record
