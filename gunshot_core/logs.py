@@ -53,6 +53,14 @@ PROJECT_LOGGERS = ("gunshot_core", "pipelines", "training", "benchmarks", "__mai
 # Library loggers that are chatty at INFO; quiet mode keeps them at WARNING.
 _LIBRARY_LOGGERS = ("apache_beam", "tensorflow", "absl", "matplotlib", "PIL", "h5py", "urllib3", "numba")
 
+# Library INFO lines a user needs even in quiet mode: where to follow a submitted Dataflow job.
+_LIBRARY_INFO_KEPT = {
+    "apache_beam.runners.dataflow.internal.apiclient": (
+        "Submitted job:",
+        "To access the Dataflow monitoring console",
+    ),
+}
+
 # Known warnings that are not about the user's job (hidden unless --verbose/--log_level).
 _SPURIOUS_WARNINGS = (
     # Beam 2.77 on Linux: RunInference's memory probe when an optional import failed.
@@ -153,6 +161,8 @@ class _QuietFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.INFO:
+            if record.name in _LIBRARY_INFO_KEPT:
+                return record.getMessage().startswith(_LIBRARY_INFO_KEPT[record.name])
             return record.name.split(".", 1)[0] in PROJECT_LOGGERS or (record.pathname or "").startswith(
                 _PROJECT_DIRS
             )
@@ -193,6 +203,8 @@ def configure_logging(args: argparse.Namespace | None = None) -> None:
             logging.getLogger(name).setLevel(project_level)
         for name in _LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING if quiet else level)
+        for name in _LIBRARY_INFO_KEPT:
+            logging.getLogger(name).setLevel(logging.INFO if quiet else logging.NOTSET)
         if "absl.logging" in sys.modules:
             sys.modules["absl.logging"].set_verbosity("warning" if quiet else level_name.lower())
         _install_tensorflow_hook(quiet)

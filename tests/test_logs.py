@@ -5,6 +5,7 @@ random-weight VGGish and read their stderr.
 """
 
 import argparse
+import logging
 import os
 import re
 import subprocess
@@ -141,3 +142,20 @@ def test_the_native_filter_drops_start_up_lines_and_keeps_everything_else():
         "ImportError: libcudnn.so.9: cannot open shared object file",
     ]
     assert "cuInit" in logs._drop_native_noise(captured, drop_gpu_errors=False)
+
+
+def test_quiet_filter_keeps_the_projects_lines_warnings_and_where_to_follow_a_dataflow_job():
+    def record(name, level, message, pathname="/elsewhere/lib.py"):
+        return logging.LogRecord(name, level, pathname, 1, message, None, None)
+
+    keep = logs._QuietFilter().filter
+    training_file = str(REPO / "training" / "train.py")
+    apiclient = "apache_beam.runners.dataflow.internal.apiclient"
+    assert keep(record("pipelines.score", logging.INFO, "scored 2 recordings"))
+    assert keep(record("root", logging.INFO, "epoch 3", pathname=training_file))  # training logs on root
+    assert keep(record(apiclient, logging.INFO, "To access the Dataflow monitoring console, please navigate"))
+    assert not keep(record(apiclient, logging.INFO, "Create job: <Job ...>"))
+    assert not keep(record("apache_beam.runners.direct", logging.INFO, "Missing pipeline option (runner)."))
+    assert not keep(record("root", logging.INFO, "a library on the root logger"))
+    assert not keep(record("root", logging.WARNING, "Resource module is not available for current platform"))
+    assert keep(record("apache_beam.io", logging.WARNING, "a real warning"))
