@@ -61,11 +61,17 @@ _LIBRARY_INFO_KEPT = {
     ),
 }
 
-# Known warnings that are not about the user's job (hidden unless --verbose/--log_level).
+# Known warnings that are not about the user's job (hidden unless --verbose/--log_level), also when
+# a worker process's record is relayed by Beam ("Worker: severity: WARN ... message: ...").
 _SPURIOUS_WARNINGS = (
     # Beam 2.77 on Linux: RunInference's memory probe when an optional import failed.
     "Resource module is not available for current platform",
+    # Beam's workers re-parsing the launch flags (ours were checked by pipelines.common.split_args).
+    "Discarding unparseable args",
+    "No semi_persistent_directory found",
 )
+# Environment variable that carries quiet mode into worker processes (read in gunshot_core/__init__).
+QUIET_ENV = "GUNSHOT_QUIET_NATIVE_LOGS"
 
 # Native (C++) log lines of TensorFlow/XLA/absl written to fd 2 at import and device probe.
 _NATIVE_RECORD = re.compile(
@@ -167,7 +173,7 @@ class _QuietFilter(logging.Filter):
                 _PROJECT_DIRS
             )
         message = record.getMessage()
-        return not any(message.startswith(text) for text in _SPURIOUS_WARNINGS)
+        return not any(text in message for text in _SPURIOUS_WARNINGS)
 
 
 def configure_logging(args: argparse.Namespace | None = None) -> None:
@@ -184,7 +190,10 @@ def configure_logging(args: argparse.Namespace | None = None) -> None:
     project_level = logging.DEBUG if verbose and not getattr(args, "log_level", None) else level
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # set before TF is imported; the user's wins
-    elif level_name == "DEBUG":
+        os.environ[QUIET_ENV] = "1"  # worker processes started from here quieten their TF import too
+    else:
+        os.environ.pop(QUIET_ENV, None)
+    if level_name == "DEBUG":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     with _state_lock:
         root = logging.getLogger()
@@ -291,3 +300,11 @@ def _install_tensorflow_hook(quiet: bool) -> None:
     _remove_hooks()
     if quiet and "tensorflow" not in sys.modules:
         sys.meta_path.insert(0, _TensorflowImportHook())
+
+
+def quiet_tensorflow_import() -> None:
+    """Filters the start-up lines of this process's first `import tensorflow` (see module docstring).
+
+    For worker processes of a quiet command, which do not run `configure_logging` themselves.
+    """
+    _install_tensorflow_hook(True)
