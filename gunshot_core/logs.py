@@ -33,7 +33,13 @@ effect, so in quiet mode `configure_logging` also arranges that the first `impor
 (wherever it happens) runs with the process's stderr filtered: the known start-up lines (and the
 cuInit error of the device probe run right after the import) are dropped, anything else is passed
 through. If TensorFlow is already imported when `configure_logging` runs, only the later lines can
-be quietened.
+be quietened. Worker processes started by the command (Beam's multi-process DirectRunner) inherit
+quiet mode through the GUNSHOT_QUIET_NATIVE_LOGS environment variable, which `gunshot_core`'s
+import reads; relayed worker warnings that are known to be spurious are dropped too.
+
+Error rows are the other half of readable output: build their text with
+`gunshot_core.errors.describe(e)` (deterministic, no memory addresses or temporary paths) and name
+the input in it.
 """
 
 import argparse
