@@ -205,6 +205,11 @@ def browser_unavailable_reason() -> str | None:
     return None
 
 
+# One browser per process, shared by every module that imports the fixture (each import defines its
+# own session fixture; Playwright's sync API allows only one running instance per thread).
+_SHARED = {"browser": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """A session-wide headless Chromium (see the module docstring for when it skips)."""
@@ -216,11 +221,16 @@ def chromium():
             f"{CHROMIUM} is missing: install it (`apt-get install -y chromium`, as .ci/run does) or set"
             f" {UNAVAILABLE_ENV}=<reason> to skip browser tests deliberately"
         )
-    browser = Chromium()
+    if _SHARED["browser"] is None:
+        _SHARED["browser"] = Chromium()
+    _SHARED["users"] += 1
     try:
-        yield browser
+        yield _SHARED["browser"]
     finally:
-        browser.close()
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED["browser"].close()
+            _SHARED["browser"] = None
 
 
 def assert_page_ok(page: PageCheck) -> None:
