@@ -52,7 +52,7 @@ RAVEN_FILE = "top_events.selections.txt"
 #: Rows of the errors and recordings detail tables (per run); the index says when more exist.
 MAX_DETAIL_ROWS = 20_000
 #: Groups drawn as heatmaps (most detections first); all groups are listed in groups.html.
-MAX_HEATMAP_GROUPS = 120
+MAX_HEATMAP_GROUPS = 48
 INDEX_EVENTS = 20
 INDEX_HEATMAPS = 4
 GROUPS_PER_PAGE = 8
@@ -441,7 +441,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     plots.histogram_png(os.path.join(media_dir, "histogram.png"), edges, counts, threshold=threshold)
 
     # Groups and heatmaps.
-    group_sections, group_rows, index_heatmaps = [], [], []
+    group_sections, group_rows, index_heatmaps, heatmaps = [], [], [], []
     for i in runs:
         groups = tables.group_counts(i, args.group_pattern)
         drawn = [g["grp"] for g in groups if g["detected"] > 0][:MAX_HEATMAP_GROUPS]
@@ -457,15 +457,14 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
             group_rows.append({"run": names[i], "group": g["grp"], "recordings": g["recordings"], "hours": g["hours"],
                                "windows": g["windows"], "detected": g["detected"]})  # fmt: skip
         for k, grp in enumerate(drawn):
-            parts = []
             for kind, data in (("utc", timed.get(grp)), ("rec", untimed.get(grp))):
                 if not data:
                     continue
-                png = f"heatmap-r{i}-g{k:03d}-{kind}.png"
                 if kind == "utc":
                     cols = [str(h) for h in range(24)]
                     xlabel = "hour of day (UTC)" + ("" if data["calendar"] else "; only days with detections")
                     caption = f"{names[i]} / {grp}: detections per day x hour of day (UTC)"
+                    rows = data["rows"]
                 else:
                     cols = [str(h) for h in range(data["counts"].shape[1])]
                     xlabel = "hour from the start of the recording (no timestamp)"
@@ -476,20 +475,29 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                         caption += (
                             f"; {data['more']} more recordings with detections are in the recordings table"
                         )
-                rows = [r.rsplit("/", 1)[-1][-40:] for r in data["rows"]] if kind == "rec" else data["rows"]
-                plots.heatmap_png(
-                    os.path.join(media_dir, png),
-                    data["counts"],
-                    rows,
-                    cols,
-                    xlabel=xlabel,
-                    title=f"{names[i]} / {grp}",
-                )
-                parts.append(html.figure(f"{html.MEDIA_DIR}/{png}", f"heatmap {names[i]} {grp}", caption))
-            if parts:
-                group_sections.append(Markup("").join(parts))
-                if len(index_heatmaps) < INDEX_HEATMAPS * len(names):
-                    index_heatmaps.append(parts[0])
+                    rows = [r.rsplit("/", 1)[-1][-40:] for r in data["rows"]]
+                heatmaps.append(
+                    {"key": (i, k), "png": f"heatmap-r{i}-g{k:03d}-{kind}.png", "caption": caption, "alt": f"heatmap {names[i]} {grp}",
+                     "draw": {"counts": data["counts"], "row_labels": rows, "col_labels": cols, "xlabel": xlabel,
+                              "title": f"{names[i]} / {grp}"}}
+                )  # fmt: skip
+    drawn_maps = media.map_with_progress(
+        lambda job: plots.heatmap_png(os.path.join(media_dir, job["png"]), **job["draw"]),
+        heatmaps,
+        label="heatmaps",
+        workers=args.workers,
+    )
+    by_key: dict[tuple, list] = {}
+    for job, result in zip(heatmaps, drawn_maps, strict=True):
+        if isinstance(result, Exception):
+            part = html.problem(f"{job['caption']}: could not be drawn ({type(result).__name__}: {result})")
+        else:
+            part = html.figure(f"{html.MEDIA_DIR}/{job['png']}", job["alt"], job["caption"])
+        by_key.setdefault(job["key"], []).append(part)
+    for parts in by_key.values():
+        group_sections.append(Markup("").join(parts))
+        if len(index_heatmaps) < INDEX_HEATMAPS * len(names):
+            index_heatmaps.append(parts[0])
     group_columns = [html.Column("run", "run"), html.Column("group", "group", "wrap"), html.Column("recordings", "recordings", "num"),
                      html.Column("hours", "audio hours", "num", ".3f"), html.Column("windows", "windows", "num"),
                      html.Column("detected", "detected windows", "num")]  # fmt: skip
@@ -545,7 +553,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "event": (item["start_seconds"], item["end_seconds"]),
                 "clip_seconds": args.clip_seconds,
                 "timeline": {names[i]: windows[i].get(k, []) for i in runs},
-                "threshold": threshold,
+                "threshold": {names[i]: t for i, t in enumerate(thresholds) if t is not None},
                 "span": (max(0.0, spans[k][2]), spans[k][3]),
             }
         )

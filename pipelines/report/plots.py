@@ -111,7 +111,7 @@ def timeline_png(
     path: str | os.PathLike,
     series: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
-    threshold: float | None = None,
+    threshold: float | dict[str, float] | None = None,
     marks: list[tuple[float, float]] = (),
     span: tuple[float, float] | None = None,
 ) -> int:
@@ -119,7 +119,8 @@ def timeline_png(
 
     Args:
       series: {run name: (float64 [n] window start seconds, float32 [n] scores)}.
-      threshold: a dashed horizontal line (the run's decision threshold).
+      threshold: a dashed horizontal line (the decision threshold), or {run name: threshold} for one
+        line per run in the run's colour.
       marks: (start, end) spans to shade (the event).
       span: (start, end) x range; default the data's.
     """
@@ -130,12 +131,18 @@ def timeline_png(
     for i, (name, (starts, scores)) in enumerate(series.items()):
         if len(starts):
             axes.step(starts, scores, where="post", color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
-    if threshold is not None:
+    if isinstance(threshold, dict):
+        names = list(series)
+        for name, value in threshold.items():
+            color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
+            axes.axhline(value, color=color, linestyle="--", linewidth=0.8, label=f"threshold {name} {value:g}")
+    elif threshold is not None:
         axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     if span is not None:
         axes.set_xlim(*span)
     # Scores near 0 (a quiet stretch, an untrained head) would be a flat line on a 0-1 axis.
-    top = max([float(np.max(v[1])) for v in series.values() if len(v[1])] + [threshold or 0.0, 1e-3])
+    levels = list(threshold.values()) if isinstance(threshold, dict) else [threshold or 0.0]
+    top = max([float(np.max(v[1])) for v in series.values() if len(v[1])] + levels + [1e-3])
     axes.set_ylim(0.0, min(1.02, top * 1.15))
     axes.set_xlabel("window start, seconds from the start of the recording", fontsize=8)
     axes.set_ylabel("score", fontsize=8)
