@@ -135,7 +135,7 @@ def parse_known_args(argv):
 
 def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
     """Resolves the model files and settings (hashing the models once, at launch)."""
-    from gunshot_core import heads, models
+    from gunshot_core import hashes, heads, models
 
     paths = models.resolve_model_paths(args.checkpoint, args.pca, args.head)
     head = heads.load_head(scoring.localize(paths.head))
@@ -144,8 +144,8 @@ def make_config(args) -> tuple[scoring.ScoringConfig, outputs.Provenance]:
     threshold = head.threshold if args.threshold is None else float(args.threshold)
     provenance = outputs.Provenance(
         head_name=head.head_id,
-        vggish_sha256=models.file_sha256(scoring.localize(paths.checkpoint)),
-        pca_sha256=models.file_sha256(scoring.localize(paths.pca)),
+        vggish_sha256=hashes.file_sha256(scoring.localize(paths.checkpoint)),
+        pca_sha256=hashes.file_sha256(scoring.localize(paths.pca)),
         head_sha256=head.sha256,
         code_version=gunshot_core.__version__,
         window_seconds=round(window * 0.96, 6),

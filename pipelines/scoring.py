@@ -466,7 +466,7 @@ class DecodeFn(beam.DoFn):
 
     def _decode(self, key: str, file: str, member: str | None, kind: str, target, segment=WHOLE) -> Iterator:
         """Decodes one recording or one segment of it (`target`: a local path or a seekable file object)."""
-        from gunshot_core import audio
+        from gunshot_core import audio, resample
 
         start_utc, missing = self._start_utc(member or file)
         if missing:
@@ -477,7 +477,7 @@ class DecodeFn(beam.DoFn):
         count = 0
         try:
             info = audio.probe(target)
-            resampler = self._config.resampler or audio.DEFAULT_RESAMPLER
+            resampler = self._config.resampler or resample.DEFAULT_RESAMPLER
             chunks = audio.iter_examples(
                 target,
                 resampler=resampler,

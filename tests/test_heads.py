@@ -10,8 +10,8 @@ import pytest
 
 from gunshot_core import heads
 from gunshot_core.errors import ModelFileError
+from gunshot_core.hashes import file_sha256
 from gunshot_core.heads import keras3
-from gunshot_core.models import file_sha256
 from tests.conftest import GOLDEN_CLIPS, SEED_HEADS, SEED_MODELS, head_key
 
 FIXED_INPUT_HEADS = [h for h in SEED_HEADS if h.startswith(("LogisticRegression", "SingleLayerNN"))]

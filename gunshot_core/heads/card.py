@@ -145,7 +145,7 @@ def write_card(mdir, card: HeadCard | dict) -> HeadCard:
       The card as written.
     """
     from gunshot_core import __version__
-    from gunshot_core.models import file_sha256
+    from gunshot_core.hashes import file_sha256
 
     card = card if isinstance(card, HeadCard) else HeadCard.from_dict(card)
     card = dataclasses.replace(card).validate()

@@ -91,7 +91,7 @@ def import_h5_head(
     Returns:
       the written HeadCard.
     """
-    from gunshot_core.models import file_sha256
+    from gunshot_core.hashes import file_sha256
 
     h5_path = pathlib.Path(h5_path)
     head = load_head(h5_path)

@@ -173,7 +173,7 @@ def load_head(path=None) -> Head:
     Raises:
       ModelFileError: missing, corrupt or disallowed file (message names the file and the problem).
     """
-    from gunshot_core.models import file_sha256
+    from gunshot_core.hashes import file_sha256
 
     path = pathlib.Path(DEFAULT_HEAD_PATH if path is None else os.fspath(path))
     if (
