@@ -29,8 +29,9 @@ def finalize_score(output: str) -> dict:
     """Moves the staged tables into `output` and writes run.json; returns the run summary."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import common, schemas, score
+    from pipelines import schemas, score
     from pipelines import scoring_outputs as outputs
+    from pipelines.io import files
 
     staged = outputs.existing_files(FileSystems.join(output, outputs.STAGING, "*"))
     if not staged:
@@ -46,7 +47,7 @@ def finalize_score(output: str) -> dict:
         "summary": summary,
         "files": sorted(moved),
     }
-    common.write_json(FileSystems.join(output, outputs.RUN_MANIFEST), manifest)
+    files.write_json(FileSystems.join(output, outputs.RUN_MANIFEST), manifest)
     _LOG.info("moved %d files into %s: %s", len(moved), output, json.dumps(summary, sort_keys=True))
     return summary
 

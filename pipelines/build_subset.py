@@ -29,7 +29,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from gunshot_core import labels as labels_lib
 from gunshot_core import records
-from pipelines import common, remote, schemas
+from pipelines import options as pipelines_options
+from pipelines import schemas
+from pipelines.io import counters, files, launch, matching, sharded, tables
+from pipelines.io import errors as io_errors
 
 _LOG = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="N-way tagging instead of positive/negative: one tag per flag, in priority order, e.g. "
         "--class 'gunshot=\"Gunshot, gunfire\",Machine gun' --class fireworks=Fireworks,Firecracker",
     )
-    common.add_switch(
+    pipelines_options.add_switch(
         cls,
         "--include_children",
         help="expand every listed class to its ontology descendants",
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the records cross-checked against the CSV (mismatches counted in stats.json). "
         "Default: records, or check when --segments_csv is given",
     )
-    common.add_switch(
+    pipelines_options.add_switch(
         cls,
         "--validate_all",
         help="also check the embedding of clips that no tag selects (default: context only for those)",
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     bal.add_argument(
         "--seed", type=int, default=0, help="seed of the selection rank (hash of seed+video+start)"
     )
-    common.add_switch(
+    pipelines_options.add_switch(
         bal,
         "--drop_leakage",
         help="drop clips whose video id is tagged in an earlier --split from later splits",
@@ -294,7 +297,7 @@ def selection_rank(seed: int, video_id: str, start_time: float) -> int:
 
     Independent of arrival order, sharding, runner and worker count.
     """
-    return common.stable_hash(f"{seed}:{records.clip_key(video_id, start_time)}") >> 1
+    return sharded.stable_hash(f"{seed}:{records.clip_key(video_id, start_time)}") >> 1
 
 
 def quotas(
@@ -380,7 +383,7 @@ class ReadAndTag(beam.DoFn):
         self._seed = config.seed
         self._validate_all = config.validate_all
         self._label_source = config.label_source
-        self._errors = common.ErrorReporter(NAMESPACE)
+        self._errors = io_errors.ErrorReporter(NAMESPACE)
         self._records_read = Metrics.counter(NAMESPACE, "records_read")
         self._shards_read = Metrics.counter(NAMESPACE, "shards_read")
         self._other = Metrics.counter(NAMESPACE, "clips_other")
@@ -415,7 +418,7 @@ class ReadAndTag(beam.DoFn):
 
     def _read(self, split, path, stats, segments):
         try:
-            handle = common.open_maybe_compressed(path)
+            handle = files.open_maybe_compressed(path)
         except Exception as e:
             stats[("read", split)] += 1
             yield self._errors.emit(_error_row(split, path, "unreadable", f"{type(e).__name__}: {e}"))
@@ -661,7 +664,7 @@ class WriteStats(beam.DoFn):
 
     def process(self, counts, thresholds, leaks):
         stats = build_stats(counts, thresholds, leaks, self._splits, self._tags, self._summary)
-        common.write_json(self._path, stats)
+        files.write_json(self._path, stats)
         _LOG.info("wrote %s", self._path)
         yield stats
 
@@ -764,7 +767,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
         | "ReadAndTag"
         >> beam.ParDo(
             ReadAndTag(config), segments=beam.pvalue.AsDict(segments) if segments is not None else None
-        ).with_outputs("stats", common.ERRORS_TAG, main="clips")
+        ).with_outputs("stats", io_errors.ERRORS_TAG, main="clips")
     )
     clips = read.clips
 
@@ -808,7 +811,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
             selected
             | f"Keep_{split}" >> beam.FlatMap(_selected_in, split)
             | f"WriteSubset_{split}"
-            >> common.WriteSharded(
+            >> sharded.WriteSharded(
                 FileSystems.join(output, split, SUBSET_PREFIX),
                 config.num_shards,
                 ".tfrecord",
@@ -818,7 +821,7 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
                 batched=True,
             )
         )
-    rows | "WriteTagged" >> common.WriteTable(
+    rows | "WriteTagged" >> tables.WriteTable(
         output,
         "tagged",
         schemas.SUBSET_TAGGED,
@@ -827,8 +830,8 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
         num_shards=config.table_shards,
         batched=True,
     )
-    errors = read[common.ERRORS_TAG]
-    errors | "WriteErrors" >> common.WriteTable(output, "errors", schemas.SUBSET_ERRORS, num_shards=1)
+    errors = read[io_errors.ERRORS_TAG]
+    errors | "WriteErrors" >> tables.WriteTable(output, "errors", schemas.SUBSET_ERRORS, num_shards=1)
 
     stat_pairs = (
         read.stats,
@@ -853,7 +856,7 @@ def resolve_inputs(config: Config) -> list[tuple[str, str]]:
     """[(split, path)] of every matched shard, sorted; fails fast on a pattern that matches nothing."""
     inputs = []
     for split, patterns in config.splits.items():
-        for meta in common.expand_patterns(patterns):
+        for meta in matching.expand_patterns(patterns):
             inputs.append((split, meta.path))
         _LOG.info("split %s: %d shards", split, sum(1 for s, _ in inputs if s == split))
     return inputs
@@ -862,7 +865,7 @@ def resolve_inputs(config: Config) -> list[tuple[str, str]]:
 def run(argv=None, save_main_session=True, test_pipeline=None):
     """Runs the subset builder; returns the finished PipelineResult (see module docstring)."""
     parser = build_parser()
-    args, beam_args = common.split_args(parser, argv)
+    args, beam_args = pipelines_options.split_args(parser, argv)
     try:
         config = Config(args)
         inputs = resolve_inputs(config)
@@ -874,10 +877,10 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, config, inputs)
     result = p.run()
-    if remote.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
-        remote.log_detached(result, p.options, NAMESPACE)
+    if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
+        launch.log_detached(result, p.options, NAMESPACE)
         return result
-    common.log_counters(result, NAMESPACE)
+    counters.log_counters(result, NAMESPACE)
     _log_summary(FileSystems.join(config.output, STATS_FILE))
     return result
 

@@ -18,9 +18,13 @@ from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
 from gunshot_core import options, windows
-from pipelines import common, remote, schemas, scoring
+from pipelines import options as pipelines_options
+from pipelines import schemas, scoring
 from pipelines import scoring_outputs as outputs
 from pipelines import scoring_sources as sources
+from pipelines.io import counters, files, launch
+from pipelines.io import errors as io_errors
+from pipelines.io import tables as io_tables
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text file (local or gs://) with one --input per line",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
-    common.add_switch(
+    pipelines_options.add_switch(
         io_group,
         "--skip_existing",
         help="keep the rows of files a previous run in --output scored, and score only the rest",
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument(
         "--clip_padding_seconds", type=float, default=1.0, help="audio around each clip (%(default)s)"
     )
-    common.add_switch(
+    pipelines_options.add_switch(
         extra,
         "--write_embeddings",
         help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_known_args(argv):
     parser = build_parser()
-    args, beam_args = common.split_args(parser, argv)
+    args, beam_args = pipelines_options.split_args(parser, argv)
     if not args.input and not args.input_list:
         parser.error("give at least one --input or --input_list")
     for name in ("batch_size", "num_shards"):
@@ -194,8 +198,8 @@ def build_pipeline(p, args, config, provenance, previous):
     if config.export_clips:
         exported = tables["clips"] | "ExportClips" >> beam.ParDo(
             outputs.ExportClipsFn(config.clip_dir, config.clip_padding_seconds)
-        ).with_outputs(common.ERRORS_TAG, main="done")
-        extra_errors.append(exported[common.ERRORS_TAG])
+        ).with_outputs(io_errors.ERRORS_TAG, main="done")
+        extra_errors.append(exported[io_errors.ERRORS_TAG])
     final = {}
     for name in names:
         parts = [tables[name]] + (extra_errors if name == "errors" else [])
@@ -210,7 +214,7 @@ def build_pipeline(p, args, config, provenance, previous):
             rows
             | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
             | f"Write{name.title()}"
-            >> common.WriteTable(
+            >> io_tables.WriteTable(
                 staging,
                 name,
                 schemas.SCORE_TABLES[name],
@@ -239,7 +243,7 @@ def _wait(result) -> None:
             state = result.wait_until_finish()
         if state is None or PipelineState.is_terminal(state):
             break
-        counts = common.counter_values(result, scoring.NAMESPACE)
+        counts = counters.counter_values(result, scoring.NAMESPACE)
         _LOG.info(
             "progress: matched %d, finished %d, failed %d, %.2f audio hours",
             counts.get("score/files_matched", 0),
@@ -253,9 +257,9 @@ def _wait(result) -> None:
 
 def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
     """Run summary from the final tables (including rows carried over by --skip_existing)."""
-    recordings = common.read_table(output_dir, "recordings")
-    errors = common.read_table(output_dir, "errors")
-    events = common.read_table(output_dir, "events")
+    recordings = io_tables.read_table(output_dir, "recordings")
+    errors = io_tables.read_table(output_dir, "errors")
+    events = io_tables.read_table(output_dir, "events")
     status = recordings.column("status").to_pylist()
     durations = recordings.column("duration_seconds").to_pylist()
     detected = recordings.column("detected").to_pylist()
@@ -291,8 +295,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, args, config, provenance, previous)
     result = p.run()
-    if remote.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
-        remote.log_detached(result, p.options, "score")
+    if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
+        launch.log_detached(result, p.options, "score")
         _LOG.info(
             "the job writes its tables to %s; they are moved into %s when it is finalized",
             staging_dir(args),
@@ -300,7 +304,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         )
         return {"detached": True, "output": args.output}
     _wait(result)
-    counts = common.log_counters(result)  # logs every counter (namespace/name = value)
+    counts = counters.log_counters(result)  # logs every counter (namespace/name = value)
     moved = outputs.finalize_tables(args.output, list(schemas.SCORE_TABLES))
     wall = time.monotonic() - started
     summary = summarize(args.output, counts, wall)
@@ -317,7 +321,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "summary": summary,
         "files": sorted(moved),
     }
-    common.write_json(beam.io.filesystems.FileSystems.join(args.output, outputs.RUN_MANIFEST), manifest)
+    files.write_json(beam.io.filesystems.FileSystems.join(args.output, outputs.RUN_MANIFEST), manifest)
     _LOG.info(
         "scored %d recordings (%d failed, %d with detections, %d events), %.2f audio hours in %.1f s"
         " (%.1f audio hours/hour); %d error rows; tables in %s",

@@ -24,8 +24,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gunshot_core import params
-from pipelines import common, schemas
+from pipelines import schemas
 from pipelines import scoring_sources as sources
+from pipelines.io import errors, sharded, tables
 
 _LOG = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def read_previous_run(output_dir: str, provenance: Provenance) -> PreviousRun:
     """
     if not existing_files(table_pattern(output_dir, "recordings")):
         return PreviousRun(frozenset(), frozenset())
-    table = common.read_table(output_dir, "recordings")
+    table = tables.read_table(output_dir, "recordings")
     if table.num_rows == 0:
         return PreviousRun(frozenset(), frozenset())
     expected = provenance.columns()
@@ -291,7 +292,7 @@ class WriteEmbeddingRecords(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Encode" >> beam.Map(recording_record)
             | "Write"
-            >> common.WriteSharded(self._prefix, self._num_shards, ".tfrecord", _write_records, _record_key)
+            >> sharded.WriteSharded(self._prefix, self._num_shards, ".tfrecord", _write_records, _record_key)
         )
 
 
@@ -440,7 +441,7 @@ class ExportClipsFn(beam.DoFn):
         self._directory = directory
         self._padding = padding
         self._written = Metrics.counter("score", "clips_written")
-        self._errors = common.ErrorReporter("score_export")
+        self._errors = errors.ErrorReporter("score_export")
 
     def process(self, request):
         import soundfile

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from gunshot_core import records
-from pipelines import common
+from pipelines.io import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ def iter_embedding_records(path: str) -> Iterator[EmbeddingRecord]:
     Raises:
       OSError: the file cannot be opened.
     """
-    with common.open_maybe_compressed(path) as handle:
+    with files.open_maybe_compressed(path) as handle:
         for slot in records.read_tfrecords(handle):
             if slot.data is None:
                 yield EmbeddingRecord(f"record{slot.index}", None, None, slot.reason, slot.detail)

@@ -20,7 +20,9 @@ import pytest
 
 from gunshot_core import labels as labels_lib
 from gunshot_core import records
-from pipelines import build_subset, common, schemas
+from pipelines import build_subset, schemas
+from pipelines.io import errors as io_errors
+from pipelines.io import matching, tables
 from tests import fixtures_audioset as fx
 from tests.conftest import AUDIOSET
 from tests.gcs_emulator import gcs_emulator  # noqa: F401  (pytest fixture)
@@ -113,8 +115,8 @@ def run_builder(args, output):
     build_subset.run([*args, "--output", str(output), *BEAM], save_main_session=False)
     with open(os.path.join(output, "stats.json")) as handle:
         stats = json.load(handle)
-    tagged = common.read_table(str(output), "tagged")
-    errors = common.read_table(str(output), "errors")
+    tagged = tables.read_table(str(output), "tagged")
+    errors = tables.read_table(str(output), "errors")
     return stats, tagged, errors
 
 
@@ -124,7 +126,7 @@ def split_rows(table, split):
 
 def subset_records(output, split):
     paths = sorted(
-        common.expand_patterns(os.path.join(output, split, "subset-*.tfrecord")), key=lambda m: m.path
+        matching.expand_patterns(os.path.join(output, split, "subset-*.tfrecord")), key=lambda m: m.path
     )
     out = {}
     for meta in paths:
@@ -454,12 +456,12 @@ def test_quotas_and_weights():
 def test_expand_patterns_directories_globs_and_errors(shards):
     eval_dir = str(shards["root"] / "eval")
     expected = sorted(shards["eval"])
-    assert [m.path for m in common.expand_patterns(eval_dir)] == expected
-    assert [m.path for m in common.expand_patterns(eval_dir + "/")] == expected
-    both = common.expand_patterns([f"{eval_dir}/*.tfrecord", expected[0]])
+    assert [m.path for m in matching.expand_patterns(eval_dir)] == expected
+    assert [m.path for m in matching.expand_patterns(eval_dir + "/")] == expected
+    both = matching.expand_patterns([f"{eval_dir}/*.tfrecord", expected[0]])
     assert [m.path for m in both] == expected  # sorted, without duplicates
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        common.expand_patterns(f"{eval_dir}/nothing-here*")
+        matching.expand_patterns(f"{eval_dir}/nothing-here*")
 
 
 def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
@@ -472,11 +474,11 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
     def write(directory, elements, batched, **sorting):
         with beam.Pipeline(runner="FnApiRunner") as p:
             pcoll = p | beam.Create(elements)
-            pcoll | common.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched, **sorting)
+            pcoll | tables.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched, **sorting)
             (
                 p
                 | "Empty" >> beam.Create([])
-                | "WriteEmpty" >> common.WriteTable(str(directory), "e", schema, **sorting)
+                | "WriteEmpty" >> tables.WriteTable(str(directory), "e", schema, **sorting)
             )
 
     by_key = {"sort_key": operator.itemgetter("k"), "shard_key": operator.itemgetter("k")}
@@ -494,9 +496,9 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
                 other,
                 name,
             )
-    table = common.read_table(str(tmp_path / "a"), "t")
+    table = tables.read_table(str(tmp_path / "a"), "t")
     assert sorted(table.to_pylist(), key=lambda r: r["k"]) == rows
-    empty = common.read_table(str(tmp_path / "a"), "e")
+    empty = tables.read_table(str(tmp_path / "a"), "e")
     assert empty.num_rows == 0 and empty.schema.equals(schema)
 
 
@@ -549,7 +551,7 @@ def test_read_and_tag_dofn_outputs(tmp_path):
             p
             | beam.Create([("s", path)])
             | beam.ParDo(build_subset.ReadAndTag(config)).with_outputs(
-                "stats", common.ERRORS_TAG, main="clips"
+                "stats", io_errors.ERRORS_TAG, main="clips"
             )
         )
         tags = out.clips | beam.FlatMap(
@@ -566,7 +568,7 @@ def test_read_and_tag_dofn_outputs(tmp_path):
             ),
             label="Tags",
         )
-        reasons = out[common.ERRORS_TAG] | beam.Map(lambda r: (r["record_index"], r["reason"]))
+        reasons = out[io_errors.ERRORS_TAG] | beam.Map(lambda r: (r["record_index"], r["reason"]))
         assert_that(reasons, equal_to([(4, "missing_labels")]), label="Errors")
         stats = out.stats | beam.Filter(lambda kv: kv[0][0] in ("read", "other"))
         assert_that(stats, equal_to([(("read", "s"), 5), (("other", "s"), 1)]), label="Stats")

@@ -231,10 +231,10 @@ def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
 def test_switches_take_a_bare_flag_or_true_false():
     import argparse
 
-    from pipelines import common
+    from pipelines import options
 
     parser = argparse.ArgumentParser()
-    common.add_switch(parser, "--skip_existing", help="h")
+    options.add_switch(parser, "--skip_existing", help="h")
     parse = parser.parse_args
     assert parse([]).skip_existing is False and parse(["--skip_existing"]).skip_existing is True
     assert parse(["--skip_existing=TRUE"]).skip_existing is True
