@@ -30,7 +30,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import model_cache
+from pipelines.scoring import model_cache
 from tests import fixtures_audioset, score_inputs
 from tests.conftest import AUDIOSET, REPO, SEED_WAVS
 from tests.gcs_emulator import running_emulator
@@ -296,8 +296,8 @@ def test_score_runs_on_gs_paths(gcs, random_vggish, tmp_path):
 def test_finalize_moves_staged_score_tables(gcs, tmp_path):
     from deploy import finalize
     from pipelines import schemas
-    from pipelines import scoring_outputs as outputs
     from pipelines.io import tables
+    from pipelines.scoring import outputs
 
     output = f"gs://{BUCKET}/finalize/scores"
     for name in schemas.SCORE_TABLES:
@@ -507,9 +507,9 @@ def pipeline_parser(name: str):
 
         return build_subset.build_parser()
     if name == "score":
-        from pipelines import score
+        from pipelines.scoring import pipeline as scoring_pipeline
 
-        return score.build_parser()
+        return scoring_pipeline.build_parser()
     import argparse
 
     from training import transform

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from pipelines import decode_ahead as da
+from pipelines.scoring import decode_ahead as da
 
 
 def _consume(ahead, producers):

@@ -16,8 +16,8 @@ import pytest
 import soundfile
 
 from pipelines import schemas, score
-from pipelines import scoring_outputs as outputs
 from pipelines.io import tables
+from pipelines.scoring import outputs
 from tests import score_inputs
 from tests.conftest import GOLDEN, SEED_WAVS, head_key
 
