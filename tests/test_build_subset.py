@@ -23,6 +23,9 @@ from gunshot_core import records
 from pipelines import build_subset, schemas
 from pipelines.io import errors as io_errors
 from pipelines.io import matching, tables
+from pipelines.subset import balance
+from pipelines.subset import config as subset_config
+from pipelines.subset import tag as subset_tag
 from tests import fixtures_audioset as fx
 from tests.conftest import AUDIOSET
 from tests.gcs_emulator import gcs_emulator  # noqa: F401  (pytest fixture)
@@ -436,21 +439,21 @@ def test_cli_errors_are_loud(shards, tmp_path, capsys):
 
 def test_quotas_and_weights():
     ratio = {"a": 1, "b": 3}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "downsample", None) == {"a": 10, "b": 30}
-    assert build_subset.quotas({"a": 10, "b": 12}, ratio, "downsample", None) == {"a": 4, "b": 12}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "downsample", 9) == {"a": 3, "b": 9}
-    assert build_subset.quotas({"b": 100}, ratio, "downsample", None) == {"a": 0, "b": 0}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "none", 50) == {"a": 10, "b": 50}
-    assert build_subset.class_weights({"a": 10, "b": 30}) == {"a": 2.0, "b": pytest.approx(2 / 3)}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "downsample", None) == {"a": 10, "b": 30}
+    assert balance.quotas({"a": 10, "b": 12}, ratio, "downsample", None) == {"a": 4, "b": 12}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "downsample", 9) == {"a": 3, "b": 9}
+    assert balance.quotas({"b": 100}, ratio, "downsample", None) == {"a": 0, "b": 0}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "none", 50) == {"a": 10, "b": 50}
+    assert balance.class_weights({"a": 10, "b": 30}) == {"a": 2.0, "b": pytest.approx(2 / 3)}
     line = '--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"'
     mid_to_index = {"/m/09x0r": 0, "/t/dd00088": 138}
-    assert build_subset.parse_segment_line(line, mid_to_index) == ("--PJHxphWEs:30000", (0, 138))
-    assert build_subset.parse_segment_line("# comment", mid_to_index) is None
+    assert subset_tag.parse_segment_line(line, mid_to_index) == ("--PJHxphWEs:30000", (0, 138))
+    assert subset_tag.parse_segment_line("# comment", mid_to_index) is None
     with pytest.raises(ValueError, match="unknown MIDs"):
-        build_subset.parse_segment_line('x, 0, 10, "/m/nope"', mid_to_index)
+        subset_tag.parse_segment_line('x, 0, 10, "/m/nope"', mid_to_index)
 
 
-# ---- Shared plumbing (pipelines.common) ------------------------------------------------------------
+# ---- Shared plumbing (pipelines.options, pipelines.io) ------------------------------------------------------------
 
 
 def test_expand_patterns_directories_globs_and_errors(shards):
@@ -507,7 +510,7 @@ def test_batch_size_does_not_change_outputs(shards, tmp_path, monkeypatch):
     fx.write_shards(src, shards["eval_segments"][:900], num_shards=2)
     args = ["--input", f"{src}/*", "--ratio", "1:2"]
     run_builder(args, tmp_path / "big")
-    monkeypatch.setattr(build_subset, "MAX_BATCH", 7)
+    monkeypatch.setattr(subset_tag, "MAX_BATCH", 7)
     run_builder(args, tmp_path / "small")
     names = sorted(n for n in os.listdir(tmp_path / "big") if n.endswith((".json", ".parquet")))
     assert names == sorted(n for n in os.listdir(tmp_path / "small") if n.endswith((".json", ".parquet")))
@@ -544,13 +547,13 @@ def test_read_and_tag_dofn_outputs(tmp_path):
     path = fx.write_tfrecord_file(
         tmp_path / "a.tfrecord", [fx.encode_segment(s) for s in (gun, speech, both, music)] + [bad]
     )
-    args = build_subset.build_parser().parse_args(["--input", path, "--output", str(tmp_path / "out")])
-    config = build_subset.Config(args)
+    args = subset_config.build_parser().parse_args(["--input", path, "--output", str(tmp_path / "out")])
+    config = subset_config.Config(args)
     with TestPipeline(runner="FnApiRunner") as p:
         out = (
             p
             | beam.Create([("s", path)])
-            | beam.ParDo(build_subset.ReadAndTag(config)).with_outputs(
+            | beam.ParDo(subset_tag.ReadAndTag(config)).with_outputs(
                 "stats", io_errors.ERRORS_TAG, main="clips"
             )
         )
@@ -577,9 +580,9 @@ def test_read_and_tag_dofn_outputs(tmp_path):
 def test_one_split_value_may_hold_several_entries():
     import argparse
 
-    assert build_subset._split_arg("train=gs://b/t/*; eval=gs://b/e/*") == [
+    assert subset_config._split_arg("train=gs://b/t/*; eval=gs://b/e/*") == [
         ("train", "gs://b/t/*"),
         ("eval", "gs://b/e/*"),
     ]
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=PATTERN"):
-        build_subset._split_arg("train=gs://b/t/*;oops")
+        subset_config._split_arg("train=gs://b/t/*;oops")

@@ -5,7 +5,7 @@
   staged sdist and pipeline proto) and writes it to gs:// instead of submitting it - the same thing the
   flex-template launcher does. The tests read the job back and inspect it, and unpickle every DoFn of
   the staged pipeline in a fresh process, as a remote worker would.
-- The worker model cache (pipelines.model_cache) against the emulator, and a scoring run with gs://
+- The worker model cache (pipelines.scoring.model_cache) against the emulator, and a scoring run with gs://
   models, inputs and outputs.
 - deploy/: the Dockerfile (parsed: base image = installed Beam and Python), the flex-template metadata
   (every parameter is a flag the pipeline accepts, validation regexes match valid values) and the
@@ -178,7 +178,7 @@ def test_build_subset_builds_a_dataflow_job(gcs, audioset_shards, tmp_path):
         "setup.py",
         "requirements.txt",
         "pipelines/build_subset.py",
-        "pipelines/model_cache.py",
+        "pipelines/scoring/model_cache.py",
         "gunshot_core/data/heads/1LayerLSTM__Loss=BinCE_20Epochs_july02.h5",
         "deploy/templates/score.json",
         "training/transform.py",
@@ -503,9 +503,9 @@ EXAMPLES = {
 
 def pipeline_parser(name: str):
     if name == "build_subset":
-        from pipelines import build_subset
+        from pipelines.subset import config
 
-        return build_subset.build_parser()
+        return config.build_parser()
     if name == "score":
         from pipelines.scoring import pipeline as scoring_pipeline
 
@@ -673,10 +673,10 @@ def test_launch_direct_dry_run_prints_a_python_command_beam_accepts(mode):
         "--drop_leakage",
     )
     assert command[1:3] == ["-m", "pipelines.build_subset"]
-    from pipelines import build_subset
     from pipelines import options as pipelines_options
+    from pipelines.subset import config
 
-    args, beam_args = pipelines_options.split_args(build_subset.build_parser(), command[3:])
+    args, beam_args = pipelines_options.split_args(config.build_parser(), command[3:])
     assert args.drop_leakage and args.output == "gs://b/subsets/v1"
     options = PipelineOptions(beam_args).get_all_options()
     assert options["runner"] == "DataflowRunner" and options["project"] == PROJECT
