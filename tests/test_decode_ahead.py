@@ -1,4 +1,4 @@
-"""Unit tests of pipelines.decode_ahead: order, errors, the byte budget, the gate and closing."""
+"""Unit tests of pipelines.scoring.decode_ahead: order, errors, the byte budget, the gate and closing."""
 
 import threading
 import time

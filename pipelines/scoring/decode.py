@@ -87,7 +87,7 @@ def _output_bytes(item) -> int:
     return int(item[2].nbytes) if isinstance(item, tuple) and len(item) == 3 else 0
 
 
-#: One gate and one byte budget per worker process (see pipelines.decode_ahead).
+#: One gate and one byte budget per worker process (see pipelines.scoring.decode_ahead).
 COMPUTE_GATE = decode_ahead.ComputeGate()
 DECODE_BUDGET = decode_ahead.ProcessBudget(decode_ahead.DEFAULT_BUDGET_BYTES)
 
@@ -113,7 +113,7 @@ class DecodeFn(beam.DoFn):
     reason when decoding failed (chunks already emitted for it are then discarded by the scorer).
     Output FRAMES_TAG: (source key, (chunk index, uint8 [n, 128])) for embedding TFRecords.
 
-    Decoding runs in a look-ahead thread (pipelines.decode_ahead) across the bundle's elements, in
+    Decoding runs in a look-ahead thread (pipelines.scoring.decode_ahead) across the bundle's elements, in
     the time VGGish leaves a core idle (mostly while the model loads); outputs keep element order.
     """
 

@@ -18,7 +18,7 @@ from pipelines.scoring.reporting import error_row
 
 def localize(path: str, directory: str | None = None) -> str:
     """A local path for a model file or head directory: the path itself, or the worker's cached copy
-    of a gs:// object (downloaded once per worker and reused by every process; see pipelines.model_cache).
+    of a gs:// object (downloaded once per worker and reused by every process; see pipelines.scoring.model_cache).
     """
     from pipelines.scoring import model_cache
 

@@ -1,5 +1,7 @@
 """Reading AudioSet embedding TFRecords (already embedded) for scoring by the head alone.
 
+Stage: scoring 3 (decode), for embedding TFRecord inputs.
+
 Records are read slot by slot with `gunshot_core.records` (no TensorFlow needed), so a bad CRC, a
 truncated file or a malformed record becomes one error row and the rest of the file is still scored.
 """
