@@ -87,10 +87,10 @@ def annotations_csv(path: pathlib.Path, heldout_root: pathlib.Path, run_dir: pat
     scoring run over the held-out embedding records; returns the number of rows."""
     import csv
 
-    from pipelines import common
+    from pipelines.io import tables
     from tests import field_sites
 
-    sources = common.read_table(str(run_dir), "recordings").column("source").to_pylist()
+    sources = tables.read_table(str(run_dir), "recordings").column("source").to_pylist()
     by_path = {s.split("!", 1)[1].rsplit(":", 1)[0]: s for s in sources}
     rows = [
         (by_path[i.file], i.start, i.end, i.label)
@@ -111,19 +111,20 @@ def diagnose(run_dir: pathlib.Path, threshold: float, heldout_root: pathlib.Path
     """What a run misses and what fools it at `threshold`, independently of the evaluator's tables.
 
     Events are merged from the run's frames table (a head with frame scores) or windows table with
-    `pipelines.scoring.merge_events`, matched one to one with `training.evaluate_events.match_events`.
+    `pipelines.scoring.events.merge_events`, matched one to one with `training.evaluate_events.match_events`.
 
     Returns:
       ({snr band: (matched, gunshots)}, {label of what a false alarm overlaps: count}).
     """
-    from pipelines import common, scoring
+    from pipelines.io import tables
+    from pipelines.scoring import events as scoring_events
     from tests import field_sites
     from training.evaluate_events import match_events, overlaps
 
     try:
-        table = common.read_table(str(run_dir), "frames")
+        table = tables.read_table(str(run_dir), "frames")
     except FileNotFoundError:
-        table = common.read_table(str(run_dir), "windows")
+        table = tables.read_table(str(run_dir), "windows")
     rows = table.select(["source", "start_seconds", "end_seconds", "score"]).to_pandas()
     truth = field_sites.read_ground_truth(heldout_root)
     bands = {band: [0, 0] for band in SNR_BANDS}
@@ -131,7 +132,7 @@ def diagnose(run_dir: pathlib.Path, threshold: float, heldout_root: pathlib.Path
     for source, group in rows.groupby("source", sort=True):
         group = group.sort_values("start_seconds")
         path = source.split("!", 1)[1].rsplit(":", 1)[0] if "!" in source else source
-        events = scoring.merge_events(
+        events = scoring_events.merge_events(
             group.score.to_numpy(), group.start_seconds.to_numpy(), group.end_seconds.to_numpy(), threshold
         )
         spans = [(e.start_seconds, e.end_seconds) for e in events]

@@ -8,7 +8,7 @@ set size (ru_maxrss, Python and imports included):
 
 - `report`: `python -m pipelines.report` with its defaults (DuckDB memory_limit 1GB, --top 200; the
   recordings do not exist, so every event page says so, and the score timelines are still drawn);
-- `load`: what the tables cost held in memory: `pipelines.common.read_table` of `windows` (pyarrow,
+- `load`: what the tables cost held in memory: `pipelines.io.tables.read_table` of `windows` (pyarrow,
   decoded), the way the scoring job's summary reads tables.
 
     python benchmarks/bench_report.py                    # 10 M windows / 100 k recordings
@@ -197,9 +197,9 @@ def measure(mode: str, run_dir: str, out_dir: str) -> dict:
         build.run(["--scores", run_dir, "--output", out_dir])
         extra = {}
     else:
-        from pipelines import common
+        from pipelines.io import tables
 
-        table = common.read_table(run_dir, "windows")
+        table = tables.read_table(run_dir, "windows")
         extra = {"rows": table.num_rows, "arrow_bytes": table.nbytes}
     wall = time.monotonic() - started
     return {

@@ -120,7 +120,8 @@ def run_beam(paths, queries, top: int, beam_args: list[str], output: str):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines import common, schemas
+    from pipelines import schemas
+    from pipelines.io import tables as io_tables
     from pipelines.search import queries as queries_lib
     from pipelines.search import scan
 
@@ -133,11 +134,11 @@ def run_beam(paths, queries, top: int, beam_args: list[str], output: str):
             p
             | beam.Create(paths)
             | scan.NearestWindows(windows, texts, top, 1, total_rows=0)
-            | common.WriteTable(output, "hits", schemas.SEARCH_HITS, sort_columns=("query_index", "rank"))
+            | io_tables.WriteTable(output, "hits", schemas.SEARCH_HITS, sort_columns=("query_index", "rank"))
         )
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     found = {}
-    for row in common.read_table(output, "hits").to_pylist():
+    for row in io_tables.read_table(output, "hits").to_pylist():
         found.setdefault(row["query_index"], []).append(row)
     return seconds, cpu, found
 

@@ -72,7 +72,7 @@ _LIBRARY_INFO_KEPT = {
 _SPURIOUS_WARNINGS = (
     # Beam 2.77 on Linux: RunInference's memory probe when an optional import failed.
     "Resource module is not available for current platform",
-    # Beam's workers re-parsing the launch flags (ours were checked by pipelines.common.split_args).
+    # Beam's workers re-parsing the launch flags (ours were checked by pipelines.options.split_args).
     "Discarding unparseable args",
     "No semi_persistent_directory found",
 )

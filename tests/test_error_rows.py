@@ -16,7 +16,8 @@ import pytest
 
 from gunshot_core import audio
 from gunshot_core.errors import AudioDecodeError, GunshotError, describe, sanitize
-from pipelines import common, score
+from pipelines import score
+from pipelines.io import tables as io_tables
 from tests import score_inputs
 from tests.conftest import SEED_WAVS
 
@@ -124,8 +125,8 @@ def test_reruns_give_byte_identical_tables_errors_included(runs):
 
 def test_every_error_names_its_file_or_archive_member_and_nothing_run_specific(runs):
     inputs, first, _, _ = runs
-    recordings = common.read_table(str(first), "recordings").to_pylist()
-    errors = common.read_table(str(first), "errors").to_pylist()
+    recordings = io_tables.read_table(str(first), "recordings").to_pylist()
+    errors = io_tables.read_table(str(first), "errors").to_pylist()
     failed = [r for r in recordings if r["status"] == "error"]
     # 4 broken files; 4 broken members in each of zip, tar, tar.gz; the damaged member; 2 cut archives.
     assert len(failed) >= 4 + 3 * 4 + 1 + 2, [r["source"] for r in failed]

@@ -204,10 +204,10 @@ def test_frame_scores_are_exact_in_chunks(max_head, monkeypatch):
 
 
 def test_merge_frame_events_on_frame_boundaries():
-    from pipelines import scoring
+    from pipelines.scoring import events as scoring_events
 
     scores = np.array([0.1, 0.9, 0.8, 0.2, 0.1, 0.7], np.float32)
-    events = scoring.merge_frame_events(scores, np.array([0, 2]), np.array([4, 6]), 0.5)
+    events = scoring_events.merge_frame_events(scores, np.array([0, 2]), np.array([4, 6]), 0.5)
     f = params.FRAME_SECONDS
     assert [(e.start_seconds, e.end_seconds, e.peak_seconds, e.num_windows) for e in events] == [
         (pytest.approx(f), pytest.approx(3 * f), pytest.approx(f), 2),
@@ -218,7 +218,8 @@ def test_merge_frame_events_on_frame_boundaries():
 
 def test_scoring_run_gives_events_on_frame_boundaries(max_head, random_vggish, tmp_path):
     """A recording (as an embedding TFRecord) with shots at frames 13 and 40-41 -> two frame events."""
-    from pipelines import common, score
+    from pipelines import score
+    from pipelines.io import tables
 
     rng = np.random.default_rng(3)
     frames = add_shot(add_shot(background(rng, 60), 13), 40, 2)
@@ -236,11 +237,11 @@ def test_scoring_run_gives_events_on_frame_boundaries(max_head, random_vggish, t
     expected_scores = head.frame_scores(frames)
     above = np.flatnonzero(expected_scores >= 0.5)
     assert above.tolist() == [13, 40, 41]  # the head finds the shots and nothing else
-    table = common.read_table(str(out), "frames").to_pandas()
+    table = tables.read_table(str(out), "frames").to_pandas()
     assert table.frame_index.tolist() == list(range(60))
     np.testing.assert_allclose(table.score, expected_scores, atol=1e-6)
     np.testing.assert_allclose(table.start_seconds, np.arange(60) * params.FRAME_SECONDS)
-    events = common.read_table(str(out), "events").to_pandas()
+    events = tables.read_table(str(out), "events").to_pandas()
     f = params.FRAME_SECONDS
     np.testing.assert_allclose(events.start_seconds, [13 * f, 40 * f])
     np.testing.assert_allclose(events.end_seconds, [14 * f, 42 * f])
@@ -248,7 +249,7 @@ def test_scoring_run_gives_events_on_frame_boundaries(max_head, random_vggish, t
     # Windows of 10 frames every 5 overlapping each event: frames 13 -> windows 5 and 10; 40-41 ->
     # windows 35 and 40 (starts).
     assert events.num_windows.tolist() == [2, 2]
-    windows = common.read_table(str(out), "windows").to_pandas()
+    windows = tables.read_table(str(out), "windows").to_pandas()
     for row in windows.itertuples():
         first = int(round(row.start_seconds / f))
         assert row.score == pytest.approx(float(expected_scores[first : first + 10].max()), abs=1e-6)

@@ -107,10 +107,11 @@ def test_gunshot_score_is_quiet_unless_verbose(random_vggish, tmp_path, flags):
 
 def test_every_command_takes_the_logging_flags(capsys):
     from gunshot_core import score_cli
-    from pipelines import build_subset, score
+    from pipelines.scoring import pipeline
+    from pipelines.subset import config
     from training import analyze, evaluate, train, transform
 
-    parsers = [score.build_parser, build_subset.build_parser, score_cli.build_parser]
+    parsers = [pipeline.build_parser, config.build_parser, score_cli.build_parser]
     for build in parsers:
         assert "--log_level" in build().format_help(), build
     for parse in (transform.parse_known_args, train.parse_args, evaluate.parse_args, analyze.parse_args):

@@ -69,7 +69,7 @@ def test_transform_multiprocess_equals_in_process(subset, tmp_path, caplog):
     argv = ["--train", f"{subset}/train*", "--eval", f"{subset}/eval*"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     transform.run(argv + ["--output", str(single)])
-    with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="pipelines.common"):
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="pipelines.io.counters"):
         transform.run(
             argv
             + ["--output", str(multi), "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

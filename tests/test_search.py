@@ -16,7 +16,8 @@ import soundfile
 import soxr
 
 from gunshot_core import annotations, params, similarity
-from pipelines import common, schemas, score
+from pipelines import schemas, score
+from pipelines.io import tables
 from pipelines.search import pipeline, queries
 from tests import field_sites
 from tests.browser import assert_page_ok, chromium  # noqa: F401
@@ -111,7 +112,7 @@ def searched(archive):
 
 
 def _embeddings(archive):
-    table = common.read_table(str(archive["batch"]), "embeddings")
+    table = tables.read_table(str(archive["batch"]), "embeddings")
     frames = np.frombuffer(b"".join(table.column("embedding").to_pylist()), np.uint8).reshape(-1, 128)
     return table.column("source").to_pylist(), table.column("frame_index").to_pylist(), frames
 
@@ -138,7 +139,7 @@ def _expected_hits(archive, query_frames: np.ndarray, own=None, top=TOP):
 
 
 def _hits(output):
-    return common.read_table(str(output), "hits").to_pylist()
+    return tables.read_table(str(output), "hits").to_pylist()
 
 
 def test_query_from_a_cut_file_finds_every_inserted_snippet(archive, searched):
@@ -158,7 +159,7 @@ def test_query_from_the_table_excludes_its_own_window(archive, searched):
     assert (archive["recA"], 5) not in {(h["source"], h["frame_index"]) for h in hits}
     others = {(p, f) for p, frames in archive["expected"].items() for f in frames} - {(archive["recA"], 5)}
     assert {(h["source"], h["frame_index"]) for h in hits[:3]} == others
-    queries_table = common.read_table(str(output), "queries").to_pylist()
+    queries_table = tables.read_table(str(output), "queries").to_pylist()
     assert [q["origin"] for q in queries_table[:2]] == ["audio", "table"]
     assert queries_table[1]["frame_index"] == 5 and queries_table[1]["window_start_seconds"] == pytest.approx(
         4.8
@@ -211,7 +212,7 @@ def test_raven_tables_list_the_hits_in_rank_order(archive, searched):
 def test_bad_queries_are_error_rows_not_crashes(archive, searched):
     output, code = searched
     assert code == 1  # some queries failed
-    rows = {q["query_index"]: q for q in common.read_table(str(output), "queries").to_pylist()}
+    rows = {q["query_index"]: q for q in tables.read_table(str(output), "queries").to_pylist()}
     assert [rows[i]["status"] for i in range(5)] == ["ok", "ok", "error", "error", "error"]
     assert rows[2]["error_reason"] == "not_found" and "missing.wav" in rows[2]["error_message"]
     assert rows[3]["error_reason"] == "start_beyond_end" and "START 300 s" in rows[3]["error_message"]
@@ -262,7 +263,7 @@ def test_multi_frame_windows_and_an_unreadable_table_file(archive, tmp_path):
     assert [g[:2] for g in got] == [w[:2] for w in want]
     np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=0, atol=1e-12)
     assert all(h["end_seconds"] == pytest.approx(h["start_seconds"] + 2 * 0.96) for h in _hits(output))
-    errors = common.read_table(str(output), "errors").to_pylist()
+    errors = tables.read_table(str(output), "errors").to_pylist()
     assert [(e["source"], e["reason"]) for e in errors] == [
         (str(embeddings / "embeddings-00001-of-00002.parquet"), "unreadable")
     ]
@@ -352,7 +353,7 @@ def test_search_on_gs_paths(archive, searched, tmp_path):
 
     local_dir = str(archive["root"] / "audio")
     bucket = "gs://search-bucket"
-    table = common.read_table(str(archive["batch"]), "embeddings")
+    table = tables.read_table(str(archive["batch"]), "embeddings")
     moved = pa.array([s.replace(local_dir, f"{bucket}/audio") for s in table.column("source").to_pylist()])
     table = table.set_column(table.schema.get_field_index("source"), "source", moved)
     local_table = tmp_path / "embeddings-00000-of-00001.parquet"

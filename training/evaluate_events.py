@@ -16,7 +16,7 @@ What is evaluated:
     on count as missed (reason `recording_failed`); its duration does not count.
   - events: at the run's own threshold, the run's `events` table; at any other threshold, events
     re-derived from the `windows` table with the scoring pipeline's own merge
-    (`pipelines.scoring.merge_events`: consecutive windows with score >= threshold form one event),
+    (`pipelines.scoring.events.merge_events`: consecutive windows with score >= threshold form one event),
     or from the `frames` table when the run has one (a head with frame scores: consecutive frames).
   - matching, one to one: an event and an annotated positive may match when they overlap once the
     annotation is widened by `--tolerance_seconds` on both sides (closed intervals: touching counts).
@@ -222,10 +222,10 @@ def read_annotation_files(
 
 
 def _table(directory: str, name: str):
-    from pipelines import common
+    from pipelines.io import tables as io_tables
 
     try:
-        return common.read_table(directory, name)
+        return io_tables.read_table(directory, name)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{directory}: no {name!r} table ({name}-*-of-*.parquet); is it the output of `gunshot batch`?"
@@ -234,10 +234,10 @@ def _table(directory: str, name: str):
 
 def _optional_table(directory: str, name: str):
     """A score table that only some runs write (e.g. `frames`), or None when the run has none."""
-    from pipelines import common
+    from pipelines.io import tables as io_tables
 
     try:
-        return common.read_table(directory, name)
+        return io_tables.read_table(directory, name)
     except FileNotFoundError:
         return None
 
@@ -388,7 +388,7 @@ def events_at(rec: Recording, threshold: float, run_threshold: float) -> list[tu
         return []
     if threshold == run_threshold:
         return list(rec.events)
-    from pipelines.scoring import merge_events
+    from pipelines.scoring.events import merge_events
 
     merged = merge_events(rec.scores, rec.starts, rec.ends, threshold)
     return [(e.start_seconds, e.end_seconds, e.peak_score) for e in merged]

@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import re
 
-from gunshot_core import audio, logs, params
-from pipelines import common, scoring
+from gunshot_core import logs, params, resample
+from pipelines import options
 from pipelines.dataset import planning
+from pipelines.scoring import config, embed
 
 DEFAULT_SPLITS = (("train", 0.8), ("eval", 0.2))
 ANNOTATED = "annotated"
@@ -183,30 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     perf.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
     perf.add_argument(
-        "--resampler", choices=audio.RESAMPLERS, default=audio.DEFAULT_RESAMPLER, help="(%(default)s)"
+        "--resampler", choices=resample.RESAMPLERS, default=resample.DEFAULT_RESAMPLER, help="(%(default)s)"
     )
     perf.add_argument(
         "--batch_size",
         type=int,
-        default=scoring.DEFAULT_BATCH_SIZE,
+        default=config.DEFAULT_BATCH_SIZE,
         help="examples per VGGish batch (%(default)s)",
     )
     perf.add_argument(
         "--chunk_seconds",
         type=float,
-        default=scoring.DEFAULT_CHUNK_SECONDS,
+        default=config.DEFAULT_CHUNK_SECONDS,
         help="seconds of audio decoded at a time (%(default)s)",
     )
     perf.add_argument(
         "--split_seconds",
         type=float,
-        default=scoring.DEFAULT_SPLIT_SECONDS,
+        default=config.DEFAULT_SPLIT_SECONDS,
         help="recordings longer than this are decoded in segments over workers (0: never; %(default)s)",
     )
     perf.add_argument(
         "--archive_part_mb",
         type=float,
-        default=scoring.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
+        default=config.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
         help="zip/tar archives are decoded in parts of about this many MB (%(default)s)",
     )
     perf.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (%(default)s)")
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_known_args(argv):
     """(args, beam_args); exits with a message on bad flags."""
     parser = build_parser()
-    args, beam_args = common.split_args(parser, argv)
+    args, beam_args = options.split_args(parser, argv)
     if bool(args.audio or args.audio_list) == bool(args.embeddings):
         parser.error("give --audio (or --audio_list) or --embeddings, not both and not neither")
     if args.window_frames is not None and args.window_frames < 1:
@@ -258,7 +259,7 @@ def window_frames(args) -> int:
     if args.head:
         from gunshot_core import heads
 
-        card = heads.read_card(scoring.localize(args.head))
+        card = heads.read_card(embed.localize(args.head))
         return int(card.frames or card.pad_to_frames or params.HEAD_FRAMES)
     return params.HEAD_FRAMES
 
@@ -286,12 +287,12 @@ def make_config(args) -> Config:
     )
 
 
-def scoring_config(args) -> scoring.ScoringConfig:
+def scoring_config(args) -> config.ScoringConfig:
     """The scoring pipeline's decode/embed settings, for embedding recordings exactly as it does."""
     from gunshot_core import models
 
     paths = models.resolve_model_paths(args.checkpoint, args.pca, None)
-    return scoring.ScoringConfig(
+    return config.ScoringConfig(
         checkpoint=paths.checkpoint,
         pca=paths.pca,
         head=paths.head,

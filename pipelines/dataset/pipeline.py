@@ -18,9 +18,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from pipelines import common, remote
-from pipelines import scoring_sources as sources
 from pipelines.dataset import annotation_io, examples, options, recordings, splitting, writing
+from pipelines.io import counters, files, launch, sharded, tables
+from pipelines.scoring import sources
 
 _LOG = logging.getLogger(__name__)
 RECORDING_STATS = "recording_stats"
@@ -105,7 +105,7 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
         made[examples.ERRORS_TAG],
     ) | "AllErrors" >> beam.Flatten()
     _ = (split, errors) | "Write" >> writing.WriteDataset(args.output, split_names, config.num_shards)
-    _ = made[examples.STATS_TAG] | "WriteStats" >> common.WriteSharded(
+    _ = made[examples.STATS_TAG] | "WriteStats" >> sharded.WriteSharded(
         FileSystems.join(args.output, RECORDING_STATS), 1, ".jsonl", _write_summed_stats
     )
 
@@ -131,9 +131,9 @@ def _options_summary(args, config: options.Config) -> dict:
 
 def finish(args, config: options.Config) -> dict:
     """Reads the written tables back and writes stats.json; returns it."""
-    example_table = common.read_table(args.output, writing.EXAMPLES)
-    error_table = common.read_table(args.output, writing.ERRORS)
-    stats_path = FileSystems.join(args.output, common.shard_name(RECORDING_STATS, 0, 1, ".jsonl"))
+    example_table = tables.read_table(args.output, writing.EXAMPLES)
+    error_table = tables.read_table(args.output, writing.ERRORS)
+    stats_path = FileSystems.join(args.output, sharded.shard_name(RECORDING_STATS, 0, 1, ".jsonl"))
     with FileSystems.open(stats_path) as f:
         lines = [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
     FileSystems.delete([stats_path])
@@ -144,7 +144,7 @@ def finish(args, config: options.Config) -> dict:
         _options_summary(args, config),
         [n for n, _ in config.splits],
     )
-    common.write_json(FileSystems.join(args.output, writing.STATS), stats)
+    files.write_json(FileSystems.join(args.output, writing.STATS), stats)
     return stats
 
 
@@ -159,11 +159,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     p = test_pipeline or beam.Pipeline(options=pipeline_options)
     build_pipeline(p, args, config, scoring_config)
     result = p.run()
-    if remote.job_detached(result, p.options):
-        remote.log_detached(result, p.options, "dataset")
+    if launch.job_detached(result, p.options):
+        launch.log_detached(result, p.options, "dataset")
         return {"detached": True, "output": args.output}
     result.wait_until_finish()
-    common.log_counters(result)
+    counters.log_counters(result)
     stats = finish(args, config)
     splits = ", ".join(f"{n}: {s['examples']} ({s['tags']})" for n, s in stats["splits"].items())
     _LOG.info(

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from gunshot_core import params
 from gunshot_core.annotations import Annotation
-from pipelines.common import stable_hash
+from pipelines.io.sharded import stable_hash
 
 POSITIVE_TAG = "gunshot"
 NEGATIVE_TAG = "no_gunshot"

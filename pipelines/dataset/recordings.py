@@ -1,7 +1,7 @@
 """Dataset stage 2, recordings: the uint8 frames of each recording, from audio or from a scoring run.
 
 From audio, recordings are matched, planned, decoded and embedded by the scoring pipeline's own
-steps (`scoring.MatchSources`, `scoring.embed_recordings`, `scoring.assemble_recording`), so their
+steps (`match.MatchSources`, `score.embed_recordings`, `score.assemble_recording`), so their
 frames are the frames `gunshot batch` scores. From `--embeddings DIR` (a `gunshot batch
 --write_embeddings` output), the embeddings table gives the frames and the recordings table the
 duration and status, and no audio is decoded: the same `RecordingFrames` come out.
@@ -19,8 +19,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gunshot_core import params
-from pipelines import scoring
 from pipelines.dataset import annotation_io
+from pipelines.scoring import config as scoring_config
+from pipelines.scoring import match, score, sources
 
 NAMESPACE = "dataset"
 
@@ -47,7 +48,7 @@ class RecordingFrames:
 
 def _from_assembled(element):
     key, grouped = element
-    info, frames, failure = scoring.assemble_recording(key, grouped)
+    info, frames, failure = score.assemble_recording(key, grouped)
     return key, RecordingFrames(
         info.source or key, info.file, info.member, info.duration_seconds, frames, failure
     )
@@ -55,7 +56,7 @@ def _from_assembled(element):
 
 def _keep_source(source, names, globs) -> bool:
     # Archives and TFRecords hold recordings whose names are known only once read.
-    if source.kind != scoring.sources.KIND_AUDIO:
+    if source.kind != sources.KIND_AUDIO:
         return True
     return annotation_io.may_be_meant(source.path, names, globs)
 
@@ -67,14 +68,14 @@ class FromAudio(beam.PTransform):
     not decoded (`names`: side-input list of every annotation's recording key).
     """
 
-    def __init__(self, config: scoring.ScoringConfig, names, globs: tuple[str, ...]):
+    def __init__(self, config: scoring_config.ScoringConfig, names, globs: tuple[str, ...]):
         super().__init__()
         self._config = config
         self._names = names
         self._globs = globs
 
     def expand(self, patterns):
-        srcs, match_errors = patterns | "Match" >> scoring.MatchSources()
+        srcs, match_errors = patterns | "Match" >> match.MatchSources()
         wanted = srcs | "Annotated" >> beam.Filter(_keep_source, self._names, self._globs)
         grouped, embed_errors = embed_recordings_in(wanted, self._config)
         frames = grouped | "Assemble" >> beam.Map(_from_assembled)
@@ -87,7 +88,7 @@ class FromAudio(beam.PTransform):
 
 
 def embed_recordings_in(srcs, config):
-    return scoring.embed_recordings(srcs, config)
+    return score.embed_recordings(srcs, config)
 
 
 def _scoring_error(row: dict) -> dict:
@@ -212,10 +213,10 @@ RECORDING_COLUMNS = [
 
 def _table_files(directory: str, name: str) -> list[str]:
     """The Parquet files of one table of a scoring output folder (at launch; FileNotFoundError if none)."""
-    from pipelines import common
+    from pipelines.io import matching
 
     try:
-        return [m.path for m in common.expand_patterns(embeddings_table_files(directory, name))]
+        return [m.path for m in matching.expand_patterns(embeddings_table_files(directory, name))]
     except FileNotFoundError:
         hint = " (was it scored with --write_embeddings?)" if name == "embeddings" else ""
         raise FileNotFoundError(f"--embeddings {directory}: no {name} table{hint}") from None

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from gunshot_core import annotations
-from pipelines.build_subset import _leak_entry
-from pipelines.common import stable_hash
+from pipelines.io.sharded import stable_hash
+from pipelines.subset.balance import _leak_entry
 
 LEAK_EXAMPLES = 20
 

@@ -1,7 +1,7 @@
 """Dataset stage 5, writing: TFRecords per split, the examples and errors tables, stats.json.
 
-Every file is written by the project's deterministic writers (`common.WriteSharded`,
-`common.WriteTable`): the same examples give byte-identical files on any runner or worker count.
+Every file is written by the project's deterministic writers (`sharded.WriteSharded`,
+`tables.WriteTable`): the same examples give byte-identical files on any runner or worker count.
 Records go to `OUT/<split>/examples-SSSSS-of-NNNNN.tfrecord`, sorted by (source, first frame).
 """
 
@@ -14,8 +14,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from gunshot_core import records
-from pipelines import common, schemas
+from pipelines import schemas
 from pipelines.dataset import splitting
+from pipelines.io import sharded, tables
 
 EXAMPLES = "examples"
 ERRORS = "errors"
@@ -70,7 +71,7 @@ class WriteDataset(beam.PTransform):
             paths.append(
                 part
                 | f"Records{name.title()}"
-                >> common.WriteSharded(
+                >> sharded.WriteSharded(
                     prefix, self._num_shards, RECORD_SUFFIX, _write_records, sort_key=example_key
                 )
             )
@@ -78,7 +79,7 @@ class WriteDataset(beam.PTransform):
             examples
             | "Rows" >> beam.Map(lambda item: item[0])
             | "WriteExamples"
-            >> common.WriteTable(
+            >> tables.WriteTable(
                 self._output,
                 EXAMPLES,
                 schemas.DATASET_EXAMPLES,
@@ -88,7 +89,7 @@ class WriteDataset(beam.PTransform):
         paths.append(
             errors
             | "WriteErrors"
-            >> common.WriteTable(self._output, ERRORS, schemas.DATASET_ERRORS, sort_key=error_key)
+            >> tables.WriteTable(self._output, ERRORS, schemas.DATASET_ERRORS, sort_key=error_key)
         )
         return paths | "Paths" >> beam.Flatten()
 

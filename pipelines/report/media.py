@@ -8,7 +8,7 @@ Clips are decoded through the core's decoder (`gunshot_core.audio.iter_waveform`
 soundfile reader, error reasons and mix-down the scoring pipeline uses), at the recording's own sample
 rate (no resampling, so a clip's samples are the recording's), mixed down to mono, and written as
 16-bit PCM WAV. Archive members and `gs://` files are opened with the scoring pipeline's own readers
-(`pipelines.scoring_sources`): zip and plain tar members by random access, compressed tar members by
+(`pipelines.scoring.sources`): zip and plain tar members by random access, compressed tar members by
 one pass over the archive, `gs://` through Beam's FileSystems.
 
     ref = AudioRef.from_source("site7/day1.zip!rec_0001.wav")
@@ -32,7 +32,7 @@ import numpy as np
 
 from gunshot_core import audio
 from gunshot_core.errors import AudioDecodeError
-from pipelines import scoring_sources as sources
+from pipelines.scoring import sources
 
 
 class MediaError(Exception):

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import schemas
-from pipelines import scoring_outputs as outputs
+from pipelines.scoring import outputs
 
 _LOG = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ def clear_previous(output: str) -> int:
 
     A rerun with fewer queries or hits must not leave stale pages or clips beside the new ones.
     """
-    from pipelines.scoring_outputs import existing_files
+    from pipelines.scoring.outputs import existing_files
 
     stale = [
         path for pattern in PREVIOUS_OUTPUTS for path in existing_files(FileSystems.join(output, pattern))

@@ -19,9 +19,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 import gunshot_core
-from gunshot_core import audio, logs
-from pipelines import common, schemas
-from pipelines import scoring_outputs as staged
+from gunshot_core import logs, resample
+from pipelines import options as pipelines_options
+from pipelines import schemas
+from pipelines.io import counters
+from pipelines.io import files as io_files
+from pipelines.io import tables as io_tables
+from pipelines.scoring import outputs as staged
 from pipelines.search import outputs, scan
 from pipelines.search import queries as queries_lib
 from pipelines.search.queries import SearchError
@@ -74,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
     models.add_argument(
         "--resampler",
-        choices=audio.RESAMPLERS,
-        default=audio.DEFAULT_RESAMPLER,
+        choices=resample.RESAMPLERS,
+        default=resample.DEFAULT_RESAMPLER,
         help="resampler for query audio not at 16 kHz; use the one `gunshot batch` used (%(default)s)",
     )
     page = parser.add_argument_group("page")
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_known_args(argv):
     parser = build_parser()
-    args, beam_args = common.split_args(parser, argv)
+    args, beam_args = pipelines_options.split_args(parser, argv)
     if not args.query:
         parser.error("give at least one --query RECORDING[@START]")
     for name in ("top", "query_frames", "batch_rows"):
@@ -145,17 +149,17 @@ def table_files(embeddings: str) -> list[str]:
 
 def resolve_models(args) -> queries_lib.Models:
     """The model files for queries decoded from audio (a problem instead of an exception when missing)."""
-    from gunshot_core import models
+    from gunshot_core import hashes, models
     from gunshot_core.errors import GunshotError
 
     try:
         paths = models.resolve_model_paths(args.checkpoint, args.pca)
         checkpoint, pca = paths.checkpoint, paths.pca
         if "://" in checkpoint or "://" in pca:
-            from pipelines.scoring import localize
+            from pipelines.scoring.embed import localize
 
             checkpoint, pca = localize(checkpoint), localize(pca)
-        return queries_lib.Models(checkpoint, pca, models.file_sha256(checkpoint), models.file_sha256(pca))
+        return queries_lib.Models(checkpoint, pca, hashes.file_sha256(checkpoint), hashes.file_sha256(pca))
     except (GunshotError, OSError) as e:
         return queries_lib.Models(problem=str(e))
 
@@ -181,7 +185,7 @@ def build_pipeline(p, args, table: queries_lib.TableInfo, resolved: list[queries
         "errors": p | "Errors" >> beam.Create(outputs.error_rows(table)),
     }
     for name, rows in tables.items():
-        _ = rows | f"Write{name.title()}" >> common.WriteTable(
+        _ = rows | f"Write{name.title()}" >> io_tables.WriteTable(
             staging, name, schemas.SEARCH_TABLES[name], sort_columns=outputs.SORT_COLUMNS[name]
         )
 
@@ -217,9 +221,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     build_pipeline(p, args, table, resolved)
     result = p.run()
     result.wait_until_finish()
-    counts = common.log_counters(result, scan.NAMESPACE)
+    counts = counters.log_counters(result, scan.NAMESPACE)
     moved = staged.finalize_tables(args.output, list(schemas.SEARCH_TABLES))
-    hits = common.read_table(args.output, "hits").to_pylist()
+    hits = io_tables.read_table(args.output, "hits").to_pylist()
     outputs.clear_previous(args.output)
     written = outputs.write_raven_tables(args.output, resolved, hits)
     written += outputs.write_page(args.output, resolved, hits, args, table)
@@ -243,7 +247,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
         "summary": summary,
         "files": sorted(moved + written),
     }
-    common.write_json(FileSystems.join(args.output, outputs.MANIFEST), manifest)
+    io_files.write_json(FileSystems.join(args.output, outputs.MANIFEST), manifest)
     _LOG.info(
         "%d queries (%d failed): %d hits among %s frames in %.1f s; results in %s",
         summary["queries"],
