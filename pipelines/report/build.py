@@ -422,6 +422,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
              ("Recordings", "recordings.html"), ("Errors", "errors.html")],
     )  # fmt: skip
     runs = range(len(names))
+    clock = time.monotonic()
     summaries = [tables.summary(i) for i in runs]
     manifests = tables.manifests
     _LOG.info(
@@ -481,6 +482,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                      "draw": {"counts": data["counts"], "row_labels": rows, "col_labels": cols, "xlabel": xlabel,
                               "title": f"{names[i]} / {grp}"}}
                 )  # fmt: skip
+    _LOG.info("summary, histogram and group queries: %.1f s", time.monotonic() - clock)
+    clock = time.monotonic()
     drawn_maps = media.map_with_progress(
         lambda job: plots.heatmap_png(os.path.join(media_dir, job["png"]), **job["draw"]),
         heatmaps,
@@ -504,6 +507,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     _write_groups(site, group_columns, group_rows, group_sections, args)
 
     # Top events across runs.
+    _LOG.info("%d heatmaps: %.1f s", len(heatmaps), time.monotonic() - clock)
+    clock = time.monotonic()
     per_run = [tables.top_events(i, args.top) for i in runs]
     events = merge_top_events(per_run, args.top)
     refs = {}
@@ -557,7 +562,11 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "span": (max(0.0, spans[k][2]), spans[k][3]),
             }
         )
+    _LOG.info("top events and their windows: %.1f s", time.monotonic() - clock)
+    clock = time.monotonic()
     made = media.map_with_progress(make_event_media, tasks, label="clips and figures", workers=args.workers)
+    _LOG.info("clips and figures of %d events: %.1f s", len(tasks), time.monotonic() - clock)
+    clock = time.monotonic()
     for item, result in zip(events, made, strict=True):
         if isinstance(result, Exception):  # a bug in drawing; the page says so, the report goes on
             result = {"timeline": None, "spectrogram": None, "clip": None,
@@ -626,6 +635,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         table_id="recordings", empty="No recording has a detection.",
         intro=[f"At most {MAX_DETAIL_ROWS:,} recordings per run, most detected windows first."],
     )  # fmt: skip
+
+    _LOG.info("event, error and recording pages: %.1f s", time.monotonic() - clock)
 
     # Index.
     parts = [
