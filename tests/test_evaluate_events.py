@@ -285,6 +285,19 @@ def test_sweep_agrees_with_an_independent_computation(result, case):
         assert row["false_alarms_per_hour"] == pytest.approx((n_events - matched) * 3600 / 90)
         if n_events:
             assert row["precision"] == pytest.approx(matched / n_events)
+    # the best recall within each false-alarm budget, from the independent figures
+    mine = [(r["threshold"], r["matched"] / 7, (r["events"] - r["matched"]) * 3600 / 90) for r in rows]
+    for budget in ("10", "20", "40"):
+        fit = [m for m in mine if m[2] <= float(budget) + 1e-9]
+        best = metrics["scorers"]["old"]["recall_at_false_alarms_per_hour"][budget]
+        if not fit:
+            assert best is None
+            continue
+        assert best["recall"] == pytest.approx(max(m[1] for m in fit))
+        assert best["threshold"] == max(m[0] for m in fit if m[1] == max(f[1] for f in fit))
+    # 40/h over 90 s allows one false alarm: above 0.55 the event at 50 s is gone, the one at 40 s stays
+    at40 = metrics["scorers"]["old"]["recall_at_false_alarms_per_hour"]["40"]
+    assert (at40["recall"], at40["false_alarms_per_hour"]) == (pytest.approx(3 / 7), pytest.approx(40.0))
     # at threshold 0 each recording is one event, which matches one gunshot (A: 1 of 5, B: 1 of 1)
     lowest = min(rows, key=lambda r: r["threshold"])
     assert (lowest["threshold"], lowest["events"], lowest["matched"]) == (0.0, 2, 2)
