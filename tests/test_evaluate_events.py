@@ -148,6 +148,7 @@ def case(tmp_path_factory):
         f"c.wav,{C_TRUTH[0][0]},{C_TRUTH[0][1]},gunshot\n"
         "/data/site9/zzz.wav,1,2,gunshot\n"  # a recording the runs do not have
         "b.wav,soon,later,gunshot\n"  # not a number
+        "b.wav,31,32,gunshot\n"  # after the end of the 30-s recording
     )
     return root
 
@@ -217,9 +218,15 @@ def test_errors_name_every_row_that_could_not_be_evaluated(result):
     with open(out / "errors.csv") as f:
         errors = list(csv.DictReader(f))
     reasons = sorted((e["scorer"], e["reason"]) for e in errors)
-    assert reasons == [("", "non_numeric"), ("new", "recording_not_in_run"), ("old", "recording_not_in_run")]
+    assert reasons == [
+        ("", "non_numeric"),
+        ("new", "beyond_end"),
+        ("new", "recording_not_in_run"),
+        ("old", "beyond_end"),
+        ("old", "recording_not_in_run"),
+    ]
     assert all("zzz.wav" in e["message"] for e in errors if e["reason"] == "recording_not_in_run")
-    assert len(metrics["errors"]) == 3
+    assert len(metrics["errors"]) == 5
 
 
 def test_review_tables_hold_the_misses_and_false_alarms(result):
