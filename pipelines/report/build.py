@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--group_pattern",
         help="regex over `source` whose first group (or whole match) names a recording's group, e.g. "
-        "'/(site[^/]+)/'; default: the top folder below the folder common to all recordings",
+        "'/(site[^/]+)/' (RE2 syntax: no lookaround or backreferences); default: the top folder below "
+        "the folder common to all recordings",
     )
     parser.add_argument(
         "--timeline_seconds",
