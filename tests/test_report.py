@@ -368,3 +368,18 @@ def test_groups_by_folder_or_pattern(main_run, tmp_path):
             assert group["windows"] == len(own) and group["detected"] == sum(w["detected"] for w in own)
     assert set(by_match) == {"long_site", "long_copy", NO_GROUP}  # the file and the zip member
     assert by_match["long_site"]["recordings"] == 1 and by_match["long_copy"]["recordings"] == 1
+
+
+def test_embedding_tfrecord_inputs_give_pages_without_audio(random_vggish, tmp_path, chromium):  # noqa: F811
+    from tests.score_inputs import golden_tfrecord
+
+    (tmp_path / "in").mkdir()
+    golden_tfrecord(tmp_path / "in" / "golden.tfrecord")
+    _score([str(tmp_path / "in" / "golden.tfrecord")], tmp_path / "run", random_vggish, "--threshold=0.03")
+    report = build.run(["--scores", str(tmp_path / "run"), "--output", str(tmp_path / "report")])
+    assert report["events"] and all(e["error_reason"] == "no_audio" for e in report["events"])
+    page = chromium.inspect(
+        tmp_path / "report" / report["events"][0]["page"], screenshot="report-tfrecord-event"
+    )
+    assert_page_ok(page)
+    assert page.audio == [] and "embedding TFRecord" in page.text

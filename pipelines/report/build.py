@@ -222,7 +222,7 @@ def make_event_media(task: dict) -> dict:
     """Cuts the clip and draws the spectrogram and score timeline of one event (runs on a thread).
 
     Args:
-      task: {"stem", "directory", "ref" (AudioRef or None), "window" (start, end), "event" (start,
+      task: {"stem", "directory", "ref" (AudioRef, "tfrecord" or None), "window" (start, end), "event" (start,
         end), "clip_seconds", "timeline": {run name: [(start, end, score, detected)]}, "threshold",
         "span" (timeline x range)}.
     Returns:
@@ -253,6 +253,10 @@ def make_event_media(task: dict) -> dict:
     ref = task["ref"]
     if ref is None:
         out["error"], out["error_reason"] = "the recording is not in the recordings table", "unknown_source"
+        return out
+    if ref == "tfrecord":
+        out["error"] = "this input was an embedding TFRecord, scored without audio"
+        out["error_reason"] = "no_audio"
         return out
     half = task["clip_seconds"] / 2
     w0, w1 = task["window"]
@@ -515,7 +519,9 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     refs = {}
     for item in events:
         primary = item["events"][item["primary"]]
-        if primary.get("file"):
+        if primary.get("input_kind") == "tfrecord":
+            refs[item["source"]] = "tfrecord"  # scored from embeddings: there is no audio to cut
+        elif primary.get("file"):
             refs[item["source"]] = media.AudioRef(primary["file"], primary.get("member"))
     spans = []
     for k, item in enumerate(events):

@@ -353,7 +353,7 @@ class ReportTables:
         return self._rows(
             f"""SELECT e.source, e.event_index, e.start_seconds, e.end_seconds, e.peak_score, e.peak_seconds,
                        e.num_windows, e.start_utc, e.end_utc, e.window_seconds, e.threshold,
-                       r.file, r.member, r.duration_seconds, r.sample_rate, r.start_utc AS recording_utc
+                       r.file, r.member, r.input_kind, r.duration_seconds, r.sample_rate, r.start_utc AS recording_utc
                 FROM r{i}_events e LEFT JOIN r{i}_recordings r ON r.source = e.source
                 ORDER BY e.peak_score DESC, e.source, e.start_seconds LIMIT {int(limit)}"""
         )
