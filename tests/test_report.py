@@ -28,7 +28,7 @@ from tests.conftest import SEED_MODELS, SEED_WAVS
 from tests.gcs_emulator import gcs_emulator  # noqa: F401 (fixture)
 from tests.score_inputs import make_zip
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]  # one scoring of the main run
 
 RATE = 16000
 INSERT_SECONDS = 130.0
