@@ -381,3 +381,21 @@ def test_bad_arguments_and_missing_runs_fail_clearly(case, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ee.main(["--scores", "x=y", "--annotations", "n", "--output", "o", "--target_recall", "0"])
     assert "--target_recall must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_sweep_events_are_the_pipelines_merge_of_all_windows():
+    from pipelines.scoring import merge_events
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        m = int(rng.integers(1, 40))
+        scores = rng.random(m).astype(np.float32)
+        starts = np.arange(m) * 0.96
+        ends = starts + rng.choice([0.96, 9.6])
+        rec = ee.Recording("s", "g", "ok", 60.0, [], [], starts, ends, scores, [])
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 0.9, float(scores[rng.integers(m)])]))
+        expected = [
+            (e.start_seconds, e.end_seconds, e.peak_score)
+            for e in merge_events(scores, starts, ends, threshold)
+        ]
+        assert ee.events_at(rec, threshold, run_threshold=-1.0) == expected, trial

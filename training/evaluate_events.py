@@ -58,6 +58,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -383,15 +384,22 @@ def _by_source(table, columns: list[str], order: str) -> dict[str, dict[str, np.
 def events_at(rec: Recording, threshold: float, run_threshold: float) -> list[tuple[float, float, float]]:
     """(start, end, peak score) of the recording's events at `threshold`.
 
-    The run's own events at its threshold; else the scoring pipeline's merge over the windows.
+    The run's own events at its threshold; else the scoring pipeline's merge over the windows (or
+    frames). The merge is given only the windows at or above the threshold and the one right after
+    each of them, which ends its run exactly as in the full sequence: the same events, in a fraction
+    of the time when few windows are above the threshold.
     """
     if rec.status != "ok":
         return []
     if threshold == run_threshold:
         return list(rec.events)
+    above = rec.scores >= threshold
+    if not above.any():
+        return []
     from pipelines.scoring import merge_events
 
-    merged = merge_events(rec.scores, rec.starts, rec.ends, threshold)
+    keep = np.flatnonzero(above | np.r_[False, above[:-1]])
+    merged = merge_events(rec.scores[keep], rec.starts[keep], rec.ends[keep], threshold)
     return [(e.start_seconds, e.end_seconds, e.peak_score) for e in merged]
 
 
@@ -464,12 +472,20 @@ def evaluate_run(run: Run, tolerance: float, target_recall: float) -> dict:
         return [outcome(r, events_at(r, threshold, run.threshold), tolerance) for r in run.recordings]
 
     rows = []
-    for threshold in sweep_thresholds(run):
+    started = time.monotonic()
+    thresholds = sweep_thresholds(run)
+    for i, threshold in enumerate(thresholds):
+        if i and i % 50 == 0:
+            _LOG.info("%s: %d of %d thresholds swept", run.name, i, len(thresholds))
         threshold = float(run.threshold) if abs(threshold - run.threshold) < 5e-7 else float(threshold)
         fig = figures(run.recordings, outcomes(threshold))
         rows.append(
             {"scorer": run.name, "threshold": threshold, "run_threshold": threshold == run.threshold, **fig}
         )
+    _LOG.info(
+        "%s: %d thresholds over %d recordings in %.1f s",
+        run.name, len(thresholds), len(run.recordings), time.monotonic() - started,
+    )  # fmt: skip
     at_run = next(r for r in rows if r["run_threshold"])
     reaching = [r for r in rows if r["recall"] is not None and r["recall"] >= target_recall - 1e-12]
     at_target = max(reaching, key=lambda r: r["threshold"]) if reaching else None
