@@ -313,7 +313,7 @@ def load_run(
                     }
                 )
                 continue
-            kind = "positives" if row.label in positive else "confusers"
+            kind = "positives" if row.label.lower() in positive else "confusers"
             entry[kind].append((row.start_seconds, row.end_seconds, row.label))
     if all_annotated:
         for source in status:
@@ -880,7 +880,7 @@ def evaluate_events(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    positive = set(args.positive)
+    positive = {label.lower() for label in args.positive}  # case-insensitive, as in gunshot dataset
     parsed = read_annotation_files(args.annotations, args.label_column)
     errors: list[dict] = []
     for _, p in parsed:
@@ -994,7 +994,6 @@ def parse_args(argv):
         "per hour at each run's threshold and at a target recall, a threshold sweep, plots with all "
         "scorers on the same axes, breakdowns per group and per label, Raven tables of misses and false "
         "alarms, and a report.md comparing the scorers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--scores",
@@ -1020,19 +1019,20 @@ def parse_args(argv):
         nargs="+",
         default=list(DEFAULT_POSITIVE),
         metavar="LABEL",
-        help="labels of the events to find; all other labels are confusers",
+        help="labels of the events to find (case-insensitive); all other labels are confusers (default: gunshot)",
     )
     parser.add_argument(
         "--tolerance_seconds",
         type=float,
         default=1.0,
-        help="an event matches an annotation it overlaps once the annotation is widened by this much",
+        help="an event matches an annotation it overlaps once the annotation is widened by this much "
+        "(%(default)s)",
     )
     parser.add_argument(
         "--target_recall",
         type=float,
         default=0.8,
-        help="also report the highest threshold whose event recall reaches this",
+        help="also report the highest threshold whose event recall reaches this (%(default)s)",
     )
     parser.add_argument(
         "--false_alarm_budgets",
@@ -1040,7 +1040,7 @@ def parse_args(argv):
         nargs="+",
         default=[10.0, 20.0, 40.0],
         metavar="PER_HOUR",
-        help="also report the best recall reachable with at most this many false alarms per hour",
+        help="also report the best recall reachable with at most this many false alarms per hour (10 20 40)",
     )
     parser.add_argument(
         "--group_pattern",
