@@ -442,3 +442,31 @@ def test_side_input_derivations_are_built_once_per_list():
     assert annotation_io.may_be_meant("gs://b/x/rec02.flac", keys)
     assert not annotation_io.may_be_meant("gs://b/x/rec03.wav", keys)
     assert annotation_io.may_be_meant("gs://b/x/rec03.wav", keys, ("gs://b/x/*",))
+
+
+@pytest.mark.slow
+def test_transform_train_and_evaluate_read_the_dataset_unchanged(built, tmp_path):
+    import json
+
+    from training import evaluate, train, transform
+
+    ds = built["audio"]
+    tft, head, report = tmp_path / "tft", tmp_path / "head", tmp_path / "eval"
+    transform.run(["--train", str(ds / "train"), "--eval", str(ds / "eval"), "--output", str(tft)])
+    info = json.loads((tft / "transform_info.json").read_text())
+    assert info["train_tag_counts"] == built["stats"]["splits"]["train"]["tags"]
+    argv = ["--transformed", str(tft), "--model", "logreg", "--epochs", "1", "--verbose", "0"]
+    assert train.main([*argv, "--output", str(head)]) == 0
+    assert evaluate.main(["--model", str(head), "--data", str(ds / "eval"), "--output", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+
+    def counts(node):  # every (clips, positives) pair in the report
+        if isinstance(node, dict):
+            if "clips" in node and "positives" in node:
+                yield node["clips"], node["positives"]
+            for value in node.values():
+                yield from counts(value)
+
+    want = built["stats"]["splits"]["eval"]
+    assert (want["examples"], want["tags"]["gunshot"]) in set(counts(metrics))
+    assert not list(tft.glob("errors/*/*")) or all(p.stat().st_size == 0 for p in tft.glob("errors/*/*"))

@@ -148,6 +148,7 @@ def case(tmp_path_factory):
         f"c.wav,{C_TRUTH[0][0]},{C_TRUTH[0][1]},gunshot\n"
         "/data/site9/zzz.wav,1,2,gunshot\n"  # a recording the runs do not have
         "b.wav,soon,later,gunshot\n"  # not a number
+        "b.wav,31,32,gunshot\n"  # after the end of the 30-s recording
     )
     return root
 
@@ -217,9 +218,15 @@ def test_errors_name_every_row_that_could_not_be_evaluated(result):
     with open(out / "errors.csv") as f:
         errors = list(csv.DictReader(f))
     reasons = sorted((e["scorer"], e["reason"]) for e in errors)
-    assert reasons == [("", "non_numeric"), ("new", "recording_not_in_run"), ("old", "recording_not_in_run")]
+    assert reasons == [
+        ("", "non_numeric"),
+        ("new", "beyond_end"),
+        ("new", "recording_not_in_run"),
+        ("old", "beyond_end"),
+        ("old", "recording_not_in_run"),
+    ]
     assert all("zzz.wav" in e["message"] for e in errors if e["reason"] == "recording_not_in_run")
-    assert len(metrics["errors"]) == 3
+    assert len(metrics["errors"]) == 5
 
 
 def test_review_tables_hold_the_misses_and_false_alarms(result):
@@ -285,6 +292,19 @@ def test_sweep_agrees_with_an_independent_computation(result, case):
         assert row["false_alarms_per_hour"] == pytest.approx((n_events - matched) * 3600 / 90)
         if n_events:
             assert row["precision"] == pytest.approx(matched / n_events)
+    # the best recall within each false-alarm budget, from the independent figures
+    mine = [(r["threshold"], r["matched"] / 7, (r["events"] - r["matched"]) * 3600 / 90) for r in rows]
+    for budget in ("10", "20", "40"):
+        fit = [m for m in mine if m[2] <= float(budget) + 1e-9]
+        best = metrics["scorers"]["old"]["recall_at_false_alarms_per_hour"][budget]
+        if not fit:
+            assert best is None
+            continue
+        assert best["recall"] == pytest.approx(max(m[1] for m in fit))
+        assert best["threshold"] == max(m[0] for m in fit if m[1] == max(f[1] for f in fit))
+    # 40/h over 90 s allows one false alarm: above 0.55 the event at 50 s is gone, the one at 40 s stays
+    at40 = metrics["scorers"]["old"]["recall_at_false_alarms_per_hour"]["40"]
+    assert (at40["recall"], at40["false_alarms_per_hour"]) == (pytest.approx(3 / 7), pytest.approx(40.0))
     # at threshold 0 each recording is one event, which matches one gunshot (A: 1 of 5, B: 1 of 1)
     lowest = min(rows, key=lambda r: r["threshold"])
     assert (lowest["threshold"], lowest["events"], lowest["matched"]) == (0.0, 2, 2)
@@ -361,3 +381,21 @@ def test_bad_arguments_and_missing_runs_fail_clearly(case, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ee.main(["--scores", "x=y", "--annotations", "n", "--output", "o", "--target_recall", "0"])
     assert "--target_recall must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_sweep_events_are_the_pipelines_merge_of_all_windows():
+    from pipelines.scoring.events import merge_events
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        m = int(rng.integers(1, 40))
+        scores = rng.random(m).astype(np.float32)
+        starts = np.arange(m) * 0.96
+        ends = starts + rng.choice([0.96, 9.6])
+        rec = ee.Recording("s", "g", "ok", 60.0, [], [], starts, ends, scores, [])
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 0.9, float(scores[rng.integers(m)])]))
+        expected = [
+            (e.start_seconds, e.end_seconds, e.peak_score)
+            for e in merge_events(scores, starts, ends, threshold)
+        ]
+        assert ee.events_at(rec, threshold, run_threshold=-1.0) == expected, trial

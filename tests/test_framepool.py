@@ -281,3 +281,34 @@ def test_score_cli_locates_the_best_frame(max_head, random_vggish, capsys):
     assert result["peak_end_seconds"] == pytest.approx(start + f, abs=1e-3)
     assert start / f == pytest.approx(round(start / f), abs=1e-3)
     assert 0 < result["peak_frame_score"] <= 1
+
+
+def test_frame_pooling_card_is_checked(tmp_path):
+    """A card whose frame_pooling is malformed or names a layer the model lacks is refused."""
+    import dataclasses
+    import pickle
+
+    from gunshot_core.errors import ModelFileError
+    from training import models
+
+    config = models.PRESETS["framepool"]
+    _, serving = models.build_models(config, 10, np.full(128, 128.0), np.full(128, 20.0))
+    serving.save(tmp_path / heads.MODEL_FILENAME)
+    good = models.frame_pooling_card(config)
+    heads.write_card(tmp_path, heads.HeadCard(head_id="fp", frames=10, frame_pooling=good))
+    head = heads.load_head(tmp_path)
+    frames = quantise(background(np.random.default_rng(0), 12))
+    copy = pickle.loads(pickle.dumps(head))  # as a Beam worker receives it: reloads lazily
+    np.testing.assert_allclose(copy.frame_scores(frames), head.frame_scores(frames), atol=1e-7)
+    assert models.frame_pooling_card(models.PRESETS["mlp"]) is None
+
+    for bad, match in [
+        ({"pooling": "mean", "frame_logits": "frame_logit"}, "frame_pooling"),
+        ({"pooling": "attention", "frame_logits": "frame_logit", "attention_logits": None}, "frame_pooling"),
+    ]:
+        with pytest.raises(ModelFileError, match=match):
+            heads.HeadCard(head_id="fp", frame_pooling=bad).validate()
+    card = dataclasses.replace(heads.read_card(tmp_path), frame_pooling={**good, "frame_logits": "nope"})
+    heads.write_card(tmp_path, card)
+    with pytest.raises(ModelFileError, match="lacks"):
+        heads.load_head(tmp_path)

@@ -28,7 +28,7 @@ from tests.conftest import SEED_MODELS, SEED_WAVS
 from tests.gcs_emulator import gcs_emulator  # noqa: F401 (fixture)
 from tests.score_inputs import make_zip
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]  # one scoring of the main run
 
 RATE = 16000
 INSERT_SECONDS = 130.0
@@ -348,3 +348,38 @@ def test_bad_arguments_are_reported(tmp_path):
     with pytest.raises(SystemExit):
         build.parse_args(["--scores", "a", "--output", "o", "--group_pattern", "("])
     assert build.main(["--scores", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
+
+
+def test_groups_by_folder_or_pattern(main_run, tmp_path):
+    from pipelines.report.tables import NO_GROUP, ReportTables, RunInput
+
+    windows = _table(main_run, "windows").to_pylist()
+    tables = ReportTables([RunInput("main", str(main_run))], str(tmp_path / "scratch"))
+    try:
+        by_folder = {g["grp"]: g for g in tables.group_counts(0, None)}
+        by_pattern = {g["grp"]: g for g in tables.group_counts(0, r"/(site[AB])/")}
+        by_match = {g["grp"]: g for g in tables.group_counts(0, r"long_\w+")}
+    finally:
+        tables.close()
+    for groups in (by_folder, by_pattern):
+        assert set(groups) == {"siteA", "siteB"}
+        for name, group in groups.items():
+            own = [w for w in windows if f"/{name}/" in w["source"]]
+            assert group["windows"] == len(own) and group["detected"] == sum(w["detected"] for w in own)
+    assert set(by_match) == {"long_site", "long_copy", NO_GROUP}  # the file and the zip member
+    assert by_match["long_site"]["recordings"] == 1 and by_match["long_copy"]["recordings"] == 1
+
+
+def test_embedding_tfrecord_inputs_give_pages_without_audio(random_vggish, tmp_path, chromium):  # noqa: F811
+    from tests.score_inputs import golden_tfrecord
+
+    (tmp_path / "in").mkdir()
+    golden_tfrecord(tmp_path / "in" / "golden.tfrecord")
+    _score([str(tmp_path / "in" / "golden.tfrecord")], tmp_path / "run", random_vggish, "--threshold=0.03")
+    report = build.run(["--scores", str(tmp_path / "run"), "--output", str(tmp_path / "report")])
+    assert report["events"] and all(e["error_reason"] == "no_audio" for e in report["events"])
+    page = chromium.inspect(
+        tmp_path / "report" / report["events"][0]["page"], screenshot="report-tfrecord-event"
+    )
+    assert_page_ok(page)
+    assert page.audio == [] and "embedding TFRecord" in page.text

@@ -283,8 +283,9 @@ def _plots(
             epochs = [int(r["epoch"]) + 1 for r in rows]
             for ax, m in zip(axes[0], metrics, strict=True):
                 ax.plot(epochs, [float(r[m]) for r in rows], label="train")
-                if f"val_{m}" in rows[0]:
-                    ax.plot(epochs, [float(r[f"val_{m}"]) for r in rows], label="validation")
+                validation = [_number(r.get(f"val_{m}")) for r in rows]
+                if any(np.isfinite(v) for v in validation):  # "NA" when the run had no validation split
+                    ax.plot(epochs, validation, label="validation")
                 ax.set(xlabel="epoch", ylabel=m, title=f"Training {m}")
                 ax.legend()
             save(fig, "training_curves.png")
@@ -296,8 +297,16 @@ def _mean_val_accuracy(history_csv: str | None) -> float | None:
     if not history_csv or not os.path.exists(history_csv):
         return None
     with open(history_csv) as f:
-        values = [float(r["val_accuracy"]) for r in csv.DictReader(f) if r.get("val_accuracy")]
+        values = [v for v in (_number(r.get("val_accuracy")) for r in csv.DictReader(f)) if np.isfinite(v)]
     return float(np.mean(values)) if values else None
+
+
+def _number(text: str | None) -> float:
+    """A history.csv cell as a float; NaN for "NA" (Keras CSVLogger, no validation split) or empty."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _fmt(v, pct=True):

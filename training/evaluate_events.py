@@ -30,7 +30,8 @@ What is evaluated:
     events can swallow neighbours), or null when no threshold reaches it.
 
 Outputs in `--output`:
-    metrics.json          every scorer: figures at its run threshold and at the target recall
+    metrics.json          every scorer: figures at its run threshold and at the target recall, and
+                          the best recall within each --false_alarm_budgets false alarms per hour
     sweep.parquet, sweep.csv   one row per scorer and threshold (101-step grid + score quantiles +
                           the run's threshold)
     per_group.csv         per scorer, operating point and group (--group_pattern, e.g. the site)
@@ -57,6 +58,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -311,7 +313,7 @@ def load_run(
                     }
                 )
                 continue
-            kind = "positives" if row.label in positive else "confusers"
+            kind = "positives" if row.label.lower() in positive else "confusers"
             entry[kind].append((row.start_seconds, row.end_seconds, row.label))
     if all_annotated:
         for source in status:
@@ -382,15 +384,22 @@ def _by_source(table, columns: list[str], order: str) -> dict[str, dict[str, np.
 def events_at(rec: Recording, threshold: float, run_threshold: float) -> list[tuple[float, float, float]]:
     """(start, end, peak score) of the recording's events at `threshold`.
 
-    The run's own events at its threshold; else the scoring pipeline's merge over the windows.
+    The run's own events at its threshold; else the scoring pipeline's merge over the windows (or
+    frames). The merge is given only the windows at or above the threshold and the one right after
+    each of them, which ends its run exactly as in the full sequence: the same events, in a fraction
+    of the time when few windows are above the threshold.
     """
     if rec.status != "ok":
         return []
     if threshold == run_threshold:
         return list(rec.events)
+    above = rec.scores >= threshold
+    if not above.any():
+        return []
     from pipelines.scoring.events import merge_events
 
-    merged = merge_events(rec.scores, rec.starts, rec.ends, threshold)
+    keep = np.flatnonzero(above | np.r_[False, above[:-1]])
+    merged = merge_events(rec.scores[keep], rec.starts[keep], rec.ends[keep], threshold)
     return [(e.start_seconds, e.end_seconds, e.peak_score) for e in merged]
 
 
@@ -458,24 +467,52 @@ def sweep_thresholds(run: Run) -> np.ndarray:
 
 def evaluate_run(run: Run, tolerance: float, target_recall: float) -> dict:
     """The sweep rows and the two operating points of one run."""
+
+    def outcomes(threshold: float) -> list[Outcome]:
+        return [outcome(r, events_at(r, threshold, run.threshold), tolerance) for r in run.recordings]
+
     rows = []
-    kept = {}
-    for threshold in sweep_thresholds(run):
+    started = time.monotonic()
+    thresholds = sweep_thresholds(run)
+    for i, threshold in enumerate(thresholds):
+        if i and i % 50 == 0:
+            _LOG.info("%s: %d of %d thresholds swept", run.name, i, len(thresholds))
         threshold = float(run.threshold) if abs(threshold - run.threshold) < 5e-7 else float(threshold)
-        outs = [outcome(r, events_at(r, threshold, run.threshold), tolerance) for r in run.recordings]
-        fig = figures(run.recordings, outs)
+        fig = figures(run.recordings, outcomes(threshold))
         rows.append(
             {"scorer": run.name, "threshold": threshold, "run_threshold": threshold == run.threshold, **fig}
         )
-        kept[threshold] = outs
+    _LOG.info(
+        "%s: %d thresholds over %d recordings in %.1f s",
+        run.name, len(thresholds), len(run.recordings), time.monotonic() - started,
+    )  # fmt: skip
     at_run = next(r for r in rows if r["run_threshold"])
     reaching = [r for r in rows if r["recall"] is not None and r["recall"] >= target_recall - 1e-12]
     at_target = max(reaching, key=lambda r: r["threshold"]) if reaching else None
     return {
         "rows": rows,
-        RUN_THRESHOLD: (at_run, kept[at_run["threshold"]]),
-        TARGET_RECALL: (at_target, kept[at_target["threshold"]]) if at_target else (None, None),
+        RUN_THRESHOLD: (at_run, outcomes(at_run["threshold"])),
+        TARGET_RECALL: (at_target, outcomes(at_target["threshold"])) if at_target else (None, None),
     }
+
+
+def recall_at_budgets(rows: list[dict], budgets: Sequence[float]) -> dict[str, dict | None]:
+    """{budget: the sweep row with the best recall at <= budget false alarms per hour (ties: the
+    highest threshold), as {threshold, recall, false_alarms_per_hour}}; None when no row fits."""
+    out = {}
+    for budget in budgets:
+        fit = [
+            r
+            for r in rows
+            if r["recall"] is not None
+            and r["false_alarms_per_hour"] is not None
+            and r["false_alarms_per_hour"] <= budget + 1e-9
+        ]
+        best = max(fit, key=lambda r: (r["recall"], r["threshold"])) if fit else None
+        out[f"{budget:g}"] = (
+            None if best is None else {k: best[k] for k in ("threshold", "recall", "false_alarms_per_hour")}
+        )
+    return out
 
 
 def per_group(run: Run, outs: list[Outcome], point: str, threshold: float) -> list[dict]:
@@ -625,46 +662,58 @@ def _csv_value(value):
 
 
 def _plots(out_dir: str, sweeps: dict[str, list[dict]], points: dict[str, dict]) -> list[str]:
+    """pr.png (precision vs recall, the sweep in threshold order) and recall_vs_false_alarms.png (the
+    best recall reachable at each false-alarm rate, with every swept threshold as a faint dot); every
+    scorer on the same axes, its run threshold as a large dot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def finite(rows, x, y):
+        return [r for r in rows if r[x] is not None and r[y] is not None]
+
+    fig_pr, pr = plt.subplots(figsize=(6, 5))
+    fig_fa, fa = plt.subplots(figsize=(6, 5))
+    for scorer, rows in sweeps.items():
+        run = points[scorer]
+        ordered = sorted(finite(rows, "recall", "precision"), key=lambda r: r["threshold"])
+        (line,) = pr.plot([r["recall"] for r in ordered], [r["precision"] for r in ordered], ".-", ms=3, lw=1,
+                          label=scorer)  # fmt: skip
+        color = line.get_color()
+        if run["precision"] is not None:
+            pr.plot(
+                run["recall"],
+                run["precision"],
+                "o",
+                color=color,
+                ms=7,
+                label=f"{scorer} @ {run['threshold']:.3g}",
+            )
+        pts = sorted(
+            (r["false_alarms_per_hour"], r["recall"]) for r in finite(rows, "false_alarms_per_hour", "recall")
+        )
+        fa.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=color, ms=3, alpha=0.3)
+        frontier, best = [], -1.0
+        for x, y in pts:
+            if y > best:
+                best = y
+                frontier.append((x, y))
+        if frontier:
+            xs = [p[0] for p in frontier] + [max(p[0] for p in pts)]
+            ys = [p[1] for p in frontier] + [frontier[-1][1]]
+            fa.step(xs, ys, where="post", color=color, lw=1.5, label=f"{scorer} (best recall at <= x)")
+        if run["false_alarms_per_hour"] is not None:
+            fa.plot(run["false_alarms_per_hour"], run["recall"], "o", color=color, ms=7,
+                    label=f"{scorer} @ {run['threshold']:.3g}")  # fmt: skip
+    pr.set(xlabel="recall (annotated gunshots found)", ylabel="precision (events that are gunshots)",
+           title="Event precision vs. recall", xlim=(0, 1.02), ylim=(0, 1.02))  # fmt: skip
+    fa.set(xlabel="false alarms per hour of audio", ylabel="recall (annotated gunshots found)",
+           title="Event recall vs. false alarms", ylim=(0, 1.02))  # fmt: skip
+    fa.set_xscale("symlog", linthresh=1.0)
+    fa.set_xlim(left=0)
     written = []
-    specs = (
-        ("pr.png", "recall", "precision", "Precision-recall of events", (0, 1.02), (0, 1.02)),
-        (
-            "recall_vs_false_alarms.png",
-            "false_alarms_per_hour",
-            "recall",
-            "Recall vs. false alarms",
-            None,
-            (0, 1.02),
-        ),
-    )
-    for name, x, y, title, xlim, ylim in specs:
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for scorer, rows in sweeps.items():
-            pts = sorted((r[x], r[y]) for r in rows if r[x] is not None and r[y] is not None)
-            if not pts:
-                continue
-            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, lw=1, label=scorer)
-            run = points[scorer]
-            if run[x] is not None and run[y] is not None:
-                ax.plot(
-                    run[x],
-                    run[y],
-                    "o",
-                    color=line.get_color(),
-                    ms=7,
-                    label=f"{scorer} @ {run['threshold']:.3g}",
-                )
-        xlabel = "false alarms per hour of audio" if x == "false_alarms_per_hour" else x
-        ax.set(xlabel=xlabel, ylabel=y, title=title, ylim=ylim)
-        if xlim:
-            ax.set_xlim(*xlim)
-        if x == "false_alarms_per_hour":
-            ax.set_xscale("symlog", linthresh=1.0)
+    for fig, ax, name in ((fig_pr, pr, "pr.png"), (fig_fa, fa, "recall_vs_false_alarms.png")):
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
@@ -724,6 +773,24 @@ def write_report(out_dir: str, result: dict, groups: list[dict], labels: list[di
                 fig = scorers[n][point]
                 cells.append("not reached" if fig is None else _f(fig[key], pct))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    budgets = list(scorers[names[0]]["recall_at_false_alarms_per_hour"])
+    if budgets:
+        lines += [
+            "## Best recall within a false-alarm budget",
+            "",
+            "The highest event recall of any swept threshold with at most this many false alarms per hour "
+            "(the threshold in brackets).",
+            "",
+            "| false alarms / hour | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for budget in budgets:
+            cells = []
+            for n in names:
+                best = scorers[n]["recall_at_false_alarms_per_hour"][budget]
+                cells.append("-" if best is None else f"{_f(best['recall'], True)} ({best['threshold']:.3g})")
+            lines.append(f"| <= {budget} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "## Heads",
@@ -813,7 +880,7 @@ def evaluate_events(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    positive = set(args.positive)
+    positive = {label.lower() for label in args.positive}  # case-insensitive, as in gunshot dataset
     parsed = read_annotation_files(args.annotations, args.label_column)
     errors: list[dict] = []
     for _, p in parsed:
@@ -872,6 +939,7 @@ def evaluate_events(args) -> dict:
             TARGET_RECALL: None
             if at_target is None
             else {k: v for k, v in at_target.items() if k not in strip},
+            "recall_at_false_alarms_per_hour": recall_at_budgets(ev["rows"], args.false_alarm_budgets),
         }
         result["scorers"][run.name] = metrics
         scorer_dir = os.path.join(args.output, run.name)
@@ -926,7 +994,6 @@ def parse_args(argv):
         "per hour at each run's threshold and at a target recall, a threshold sweep, plots with all "
         "scorers on the same axes, breakdowns per group and per label, Raven tables of misses and false "
         "alarms, and a report.md comparing the scorers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--scores",
@@ -952,19 +1019,28 @@ def parse_args(argv):
         nargs="+",
         default=list(DEFAULT_POSITIVE),
         metavar="LABEL",
-        help="labels of the events to find; all other labels are confusers",
+        help="labels of the events to find (case-insensitive); all other labels are confusers (default: gunshot)",
     )
     parser.add_argument(
         "--tolerance_seconds",
         type=float,
         default=1.0,
-        help="an event matches an annotation it overlaps once the annotation is widened by this much",
+        help="an event matches an annotation it overlaps once the annotation is widened by this much "
+        "(%(default)s)",
     )
     parser.add_argument(
         "--target_recall",
         type=float,
         default=0.8,
-        help="also report the highest threshold whose event recall reaches this",
+        help="also report the highest threshold whose event recall reaches this (%(default)s)",
+    )
+    parser.add_argument(
+        "--false_alarm_budgets",
+        type=float,
+        nargs="+",
+        default=[10.0, 20.0, 40.0],
+        metavar="PER_HOUR",
+        help="also report the best recall reachable with at most this many false alarms per hour (10 20 40)",
     )
     parser.add_argument(
         "--group_pattern",

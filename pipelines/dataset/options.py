@@ -184,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     perf.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
     perf.add_argument(
-        "--resampler", choices=resample.RESAMPLERS, default=resample.DEFAULT_RESAMPLER, help="(%(default)s)"
+        "--resampler",
+        choices=resample.RESAMPLERS,
+        default=resample.DEFAULT_RESAMPLER,
+        help="resampler for audio not at 16 kHz; keep the one the recordings are scored with (%(default)s)",
     )
     perf.add_argument(
         "--batch_size",
@@ -256,7 +259,7 @@ def window_frames(args) -> int:
     """Frames per example: --window_frames, else the head card's input size, else 10."""
     if args.window_frames:
         return int(args.window_frames)
-    if args.head:
+    if args.head and not args.head.lower().endswith((".h5", ".hdf5")):  # original heads: 10 frames
         from gunshot_core import heads
 
         card = heads.read_card(embed.localize(args.head))

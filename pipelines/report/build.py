@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--group_pattern",
         help="regex over `source` whose first group (or whole match) names a recording's group, e.g. "
-        "'/(site[^/]+)/'; default: the top folder below the folder common to all recordings",
+        "'/(site[^/]+)/' (RE2 syntax: no lookaround or backreferences); default: the top folder below "
+        "the folder common to all recordings",
     )
     parser.add_argument(
         "--timeline_seconds",
@@ -221,7 +222,7 @@ def make_event_media(task: dict) -> dict:
     """Cuts the clip and draws the spectrogram and score timeline of one event (runs on a thread).
 
     Args:
-      task: {"stem", "directory", "ref" (AudioRef or None), "window" (start, end), "event" (start,
+      task: {"stem", "directory", "ref" (AudioRef, "tfrecord" or None), "window" (start, end), "event" (start,
         end), "clip_seconds", "timeline": {run name: [(start, end, score, detected)]}, "threshold",
         "span" (timeline x range)}.
     Returns:
@@ -252,6 +253,10 @@ def make_event_media(task: dict) -> dict:
     ref = task["ref"]
     if ref is None:
         out["error"], out["error_reason"] = "the recording is not in the recordings table", "unknown_source"
+        return out
+    if ref == "tfrecord":
+        out["error"] = "this input was an embedding TFRecord, scored without audio"
+        out["error_reason"] = "no_audio"
         return out
     half = task["clip_seconds"] / 2
     w0, w1 = task["window"]
@@ -422,6 +427,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
              ("Recordings", "recordings.html"), ("Errors", "errors.html")],
     )  # fmt: skip
     runs = range(len(names))
+    clock = time.monotonic()
     summaries = [tables.summary(i) for i in runs]
     manifests = tables.manifests
     _LOG.info(
@@ -481,6 +487,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                      "draw": {"counts": data["counts"], "row_labels": rows, "col_labels": cols, "xlabel": xlabel,
                               "title": f"{names[i]} / {grp}"}}
                 )  # fmt: skip
+    _LOG.info("summary, histogram and group queries: %.1f s", time.monotonic() - clock)
+    clock = time.monotonic()
     drawn_maps = media.map_with_progress(
         lambda job: plots.heatmap_png(os.path.join(media_dir, job["png"]), **job["draw"]),
         heatmaps,
@@ -504,12 +512,16 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     _write_groups(site, group_columns, group_rows, group_sections, args)
 
     # Top events across runs.
+    _LOG.info("%d heatmaps: %.1f s", len(heatmaps), time.monotonic() - clock)
+    clock = time.monotonic()
     per_run = [tables.top_events(i, args.top) for i in runs]
     events = merge_top_events(per_run, args.top)
     refs = {}
     for item in events:
         primary = item["events"][item["primary"]]
-        if primary.get("file"):
+        if primary.get("input_kind") == "tfrecord":
+            refs[item["source"]] = "tfrecord"  # scored from embeddings: there is no audio to cut
+        elif primary.get("file"):
             refs[item["source"]] = media.AudioRef(primary["file"], primary.get("member"))
     spans = []
     for k, item in enumerate(events):
@@ -557,7 +569,11 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "span": (max(0.0, spans[k][2]), spans[k][3]),
             }
         )
+    _LOG.info("top events and their windows: %.1f s", time.monotonic() - clock)
+    clock = time.monotonic()
     made = media.map_with_progress(make_event_media, tasks, label="clips and figures", workers=args.workers)
+    _LOG.info("clips and figures of %d events: %.1f s", len(tasks), time.monotonic() - clock)
+    clock = time.monotonic()
     for item, result in zip(events, made, strict=True):
         if isinstance(result, Exception):  # a bug in drawing; the page says so, the report goes on
             result = {"timeline": None, "spectrogram": None, "clip": None,
@@ -626,6 +642,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         table_id="recordings", empty="No recording has a detection.",
         intro=[f"At most {MAX_DETAIL_ROWS:,} recordings per run, most detected windows first."],
     )  # fmt: skip
+
+    _LOG.info("event, error and recording pages: %.1f s", time.monotonic() - clock)
 
     # Index.
     parts = [

@@ -353,22 +353,10 @@ class ReportTables:
         return self._rows(
             f"""SELECT e.source, e.event_index, e.start_seconds, e.end_seconds, e.peak_score, e.peak_seconds,
                        e.num_windows, e.start_utc, e.end_utc, e.window_seconds, e.threshold,
-                       r.file, r.member, r.duration_seconds, r.sample_rate, r.start_utc AS recording_utc
+                       r.file, r.member, r.input_kind, r.duration_seconds, r.sample_rate, r.start_utc AS recording_utc
                 FROM r{i}_events e LEFT JOIN r{i}_recordings r ON r.source = e.source
                 ORDER BY e.peak_score DESC, e.source, e.start_seconds LIMIT {int(limit)}"""
         )
-
-    def recording_info(self, i: int, sources: list[str]) -> dict[str, dict]:
-        """{source: recordings row (file, member, duration_seconds, sample_rate, start_utc, status)}."""
-        if not sources:
-            return {}
-        self.con.register("wanted_sources", pa.table({"source": pa.array(sorted(set(sources)), pa.string())}))
-        rows = self._rows(
-            f"""SELECT r.source, r.file, r.member, r.duration_seconds, r.sample_rate, r.start_utc, r.status
-                FROM r{i}_recordings r JOIN wanted_sources USING (source) ORDER BY r.source"""
-        )
-        self.con.unregister("wanted_sources")
-        return {row["source"]: row for row in rows}
 
     def windows_in_spans(self, i: int, spans: list[tuple[int, str, float, float]]) -> dict[int, list[tuple]]:
         """Windows of run i that overlap each span, in one join.
