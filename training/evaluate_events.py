@@ -268,7 +268,8 @@ def load_run(
     recordings_t = _table(directory, "recordings")
     windows_t = _table(directory, "windows")
     events_t = _table(directory, "events")
-    threshold = _first(windows_t, "threshold") or _first(recordings_t, "threshold")
+    threshold = _first(windows_t, "threshold")
+    threshold = _first(recordings_t, "threshold") if threshold is None else threshold
     if threshold is None:
         raise ValueError(f"{directory}: the tables hold no row to take the run's threshold from")
     rec_rows = recordings_t.select(["source", "status", "duration_seconds"]).to_pylist()

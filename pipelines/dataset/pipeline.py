@@ -176,6 +176,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         time.monotonic() - started,
         args.output,
     )
+    if not stats["examples"]:
+        _LOG.warning(
+            "dataset: no examples; see the errors table in %s (labels, recording names, --audio inputs)",
+            args.output,
+        )
     if stats["leakage"]["groups"] or stats["leakage"]["recording_names"]:
         _LOG.warning("dataset: leakage across splits: %s", stats["leakage"])
     return stats

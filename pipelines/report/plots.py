@@ -135,7 +135,9 @@ def timeline_png(
         names = list(series)
         for name, value in threshold.items():
             color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
-            axes.axhline(value, color=color, linestyle="--", linewidth=0.8, label=f"threshold {name} {value:g}")
+            axes.axhline(
+                value, color=color, linestyle="--", linewidth=0.8, label=f"threshold {name} {value:g}"
+            )
     elif threshold is not None:
         axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     if span is not None:
@@ -166,7 +168,12 @@ def histogram_png(
     """
     figure = _figure()
     axes = figure.add_axes((0.08, 0.2, 0.9, 0.72))
+    if not any(np.sum(values) for values in counts.values()):
+        axes.text(0.5, 0.5, "no windows were scored", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xlabel("window score", fontsize=8)
+        return _save(figure, path)
     for i, (name, values) in enumerate(counts.items()):
+        # Empty bins drawn just below 1 so the log axis can show them.
         axes.stairs(np.maximum(values, 0.8), edges, color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
     if threshold is not None:
         axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
