@@ -232,21 +232,29 @@ def filtered_stderr(drop_gpu_errors: bool = True):
     Args:
       drop_gpu_errors: also drop the native "no CUDA device" errors (cuInit, factory registration).
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        _flush_stderr()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable file descriptor 2 (a detached process): nothing to filter
+        yield
+        return
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
+            _flush_stderr()
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
             kept = _drop_native_noise(capture.read().decode("utf-8", "replace"), drop_gpu_errors)
             if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
+                os.write(2, kept.encode("utf-8", "replace"))
+
+
+def _flush_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
 
 
 def _drop_native_noise(text: str, drop_gpu_errors: bool) -> str:

@@ -113,6 +113,7 @@ def _table_files(output: pathlib.Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for name in TABLES for p in sorted(output.glob(f"{name}-*.parquet"))}
 
 
+@pytest.mark.slow
 def test_reruns_give_byte_identical_tables_errors_included(runs):
     _, first, second, again = runs
     tables = _table_files(first)
@@ -123,6 +124,7 @@ def test_reruns_give_byte_identical_tables_errors_included(runs):
         assert pq.read_table(first / name).equals(pq.read_table(again / name)), name
 
 
+@pytest.mark.slow
 def test_every_error_names_its_file_or_archive_member_and_nothing_run_specific(runs):
     inputs, first, _, _ = runs
     recordings = io_tables.read_table(str(first), "recordings").to_pylist()
