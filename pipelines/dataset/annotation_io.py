@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gunshot_core import annotations
+from gunshot_core.errors import describe
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "dataset"
@@ -70,7 +71,7 @@ def expand_annotation_pattern(pattern: str) -> tuple[list[str], str | None]:
                 and not os.path.basename(m.path).startswith(".")
             ]
     except Exception as e:  # noqa: BLE001 - a listing failure is an error row
-        return [], f"cannot list {pattern!r}: {type(e).__name__}: {e}"
+        return [], f"cannot list {pattern!r}: {describe(e)}"
     if not found:
         return [], f"no annotation file matches {pattern!r}"
     return sorted(set(found)), None
@@ -100,7 +101,7 @@ class ReadAnnotationFileFn(beam.DoFn):
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read()
         except Exception as e:  # noqa: BLE001 - an unreadable file is one error row
-            message = f"{path}: cannot read: {type(e).__name__}: {e}"
+            message = f"{path}: cannot read: {describe(e)}"
             self._bad.inc()
             yield beam.pvalue.TaggedOutput(
                 ERRORS_TAG,

@@ -11,14 +11,19 @@
     decode.py        3 decode   work item -> chunks of float32 [k, 96, 64] examples + RecordingInfo
     model_cache.py      embed   local copies of gs:// model files, once per worker
     embed.py         4 embed    RunInference(VGGishModelHandler) -> uint8 [k, 128] frames
-    events.py        5 events   runs of above-threshold windows
-    score.py         6 score    frames -> windows / recordings / events / errors rows; ScoreRecordings
+    events.py        5 events   runs of above-threshold windows (frames, for a frame-pooling head)
+    score.py         6 score    frames -> windows / recordings / events / errors (/ frames) rows;
+                                embed_recordings (stages 2-4 for other jobs); ScoreRecordings
     provenance.py    7 outputs  the provenance columns of every row
     outputs.py       7 outputs  table names, sort keys, staged writes, finalize
     rerun.py         7 outputs  --skip_existing: carry the previous run's rows over
     exports.py       8 exports  embeddings TFRecords, events.csv, Raven selection table
     clips.py         8 exports  WAV clips around events
     pipeline.py        the job  options -> config -> the stages above -> tables, run.json
+
+A head with frame scores (a frame-pooling head, `Head.has_frame_scores`) also scores every frame:
+its events are runs of above-threshold frames, starting and ending on 0.96 s frame boundaries, and a
+`frames` table holds the frame scores.
 
 `python -m pipelines.score` (`pipelines/score.py`) is the entry point; docs/scoring.md the guide.
 """

@@ -40,6 +40,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from gunshot_core import params
+from gunshot_core.errors import describe
 
 _LOG = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class QueryEmbedder:
                 self._models = (VGGish.from_checkpoint(self._checkpoint), Postprocessor.from_npz(self._pca))
             except Exception as e:  # noqa: BLE001 - every query that needs the models says why
                 raise ModelLoadError(
-                    f"cannot load VGGish ({self._checkpoint}) and PCA ({self._pca}): {type(e).__name__}: {e}"
+                    f"cannot load VGGish ({self._checkpoint}) and PCA ({self._pca}): {describe(e)}"
                 ) from e
         return self._models
 
@@ -446,7 +447,7 @@ def resolve_queries(
             resolved.append(ResolvedQuery(spec, reason=e.reason, message=str(e)))
         except (OSError, ValueError) as e:
             resolved.append(
-                ResolvedQuery(spec, reason="unreadable", message=f"{spec.recording}: {type(e).__name__}: {e}")
+                ResolvedQuery(spec, reason="unreadable", message=f"{spec.recording}: {describe(e)}")
             )
         else:
             resolved.append(ResolvedQuery(spec, frames.tobytes(), ORIGIN_AUDIO))
