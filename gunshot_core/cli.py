@@ -51,7 +51,12 @@ def main(argv=None) -> int:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    result = getattr(importlib.import_module(module_name), func_name)(rest)
+    from gunshot_core import startup
+
+    with startup.imports_without_gc(freeze=True):  # Beam, TensorFlow: see gunshot_core.startup
+        module = importlib.import_module(module_name)
+    result = getattr(module, func_name)(rest)
+    startup.freeze_before_exit()
     # Beam `run` functions return a PipelineResult; the training mains return an exit code.
     return result if isinstance(result, int) else 0
 

@@ -12,15 +12,20 @@ import datetime
 import logging
 import time
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
-from apache_beam.runners.runner import PipelineState
+from gunshot_core import startup
 
-import gunshot_core
-from gunshot_core import options, windows
-from pipelines import common, remote, schemas, scoring
-from pipelines import scoring_outputs as outputs
-from pipelines import scoring_sources as sources
+# Beam and the scoring modules create ~300,000 long-lived objects: no garbage collection meanwhile,
+# and, run as a command, none over them later (see gunshot_core.startup).
+with startup.imports_without_gc(freeze=__name__ == "__main__"):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+    from apache_beam.runners.runner import PipelineState
+
+    import gunshot_core
+    from gunshot_core import options, windows
+    from pipelines import common, remote, schemas, scoring
+    from pipelines import scoring_outputs as outputs
+    from pipelines import scoring_sources as sources
 
 _LOG = logging.getLogger(__name__)
 
@@ -341,3 +346,4 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run()
+    startup.freeze_before_exit()
