@@ -22,14 +22,19 @@ import logging
 import math
 import re
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from gunshot_core import startup
 
-from gunshot_core import labels as labels_lib
-from gunshot_core import records
-from pipelines import common, remote, schemas
+# Beam creates ~300,000 long-lived objects: no garbage collection meanwhile, and, run as a command,
+# none over them later, while the job's own rows come and go (see gunshot_core.startup).
+with startup.imports_without_gc(freeze=__name__ == "__main__"):
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.metrics import Metrics
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+    from gunshot_core import labels as labels_lib
+    from gunshot_core import records
+    from pipelines import common, remote, schemas
 
 _LOG = logging.getLogger(__name__)
 
@@ -911,3 +916,4 @@ def _log_summary(path: str) -> None:
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
     run()
+    startup.freeze_before_exit()
