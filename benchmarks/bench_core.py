@@ -27,7 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gunshot_core import audio, features, params  # noqa: E402
+from gunshot_core import (  # noqa: E402
+    audio,  # noqa: E402
+    features,
+    params,
+    resample,  # noqa: E402
+)
 from gunshot_core.vggish import LAYERS, VGGish  # noqa: E402
 
 ORIGINAL_SECONDS_PER_CLIP = 7.0  # the original project's reported CPU inference time per clip
@@ -129,7 +134,7 @@ def main(argv=None):
     soundfile.write(wav, np.stack([waveform, waveform * 0.5], axis=1), rate, subtype="PCM_16")
     ex16 = features.waveform_to_examples(audio.load_audio(wav))
     t_cnn = best_of(lambda: ours.embed(ex16), repeats=1)
-    for resampler in audio.RESAMPLERS:
+    for resampler in resample.RESAMPLERS:
         t_decode = best_of(lambda r=resampler: audio.load_audio(wav, resampler=r), repeats=2)
         w16 = audio.load_audio(wav, resampler=resampler)
         t_front = best_of(lambda w=w16: features.waveform_to_examples(w), repeats=2)

@@ -176,11 +176,11 @@ def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]
 def pipeline_seconds(inputs: list, checkpoint: str, pca: str, output: pathlib.Path) -> float:
     """Wall seconds of one end-to-end pipeline run over the folders `inputs` (modules already imported;
     the model hashes read from the user's hash cache, as every job after `gunshot models download`)."""
-    from gunshot_core import models
+    from gunshot_core import hashes
     from pipelines import score
 
-    models.file_sha256(checkpoint)  # in the hash cache, as `gunshot models download` leaves it
-    models._sha_cache.clear()  # ...and read from there, as by a new process
+    hashes.file_sha256(checkpoint)  # in the hash cache, as `gunshot models download` leaves it
+    hashes._sha_cache.clear()  # ...and read from there, as by a new process
     started = time.perf_counter()
     argv = [f"--input={d}" for d in inputs] + [
         f"--output={output}",

@@ -29,8 +29,9 @@ def finalize_score(output: str) -> dict:
     """Moves the staged tables into `output` and writes run.json; returns the run summary."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import common, schemas, score
-    from pipelines import scoring_outputs as outputs
+    from pipelines import schemas
+    from pipelines.io import files
+    from pipelines.scoring import outputs, pipeline
 
     staged = outputs.existing_files(FileSystems.join(output, outputs.STAGING, "*"))
     if not staged:
@@ -39,14 +40,14 @@ def finalize_score(output: str) -> dict:
             "writing, failed, or was finalized already"
         )
     moved = outputs.finalize_tables(output, list(schemas.SCORE_TABLES))
-    summary = score.summarize(output, {}, 0.0)
+    summary = pipeline.summarize(output, {}, 0.0)
     manifest = {
         "finalized_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "note": "finalized after a detached Dataflow job; its counters are in the Dataflow job (namespace score)",
         "summary": summary,
         "files": sorted(moved),
     }
-    common.write_json(FileSystems.join(output, outputs.RUN_MANIFEST), manifest)
+    files.write_json(FileSystems.join(output, outputs.RUN_MANIFEST), manifest)
     _LOG.info("moved %d files into %s: %s", len(moved), output, json.dumps(summary, sort_keys=True))
     return summary
 

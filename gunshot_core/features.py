@@ -11,6 +11,7 @@ import numpy as np
 import scipy.fft
 
 from gunshot_core import params
+from gunshot_core.resample import resample
 
 
 def frame(x: np.ndarray, window: int, hop: int) -> np.ndarray:
@@ -110,7 +111,7 @@ def waveform_to_examples(waveform: np.ndarray, sample_rate: int = params.SAMPLE_
 
     Args:
       waveform: float [num_samples] or [num_samples, channels] audio in [-1, 1]. Channels are
-        averaged; a rate other than 16 kHz is resampled with gunshot_core.audio's default resampler.
+        averaged; a rate other than 16 kHz is resampled with gunshot_core.resample's default resampler.
       sample_rate: its rate in Hz.
     Returns:
       float32 [n, 96, 64] log-mel examples of 0.96 s each; n = 0 for clips shorter than 0.975 s.
@@ -123,9 +124,7 @@ def waveform_to_examples(waveform: np.ndarray, sample_rate: int = params.SAMPLE_
             f"waveform must be [num_samples] or [num_samples, channels], got shape {waveform.shape}"
         )
     if sample_rate != params.SAMPLE_RATE:
-        from gunshot_core import audio  # audio imports this module
-
-        waveform = audio.resample(waveform, sample_rate, params.SAMPLE_RATE)
+        waveform = resample(waveform, sample_rate, params.SAMPLE_RATE)
     log_mel = log_mel_spectrogram(waveform, params.SAMPLE_RATE)
     examples = frame(log_mel, params.NUM_FRAMES, params.NUM_FRAMES)
     return np.ascontiguousarray(examples, dtype=np.float32)

@@ -6,7 +6,7 @@ and one recording gets one score however it is scored.
 
 import argparse
 
-from gunshot_core import audio, windows
+from gunshot_core import resample, windows
 
 
 def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -40,8 +40,8 @@ def add_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
     )
     parser.add_argument(
         "--resampler",
-        choices=audio.RESAMPLERS,
-        default=audio.DEFAULT_RESAMPLER,
+        choices=resample.RESAMPLERS,
+        default=resample.DEFAULT_RESAMPLER,
         help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference's resampling within "
         "1e-6 at ~35x the cost (default %(default)s)",
     )

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from gunshot_core import audio, options, windows
+from gunshot_core import audio, options, resample, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Scorer:
     """VGGish + postprocessor + head, loaded once; scores one recording at a time."""
 
-    def __init__(self, checkpoint: str, pca: str, head: str, *, resampler: str = audio.DEFAULT_RESAMPLER):
+    def __init__(self, checkpoint: str, pca: str, head: str, *, resampler: str = resample.DEFAULT_RESAMPLER):
         from gunshot_core.heads import load_head
         from gunshot_core.postprocess import Postprocessor
         from gunshot_core.vggish import VGGish

@@ -97,10 +97,10 @@ def _restore(path: str, v2: bool, names: list[str]) -> list:
 
 def derived_v2_prefix(path: str) -> pathlib.Path:
     """Where the V2 copy of the V1 checkpoint `path` is kept: keyed by the file's sha256."""
-    from gunshot_core import models
+    from gunshot_core import hashes
 
-    digest = models.file_sha256(path)  # from the hash cache after the first time
-    return models.user_cache_dir() / DERIVED_DIR / f"vggish-{digest[:16]}" / "weights"
+    digest = hashes.file_sha256(path)  # from the hash cache after the first time
+    return hashes.user_cache_dir() / DERIVED_DIR / f"vggish-{digest[:16]}" / "weights"
 
 
 def _write_v2_copy(tensors: dict, prefix: pathlib.Path) -> None:

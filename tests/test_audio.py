@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from gunshot_core import audio, features
+from gunshot_core import audio, features, resample
 from gunshot_core.errors import AudioDecodeError
 from gunshot_core.vggish import VGGish  # noqa: F401  (import check: no Beam in gunshot_core)
 
@@ -68,17 +68,17 @@ def test_int16_scaling_is_the_reference_one(tmp_path):
 def test_stereo_is_averaged_before_resampling(tmp_path):
     stereo = tone(1.5, channels=2)
     path = write(tmp_path / "s.wav", stereo, subtype="FLOAT")
-    expected = audio.resample(stereo.mean(axis=1), RATE, 16000)
+    expected = resample.resample(stereo.mean(axis=1), RATE, 16000)
     np.testing.assert_allclose(audio.load_audio(path), expected, atol=1e-6)
     assert audio.probe(path).channels == 2
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 44100, 48000, 96000, 12345])
-@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+@pytest.mark.parametrize("resampler", resample.RESAMPLERS)
 def test_odd_rates_give_the_right_length_and_blocks_join_exactly(tmp_path, rate, resampler):
     data = tone(3.3, rate=rate, freq=300.0)
     path = write(tmp_path / "r.wav", data, rate, subtype="FLOAT")
-    whole = audio.resample(data, rate, 16000, resampler)
+    whole = resample.resample(data, rate, 16000, resampler)
     assert whole.size == int(data.size * 16000 / rate)
     blocks = list(audio.iter_waveform(path, resampler=resampler, block_seconds=0.7))
     assert len(blocks) > 3
@@ -136,7 +136,7 @@ def test_missing_file_and_bad_resampler(tmp_path):
         audio.load_audio(str(tmp_path / "missing.wav"))
     assert error.value.reason == "unreadable"
     with pytest.raises(ValueError, match="resampler"):
-        audio.resample(np.zeros(10, np.float32), 44100, 16000, "linear")
+        resample.resample(np.zeros(10, np.float32), 44100, 16000, "linear")
 
 
 def test_truncated_wav_decodes_what_is_there(tmp_path):
@@ -148,7 +148,7 @@ def test_truncated_wav_decodes_what_is_there(tmp_path):
     assert 0 < waveform.size <= 3 * 16000
 
 
-@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+@pytest.mark.parametrize("resampler", resample.RESAMPLERS)
 def test_example_ranges_join_into_the_whole_file(tmp_path, resampler):
     """Stretches [0, 4), [4, 9), [9, end) decoded separately equal one whole-file decode."""
     rng = np.random.default_rng(3)

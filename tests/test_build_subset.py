@@ -20,7 +20,12 @@ import pytest
 
 from gunshot_core import labels as labels_lib
 from gunshot_core import records
-from pipelines import build_subset, common, schemas
+from pipelines import build_subset, schemas
+from pipelines.io import errors as io_errors
+from pipelines.io import matching, tables
+from pipelines.subset import balance
+from pipelines.subset import config as subset_config
+from pipelines.subset import tag as subset_tag
 from tests import fixtures_audioset as fx
 from tests.conftest import AUDIOSET
 from tests.gcs_emulator import gcs_emulator  # noqa: F401  (pytest fixture)
@@ -113,8 +118,8 @@ def run_builder(args, output):
     build_subset.run([*args, "--output", str(output), *BEAM], save_main_session=False)
     with open(os.path.join(output, "stats.json")) as handle:
         stats = json.load(handle)
-    tagged = common.read_table(str(output), "tagged")
-    errors = common.read_table(str(output), "errors")
+    tagged = tables.read_table(str(output), "tagged")
+    errors = tables.read_table(str(output), "errors")
     return stats, tagged, errors
 
 
@@ -124,7 +129,7 @@ def split_rows(table, split):
 
 def subset_records(output, split):
     paths = sorted(
-        common.expand_patterns(os.path.join(output, split, "subset-*.tfrecord")), key=lambda m: m.path
+        matching.expand_patterns(os.path.join(output, split, "subset-*.tfrecord")), key=lambda m: m.path
     )
     out = {}
     for meta in paths:
@@ -434,32 +439,32 @@ def test_cli_errors_are_loud(shards, tmp_path, capsys):
 
 def test_quotas_and_weights():
     ratio = {"a": 1, "b": 3}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "downsample", None) == {"a": 10, "b": 30}
-    assert build_subset.quotas({"a": 10, "b": 12}, ratio, "downsample", None) == {"a": 4, "b": 12}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "downsample", 9) == {"a": 3, "b": 9}
-    assert build_subset.quotas({"b": 100}, ratio, "downsample", None) == {"a": 0, "b": 0}
-    assert build_subset.quotas({"a": 10, "b": 100}, ratio, "none", 50) == {"a": 10, "b": 50}
-    assert build_subset.class_weights({"a": 10, "b": 30}) == {"a": 2.0, "b": pytest.approx(2 / 3)}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "downsample", None) == {"a": 10, "b": 30}
+    assert balance.quotas({"a": 10, "b": 12}, ratio, "downsample", None) == {"a": 4, "b": 12}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "downsample", 9) == {"a": 3, "b": 9}
+    assert balance.quotas({"b": 100}, ratio, "downsample", None) == {"a": 0, "b": 0}
+    assert balance.quotas({"a": 10, "b": 100}, ratio, "none", 50) == {"a": 10, "b": 50}
+    assert balance.class_weights({"a": 10, "b": 30}) == {"a": 2.0, "b": pytest.approx(2 / 3)}
     line = '--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"'
     mid_to_index = {"/m/09x0r": 0, "/t/dd00088": 138}
-    assert build_subset.parse_segment_line(line, mid_to_index) == ("--PJHxphWEs:30000", (0, 138))
-    assert build_subset.parse_segment_line("# comment", mid_to_index) is None
+    assert subset_tag.parse_segment_line(line, mid_to_index) == ("--PJHxphWEs:30000", (0, 138))
+    assert subset_tag.parse_segment_line("# comment", mid_to_index) is None
     with pytest.raises(ValueError, match="unknown MIDs"):
-        build_subset.parse_segment_line('x, 0, 10, "/m/nope"', mid_to_index)
+        subset_tag.parse_segment_line('x, 0, 10, "/m/nope"', mid_to_index)
 
 
-# ---- Shared plumbing (pipelines.common) ------------------------------------------------------------
+# ---- Shared plumbing (pipelines.options, pipelines.io) ------------------------------------------------------------
 
 
 def test_expand_patterns_directories_globs_and_errors(shards):
     eval_dir = str(shards["root"] / "eval")
     expected = sorted(shards["eval"])
-    assert [m.path for m in common.expand_patterns(eval_dir)] == expected
-    assert [m.path for m in common.expand_patterns(eval_dir + "/")] == expected
-    both = common.expand_patterns([f"{eval_dir}/*.tfrecord", expected[0]])
+    assert [m.path for m in matching.expand_patterns(eval_dir)] == expected
+    assert [m.path for m in matching.expand_patterns(eval_dir + "/")] == expected
+    both = matching.expand_patterns([f"{eval_dir}/*.tfrecord", expected[0]])
     assert [m.path for m in both] == expected  # sorted, without duplicates
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        common.expand_patterns(f"{eval_dir}/nothing-here*")
+        matching.expand_patterns(f"{eval_dir}/nothing-here*")
 
 
 def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
@@ -472,11 +477,11 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
     def write(directory, elements, batched, **sorting):
         with beam.Pipeline(runner="FnApiRunner") as p:
             pcoll = p | beam.Create(elements)
-            pcoll | common.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched, **sorting)
+            pcoll | tables.WriteTable(str(directory), "t", schema, num_shards=3, batched=batched, **sorting)
             (
                 p
                 | "Empty" >> beam.Create([])
-                | "WriteEmpty" >> common.WriteTable(str(directory), "e", schema, **sorting)
+                | "WriteEmpty" >> tables.WriteTable(str(directory), "e", schema, **sorting)
             )
 
     by_key = {"sort_key": operator.itemgetter("k"), "shard_key": operator.itemgetter("k")}
@@ -494,9 +499,9 @@ def test_write_table_is_deterministic_and_writes_empty_tables(tmp_path):
                 other,
                 name,
             )
-    table = common.read_table(str(tmp_path / "a"), "t")
+    table = tables.read_table(str(tmp_path / "a"), "t")
     assert sorted(table.to_pylist(), key=lambda r: r["k"]) == rows
-    empty = common.read_table(str(tmp_path / "a"), "e")
+    empty = tables.read_table(str(tmp_path / "a"), "e")
     assert empty.num_rows == 0 and empty.schema.equals(schema)
 
 
@@ -505,7 +510,7 @@ def test_batch_size_does_not_change_outputs(shards, tmp_path, monkeypatch):
     fx.write_shards(src, shards["eval_segments"][:900], num_shards=2)
     args = ["--input", f"{src}/*", "--ratio", "1:2"]
     run_builder(args, tmp_path / "big")
-    monkeypatch.setattr(build_subset, "MAX_BATCH", 7)
+    monkeypatch.setattr(subset_tag, "MAX_BATCH", 7)
     run_builder(args, tmp_path / "small")
     names = sorted(n for n in os.listdir(tmp_path / "big") if n.endswith((".json", ".parquet")))
     assert names == sorted(n for n in os.listdir(tmp_path / "small") if n.endswith((".json", ".parquet")))
@@ -542,14 +547,14 @@ def test_read_and_tag_dofn_outputs(tmp_path):
     path = fx.write_tfrecord_file(
         tmp_path / "a.tfrecord", [fx.encode_segment(s) for s in (gun, speech, both, music)] + [bad]
     )
-    args = build_subset.build_parser().parse_args(["--input", path, "--output", str(tmp_path / "out")])
-    config = build_subset.Config(args)
+    args = subset_config.build_parser().parse_args(["--input", path, "--output", str(tmp_path / "out")])
+    config = subset_config.Config(args)
     with TestPipeline(runner="FnApiRunner") as p:
         out = (
             p
             | beam.Create([("s", path)])
-            | beam.ParDo(build_subset.ReadAndTag(config)).with_outputs(
-                "stats", common.ERRORS_TAG, main="clips"
+            | beam.ParDo(subset_tag.ReadAndTag(config)).with_outputs(
+                "stats", io_errors.ERRORS_TAG, main="clips"
             )
         )
         tags = out.clips | beam.FlatMap(
@@ -566,7 +571,7 @@ def test_read_and_tag_dofn_outputs(tmp_path):
             ),
             label="Tags",
         )
-        reasons = out[common.ERRORS_TAG] | beam.Map(lambda r: (r["record_index"], r["reason"]))
+        reasons = out[io_errors.ERRORS_TAG] | beam.Map(lambda r: (r["record_index"], r["reason"]))
         assert_that(reasons, equal_to([(4, "missing_labels")]), label="Errors")
         stats = out.stats | beam.Filter(lambda kv: kv[0][0] in ("read", "other"))
         assert_that(stats, equal_to([(("read", "s"), 5), (("other", "s"), 1)]), label="Stats")
@@ -575,9 +580,9 @@ def test_read_and_tag_dofn_outputs(tmp_path):
 def test_one_split_value_may_hold_several_entries():
     import argparse
 
-    assert build_subset._split_arg("train=gs://b/t/*; eval=gs://b/e/*") == [
+    assert subset_config._split_arg("train=gs://b/t/*; eval=gs://b/e/*") == [
         ("train", "gs://b/t/*"),
         ("eval", "gs://b/e/*"),
     ]
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=PATTERN"):
-        build_subset._split_arg("train=gs://b/t/*;oops")
+        subset_config._split_arg("train=gs://b/t/*;oops")

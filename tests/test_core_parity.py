@@ -179,7 +179,7 @@ def test_unreadable_checkpoints_name_the_file_and_the_problem(tmp_path):
 def test_v1_checkpoint_is_read_from_its_v2_copy_after_the_first_time(random_vggish, tmp_path, monkeypatch):
     """The first read writes a V2 copy into the user's cache; later reads use it, with equal weights;
     a damaged copy is replaced; an unwritable cache only costs speed."""
-    from gunshot_core import models, vggish
+    from gunshot_core import hashes, vggish
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     reads = []
@@ -190,7 +190,7 @@ def test_v1_checkpoint_is_read_from_its_v2_copy_after_the_first_time(random_vggi
     ckpt = random_vggish[0]
     first = {k: v.numpy() for k, v in vggish.read_checkpoint_tensors(ckpt).items()}
     copy = vggish.derived_v2_prefix(ckpt)
-    assert copy.with_suffix(".index").exists() and str(copy).startswith(str(models.user_cache_dir()))
+    assert copy.with_suffix(".index").exists() and str(copy).startswith(str(hashes.user_cache_dir()))
     second = {k: v.numpy() for k, v in vggish.read_checkpoint_tensors(ckpt).items()}
     assert reads == [False, True]  # V1 once, then the copy
     for name in first:

@@ -5,7 +5,7 @@
   staged sdist and pipeline proto) and writes it to gs:// instead of submitting it - the same thing the
   flex-template launcher does. The tests read the job back and inspect it, and unpickle every DoFn of
   the staged pipeline in a fresh process, as a remote worker would.
-- The worker model cache (pipelines.model_cache) against the emulator, and a scoring run with gs://
+- The worker model cache (pipelines.scoring.model_cache) against the emulator, and a scoring run with gs://
   models, inputs and outputs.
 - deploy/: the Dockerfile (parsed: base image = installed Beam and Python), the flex-template metadata
   (every parameter is a flag the pipeline accepts, validation regexes match valid values) and the
@@ -30,7 +30,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import model_cache
+from pipelines.scoring import model_cache
 from tests import fixtures_audioset, score_inputs
 from tests.conftest import AUDIOSET, REPO, SEED_WAVS
 from tests.gcs_emulator import running_emulator
@@ -178,7 +178,7 @@ def test_build_subset_builds_a_dataflow_job(gcs, audioset_shards, tmp_path):
         "setup.py",
         "requirements.txt",
         "pipelines/build_subset.py",
-        "pipelines/model_cache.py",
+        "pipelines/scoring/model_cache.py",
         "gunshot_core/data/heads/1LayerLSTM__Loss=BinCE_20Epochs_july02.h5",
         "deploy/templates/score.json",
         "training/transform.py",
@@ -261,7 +261,8 @@ def test_transform_builds_a_dataflow_job(gcs, local_subset, tmp_path):
 @pytest.mark.slow
 def test_score_runs_on_gs_paths(gcs, random_vggish, tmp_path):
     """Models, recordings and tables all on gs:// (DirectRunner in this process, see tests/gcs_emulator.py)."""
-    from pipelines import common, score
+    from pipelines import score
+    from pipelines.io import tables
 
     ckpt, pca = random_vggish
     models = [gcs.upload(p, f"gs://{BUCKET}/e2e/models/{os.path.basename(p)}") for p in (ckpt, pca)]
@@ -282,7 +283,7 @@ def test_score_runs_on_gs_paths(gcs, random_vggish, tmp_path):
     finally:
         os.environ.pop(model_cache.ENV_CACHE_DIR)
     assert summary["recordings_ok"] == 2 and summary["recordings_failed"] == 0
-    recordings = common.read_table(output, "recordings").to_pylist()
+    recordings = tables.read_table(output, "recordings").to_pylist()
     assert sorted(r["source"] for r in recordings) == [
         f"gs://{BUCKET}/e2e/audio/footsteps.wav",
         f"gs://{BUCKET}/e2e/audio/rec.wav",
@@ -294,8 +295,9 @@ def test_score_runs_on_gs_paths(gcs, random_vggish, tmp_path):
 
 def test_finalize_moves_staged_score_tables(gcs, tmp_path):
     from deploy import finalize
-    from pipelines import common, schemas
-    from pipelines import scoring_outputs as outputs
+    from pipelines import schemas
+    from pipelines.io import tables
+    from pipelines.scoring import outputs
 
     output = f"gs://{BUCKET}/finalize/scores"
     for name in schemas.SCORE_TABLES:
@@ -309,7 +311,7 @@ def test_finalize_moves_staged_score_tables(gcs, tmp_path):
     listed = gcs.list(output)
     assert f"{output}/recordings-00000-of-00001.parquet" in listed
     assert not [p for p in listed if f"/{outputs.STAGING}/" in p]
-    assert common.read_table(output, "windows").num_rows == 0
+    assert tables.read_table(output, "windows").num_rows == 0
     with pytest.raises(FileNotFoundError, match="nothing staged"):
         finalize.finalize_score(output)
 
@@ -501,13 +503,13 @@ EXAMPLES = {
 
 def pipeline_parser(name: str):
     if name == "build_subset":
-        from pipelines import build_subset
+        from pipelines.subset import config
 
-        return build_subset.build_parser()
+        return config.build_parser()
     if name == "score":
-        from pipelines import score
+        from pipelines.scoring import pipeline as scoring_pipeline
 
-        return score.build_parser()
+        return scoring_pipeline.build_parser()
     import argparse
 
     from training import transform
@@ -671,9 +673,10 @@ def test_launch_direct_dry_run_prints_a_python_command_beam_accepts(mode):
         "--drop_leakage",
     )
     assert command[1:3] == ["-m", "pipelines.build_subset"]
-    from pipelines import build_subset, common
+    from pipelines import options as pipelines_options
+    from pipelines.subset import config
 
-    args, beam_args = common.split_args(build_subset.build_parser(), command[3:])
+    args, beam_args = pipelines_options.split_args(config.build_parser(), command[3:])
     assert args.drop_leakage and args.output == "gs://b/subsets/v1"
     options = PipelineOptions(beam_args).get_all_options()
     assert options["runner"] == "DataflowRunner" and options["project"] == PROJECT
@@ -710,7 +713,8 @@ def test_launch_passes_switches_as_true_in_template_mode_and_rejects_unknown_pip
 
 def test_dry_run_builds_the_job_and_returns_without_waiting(audioset_shards, tmp_path):
     """`--dry_run=True`: Beam builds the Dataflow job in memory and submits nothing; run() must not wait."""
-    from pipelines import build_subset, remote
+    from pipelines import build_subset
+    from pipelines.io import launch
 
     pattern = os.path.join(os.path.dirname(audioset_shards[0]), "*.tfrecord")
     argv = [f"--input={pattern}", f"--output={tmp_path / 'out'}"]
@@ -724,7 +728,7 @@ def test_dry_run_builds_the_job_and_returns_without_waiting(audioset_shards, tmp
             "--dry_run=True",
         ]
     )
-    assert remote.job_detached(result, PipelineOptions(["--dry_run=True"]))
+    assert launch.job_detached(result, PipelineOptions(["--dry_run=True"]))
     assert result.job.proto_pipeline.components.transforms
     assert result.job.google_cloud_options.project == PROJECT
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Unit tests of pipelines.decode_ahead: order, errors, the byte budget, the gate and closing."""
+"""Unit tests of pipelines.scoring.decode_ahead: order, errors, the byte budget, the gate and closing."""
 
 import threading
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from pipelines import decode_ahead as da
+from pipelines.scoring import decode_ahead as da
 
 
 def _consume(ahead, producers):

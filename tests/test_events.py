@@ -9,9 +9,9 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from pipelines import scoring
-from pipelines import scoring_outputs as outputs
-from pipelines import scoring_sources as sources
+from pipelines.scoring import clips, decode, exports, sources
+from pipelines.scoring import config as scoring_config
+from pipelines.scoring import events as scoring_events
 
 
 def _windows(scores, hop=5, window=10, n=None):
@@ -23,7 +23,7 @@ def _windows(scores, hop=5, window=10, n=None):
 
 def test_merge_events_joins_consecutive_windows_and_keeps_the_peak():
     scores, start, end = _windows([0.1, 0.6, 0.9, 0.7, 0.2, 0.8, 0.1])
-    events = scoring.merge_events(scores, start, end, 0.5)
+    events = scoring_events.merge_events(scores, start, end, 0.5)
     assert len(events) == 2
     first, second = events
     assert (first.start_seconds, first.end_seconds) == pytest.approx((4.8, 3 * 4.8 + 9.6))
@@ -33,15 +33,15 @@ def test_merge_events_joins_consecutive_windows_and_keeps_the_peak():
 
 def test_merge_events_threshold_is_inclusive_and_edges_count():
     scores, start, end = _windows([0.5, 0.2, 0.5])
-    events = scoring.merge_events(scores, start, end, 0.5)
+    events = scoring_events.merge_events(scores, start, end, 0.5)
     assert [e.start_seconds for e in events] == pytest.approx([0.0, 9.6])
-    assert scoring.merge_events(scores, start, end, 0.51) == []
-    assert scoring.merge_events(np.zeros(0), np.zeros(0), np.zeros(0), 0.5) == []
+    assert scoring_events.merge_events(scores, start, end, 0.51) == []
+    assert scoring_events.merge_events(np.zeros(0), np.zeros(0), np.zeros(0), 0.5) == []
 
 
 def test_merge_events_first_peak_wins_ties():
     scores, start, end = _windows([0.7, 0.9, 0.9])
-    (event,) = scoring.merge_events(scores, start, end, 0.5)
+    (event,) = scoring_events.merge_events(scores, start, end, 0.5)
     assert event.peak_seconds == pytest.approx(4.8)
 
 
@@ -112,14 +112,14 @@ EVENTS = [
 
 
 def test_events_csv_is_sorted_with_header():
-    lines = outputs.events_csv(EVENTS).splitlines()
-    assert lines[0].split(",") == list(outputs.CSV_COLUMNS)
+    lines = exports.events_csv(EVENTS).splitlines()
+    assert lines[0].split(",") == list(exports.CSV_COLUMNS)
     assert lines[1].startswith("a.zip!x/a.wav,0,0.0,9.6,0.7")
     assert lines[2].startswith("b.wav,0,4.8,14.4,0.9")
 
 
 def test_raven_selection_table():
-    lines = outputs.raven_selection_table(EVENTS).splitlines()
+    lines = exports.raven_selection_table(EVENTS).splitlines()
     header = lines[0].split("\t")
     assert header[:7] == [
         "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"
@@ -130,15 +130,15 @@ def test_raven_selection_table():
 
 
 def test_clip_names_are_flat_and_distinct():
-    a = outputs.clip_name("gs://bucket/site 1/rec.wav", 0, 4.8)
-    b = outputs.clip_name("gs://bucket/site 1/rec.wav", 1, 14.4)
+    a = clips.clip_name("gs://bucket/site 1/rec.wav", 0, 4.8)
+    b = clips.clip_name("gs://bucket/site 1/rec.wav", 1, 14.4)
     assert "/" not in a and " " not in a and a != b and a.endswith(".wav")
 
 
 def test_plan_segments_cover_every_example_once():
     from gunshot_core import audio
     from gunshot_core.audio import AudioInfo
-    from pipelines import scoring_segments as sg
+    from pipelines.scoring import segments as sg
 
     info = AudioInfo(44100, 2, 44100 * 130, "WAV", "PCM_16")  # 130 s: 135 examples
     plan = sg.plan_segments(info, 30.0)
@@ -161,7 +161,7 @@ def test_plan_segments_cover_every_example_once():
 
 
 def test_archive_parts_group_members_in_order_and_bad_members_are_reported(tmp_path):
-    from pipelines import scoring_sources as src
+    from pipelines.scoring import sources as src
 
     entries = [
         src.ArchiveEntry(n, b)
@@ -190,7 +190,7 @@ def test_archive_parts_group_members_in_order_and_bad_members_are_reported(tmp_p
 
 
 def test_plain_tar_members_are_read_by_offset_and_compressed_tars_are_not_split(tmp_path):
-    from pipelines import scoring_sources as src
+    from pipelines.scoring import sources as src
 
     payload = {"a/one.wav": b"1" * 700, "a/skip.txt": b"t", "a/two.flac": b"2" * 1500}
     path = tmp_path / "plain.tar"
@@ -216,25 +216,25 @@ def test_plain_tar_members_are_read_by_offset_and_compressed_tars_are_not_split(
 
 
 def test_a_zip_part_that_cannot_be_read_gives_an_error_row_per_member(tmp_path):
-    from pipelines import scoring_sources as src
+    from pipelines.scoring import sources as src
 
-    config = scoring.ScoringConfig(checkpoint="c", pca="p", head="h")
+    config = scoring_config.ScoringConfig(checkpoint="c", pca="p", head="h")
     gone = str(tmp_path / "vanished.zip")  # planned, then deleted before decoding
     part = src.ArchivePart(0, 1, (src.ArchiveEntry("a/one.wav", 10), src.ArchiveEntry("a/two.wav", 10)))
-    outputs = list(scoring.DecodeFn(config)._outputs((src.Source(gone, src.KIND_ARCHIVE, 10), part)))
+    outputs = list(decode.DecodeFn(config)._outputs((src.Source(gone, src.KIND_ARCHIVE, 10), part)))
     infos = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert [key for key, _ in infos] == [gone + "!a/one.wav", gone + "!a/two.wav"]
     assert all(i.status == "error" and i.stage == "read" and i.member.startswith("a/") for _, i in infos)
-    assert sum(o.n for o in outputs if isinstance(o, scoring._Count) and o.counter == "_decode_errors") == 2
+    assert sum(o.n for o in outputs if isinstance(o, decode._Count) and o.counter == "_decode_errors") == 2
 
 
 def test_switches_take_a_bare_flag_or_true_false():
     import argparse
 
-    from pipelines import common
+    from pipelines import options
 
     parser = argparse.ArgumentParser()
-    common.add_switch(parser, "--skip_existing", help="h")
+    options.add_switch(parser, "--skip_existing", help="h")
     parse = parser.parse_args
     assert parse([]).skip_existing is False and parse(["--skip_existing"]).skip_existing is True
     assert parse(["--skip_existing=TRUE"]).skip_existing is True

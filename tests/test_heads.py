@@ -10,7 +10,8 @@ import pytest
 
 from gunshot_core import heads
 from gunshot_core.errors import ModelFileError
-from gunshot_core.models import file_sha256
+from gunshot_core.hashes import file_sha256
+from gunshot_core.heads import keras3
 from tests.conftest import GOLDEN_CLIPS, SEED_HEADS, SEED_MODELS, head_key
 
 FIXED_INPUT_HEADS = [h for h in SEED_HEADS if h.startswith(("LogisticRegression", "SingleLayerNN"))]
@@ -348,7 +349,7 @@ def test_artifact_with_tf_transform_hook(tmp_path):
 )
 def test_keras_config_check_refuses_foreign_references(node, match):
     with pytest.raises(ModelFileError, match=match):
-        heads._check_keras_config({"config": {"layers": [node]}}, "model.keras")
-    heads._check_keras_config(
+        keras3._check_keras_config({"config": {"layers": [node]}}, "model.keras")
+    keras3._check_keras_config(
         {"module": "builtins", "class_name": "function", "config": heads.KERAS2_HARD_SIGMOID}, "m"
     )

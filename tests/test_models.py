@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from gunshot_core import models
+from gunshot_core import hashes, models
 from gunshot_core.errors import DownloadError, ModelFileError
 from gunshot_core.heads import DEFAULT_HEAD_PATH
 
@@ -120,7 +120,7 @@ def fake_registry(monkeypatch, tmp_path):
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv(models.ENV_MODELS_DIR, str(tmp_path / "models"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the cross-process hash cache
-    monkeypatch.setattr(models, "_sha_cache", {})
+    monkeypatch.setattr(hashes, "_sha_cache", {})
     return registry
 
 
@@ -337,12 +337,12 @@ def test_models_dir_defaults(monkeypatch, tmp_path):
 def test_file_sha256_streams_and_notices_changes(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(CKPT)
-    assert models.file_sha256(path) == hashlib.sha256(CKPT).hexdigest()
+    assert hashes.file_sha256(path) == hashlib.sha256(CKPT).hexdigest()
     path.write_bytes(b"changed")
     os.utime(path, ns=(1, 1))
-    assert models.file_sha256(str(path)) == hashlib.sha256(b"changed").hexdigest()
+    assert hashes.file_sha256(str(path)) == hashlib.sha256(b"changed").hexdigest()
     with pytest.raises(ModelFileError, match="cannot read"):
-        models.file_sha256(tmp_path / "missing")
+        hashes.file_sha256(tmp_path / "missing")
 
 
 def test_info_follows_env_overrides(tmp_path, monkeypatch, capsys):
@@ -359,33 +359,33 @@ def test_info_follows_env_overrides(tmp_path, monkeypatch, capsys):
 def test_hashes_are_kept_across_processes_and_recomputed_when_the_file_changes(tmp_path, monkeypatch):
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 1000)
-    first = models.file_sha256(path)
+    first = hashes.file_sha256(path)
     assert first == hashlib.sha256(b"a" * 1000).hexdigest()
-    assert first in json.loads(models.hash_cache_path().read_text()).values()
+    assert first in json.loads(hashes.hash_cache_path().read_text()).values()
 
     def no_hashing(*args):
         raise AssertionError("the file was hashed again")
 
-    monkeypatch.setattr(models, "_sha_cache", {})  # a new process: only the file cache is left
+    monkeypatch.setattr(hashes, "_sha_cache", {})  # a new process: only the file cache is left
     with monkeypatch.context() as m:
-        m.setattr(models.hashlib, "sha256", no_hashing)
-        assert models.file_sha256(path) == first
+        m.setattr(hashes.hashlib, "sha256", no_hashing)
+        assert hashes.file_sha256(path) == first
     path.write_bytes(b"b" * 1000)  # same size, new content and mtime
     os.utime(path, ns=(1, 2))
-    assert models.file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert hashes.file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest()
     with monkeypatch.context() as m:  # verification never trusts a cache
-        m.setattr(models.hashlib, "sha256", no_hashing)
+        m.setattr(hashes.hashlib, "sha256", no_hashing)
         with pytest.raises(AssertionError, match="hashed again"):
-            models.file_sha256(path, cache=False)
+            hashes.file_sha256(path, cache=False)
 
 
 def test_download_records_the_hash_of_the_final_file(server, monkeypatch):
     paths = models.download(url=server.url, progress=False)
     expected = hashlib.sha256(CKPT).hexdigest()
-    monkeypatch.setattr(models, "_sha_cache", {})
+    monkeypatch.setattr(hashes, "_sha_cache", {})
     with monkeypatch.context() as m:
-        m.setattr(models.hashlib, "sha256", lambda *a: pytest.fail("hashed again after download"))
-        assert models.file_sha256(paths[models.CHECKPOINT_NAME]) == expected
+        m.setattr(hashes.hashlib, "sha256", lambda *a: pytest.fail("hashed again after download"))
+        assert hashes.file_sha256(paths[models.CHECKPOINT_NAME]) == expected
 
 
 def test_an_unwritable_hash_cache_is_skipped(tmp_path, monkeypatch):
@@ -394,4 +394,4 @@ def test_an_unwritable_hash_cache_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     path = tmp_path / "f.bin"
     path.write_bytes(b"x")
-    assert models.file_sha256(path) == hashlib.sha256(b"x").hexdigest()
+    assert hashes.file_sha256(path) == hashlib.sha256(b"x").hexdigest()

@@ -104,7 +104,7 @@ def test_sdist_and_wheel_hold_code_head_and_templates(built):
         "deploy/Dockerfile",
         "deploy/launch.sh",
         "deploy/flex/score_main.py",
-        "pipelines/model_cache.py",
+        "pipelines/scoring/model_cache.py",
         "training/transform.py",
     ):
         assert name in in_sdist, f"sdist lacks {name}"

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import common, schemas, score
-from pipelines import scoring_outputs as outputs
+from pipelines import schemas, score
+from pipelines.io import tables
+from pipelines.scoring import outputs
 from tests import score_inputs
 from tests.conftest import GOLDEN, SEED_WAVS, head_key
 
@@ -90,7 +91,7 @@ def _argv(inputs, random_vggish, output, *extra):
 
 
 def _table(output, name):
-    return common.read_table(str(output), name).to_pandas()
+    return tables.read_table(str(output), name).to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -230,12 +231,12 @@ def test_tables_carry_provenance_and_schemas(scored):
     output, _ = scored
     manifest = json.loads((output / outputs.RUN_MANIFEST).read_text())
     for name in TABLES:
-        table = common.read_table(str(output), name)
+        table = tables.read_table(str(output), name)
         assert table.schema.equals(schemas.SCORE_TABLES[name], check_metadata=False), name
         if table.num_rows:
             assert set(table.column("model_id").to_pylist()) == {manifest["provenance"]["model_id"]}
             assert set(table.column("threshold").to_pylist()) == {THRESHOLD}
-    assert manifest["summary"]["recordings"] == common.read_table(str(output), "recordings").num_rows
+    assert manifest["summary"]["recordings"] == tables.read_table(str(output), "recordings").num_rows
     assert not (output / outputs.STAGING).exists()
     embeddings = _table(output, "embeddings")
     recordings = _table(output, "recordings")

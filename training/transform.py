@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from gunshot_core import params, records
-from pipelines import common, remote
+from pipelines.io import counters, launch, sharded
 from training import data
 
 RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
@@ -219,7 +219,7 @@ def _write_split(pcoll, output: str, split: str, metadata, num_shards: int):
         pcoll
         | f"Encode{title}" >> beam.Map(_KeyExample(metadata.schema))
         | f"Write{title}"
-        >> common.WriteSharded(
+        >> sharded.WriteSharded(
             os.path.join(output, "transformed", split),
             num_shards,
             ".tfrecord.gz",
@@ -258,7 +258,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                     "errors", main="clips"
                 )
             )
-            decoded[split].errors | f"WriteErrors{title}" >> common.WriteSharded(
+            decoded[split].errors | f"WriteErrors{title}" >> sharded.WriteSharded(
                 os.path.join(args.output, "errors", split), 1, ".jsonl", _write_lines, sort_key=_identity
             )
         (train, transformed_metadata), transform_fn = (
@@ -274,11 +274,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             _write_split(evaluation, args.output, "eval", transformed_metadata, args.num_shards)
         transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(args.output)
     result = p.result if hasattr(p, "result") else None
-    if result is not None and remote.job_detached(result, p.options):  # template launch, dry run, no-wait
-        remote.log_detached(result, p.options, "transform")
+    if result is not None and launch.job_detached(result, p.options):  # template launch, dry run, no-wait
+        launch.log_detached(result, p.options, "transform")
         return result
     if result is not None:
-        common.log_counters(result)  # clips and unusable records per split and reason
+        counters.log_counters(result)  # clips and unusable records per split and reason
     write_info(args)
     if tf.io.gfile.exists(temp_dir):
         tf.io.gfile.rmtree(temp_dir)

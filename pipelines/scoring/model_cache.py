@@ -1,5 +1,7 @@
 """Local copies of model files on workers: `gs://` (or any Beam filesystem) -> a local path, once per worker.
 
+Stage: scoring 4 (embed): model files reach the workers' loaders through here.
+
 The core loaders (`VGGish.from_checkpoint`, `Postprocessor.from_npz`, `heads.load_head`) read local
 files. On Dataflow the model options are usually `gs://` paths, so a DoFn's `setup()` (or a
 ModelHandler's `load_model()`) calls `local_copy(path)` first:

@@ -1,5 +1,7 @@
 """Whether a pipeline's `run()` may wait for the job it just started, or must hand it to the runner.
 
+Stage: end of run (shared plumbing of every job).
+
 After `p.run()` a pipeline normally waits, logs its counters and finishes its outputs. Three launches
 start no job this process can (or should) wait for:
 

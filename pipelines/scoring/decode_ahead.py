@@ -1,5 +1,7 @@
 """Decoding ahead of VGGish on a worker, in the time its cores would otherwise sit idle.
 
+Stage: scoring 3 (decode), the look-ahead thread of `pipelines.scoring.decode.DecodeFn`.
+
 VGGish's forward pass keeps every core of a CPU worker busy. A decoder thread running beside it
 slows the pass by more than the decoding it saves: on 2 cores, 30 minutes of 44.1 kHz audio took
 11.0 s with a per-recording decode thread and 10.3 s decoded serially (benchmarks/bench_score.py),

@@ -1,5 +1,7 @@
 """Reading AudioSet embedding TFRecords (already embedded) for scoring by the head alone.
 
+Stage: scoring 3 (decode), for embedding TFRecord inputs.
+
 Records are read slot by slot with `gunshot_core.records` (no TensorFlow needed), so a bad CRC, a
 truncated file or a malformed record becomes one error row and the rest of the file is still scored.
 """
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from gunshot_core import records
-from pipelines import common
+from pipelines.io import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,7 @@ def iter_embedding_records(path: str) -> Iterator[EmbeddingRecord]:
     Raises:
       OSError: the file cannot be opened.
     """
-    with common.open_maybe_compressed(path) as handle:
+    with files.open_maybe_compressed(path) as handle:
         for slot in records.read_tfrecords(handle):
             if slot.data is None:
                 yield EmbeddingRecord(f"record{slot.index}", None, None, slot.reason, slot.detail)

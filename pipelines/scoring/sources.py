@@ -1,5 +1,7 @@
 """What the scoring pipeline reads: matching inputs, archives member by member, file names to times.
 
+Stage: scoring 1 (match) and 3 (decode): what the scoring job reads, used by both.
+
 An input is a local path, a `gs://` path, a glob (`**` recurses), a folder, or a text file listing
 any of those (`--input_list`). Everything is opened through Beam's `FileSystems`, so the same code
 reads local disks and Cloud Storage. Matched files become `Source` elements:

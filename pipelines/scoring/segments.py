@@ -1,5 +1,7 @@
 """Planning the segments of a long recording, so several workers can share a file.
 
+Stage: scoring 2 (plan).
+
 A segment is a range of VGGish examples [first, stop) of one recording. Example i depends only on the
 16 kHz samples [i * 15360, i * 15360 + 15600), so a segment is decoded by
 `gunshot_core.audio.iter_examples(start_example=first, stop_example=stop)`, which reads just that

@@ -1,0 +1,24 @@
+"""The scoring job, one module per stage in data-flow order (each imports only modules above it).
+
+    config.py        ScoringConfig, defaults, counter namespace, output tags
+    reporting.py     error rows, rate-limited warnings, progress lines
+    sources.py       what is read: inputs, archives member by member, file names to times
+    match.py         1 match    patterns -> Source per file (error row when nothing matches)
+    segments.py         plan    ranges of VGGish examples of one long recording
+    plan.py          2 plan     Source -> work items (whole file, segment, archive part)
+    records.py          decode  embedding TFRecords read record by record (no VGGish needed)
+    decode_ahead.py     decode  decoding ahead of VGGish on spare cores
+    decode.py        3 decode   work item -> chunks of float32 [k, 96, 64] examples + RecordingInfo
+    model_cache.py      embed   local copies of gs:// model files, once per worker
+    embed.py         4 embed    RunInference(VGGishModelHandler) -> uint8 [k, 128] frames
+    events.py        5 events   runs of above-threshold windows
+    score.py         6 score    frames -> windows / recordings / events / errors rows; ScoreRecordings
+    provenance.py    7 outputs  the provenance columns of every row
+    outputs.py       7 outputs  table names, sort keys, staged writes, finalize
+    rerun.py         7 outputs  --skip_existing: carry the previous run's rows over
+    exports.py       8 exports  embeddings TFRecords, events.csv, Raven selection table
+    clips.py         8 exports  WAV clips around events
+    pipeline.py        the job  options -> config -> the stages above -> tables, run.json
+
+`python -m pipelines.score` (`pipelines/score.py`) is the entry point; docs/scoring.md the guide.
+"""

@@ -1,0 +1,70 @@
+"""Settings of one scoring run and the names its stages share: counter namespace, defaults, output tags.
+
+Stage: scoring (configuration). `ScoringConfig` is everything the scoring DoFns need (small and
+picklable); it is built once at launch by `pipelines.scoring.pipeline.make_config`.
+"""
+
+import dataclasses
+
+from gunshot_core import params
+
+NAMESPACE = "score"
+# Examples per RunInference batch (every batch but a bundle's last is filled to it; VGGish.embed runs
+# it in fixed-shape blocks). Few large batches: between two forward passes the decoding of the next
+# batch evicts the network's weights from the CPU caches, which costs the next pass ~0.05 s, so
+# batches of one 60-s chunk ran ~20% below the network's own speed; batches of 512 run within ~4%.
+DEFAULT_BATCH_SIZE = 512
+DEFAULT_CHUNK_SECONDS = 60.0
+DEFAULT_SPLIT_SECONDS = 1800.0  # longer recordings are decoded as segments on several workers
+DEFAULT_ARCHIVE_PART_BYTES = 64 << 20  # zip and plain tar archives are decoded in parts of this size
+SPLIT_MIN_BYTES = 8 << 20  # smaller files are never probed for splitting
+PROGRESS_SECONDS = 60.0
+# Tags of the multi-output steps.
+INFO_TAG = "info"
+FRAMES_TAG = "frames"
+ERRORS_TAG = "errors"
+WINDOWS_TAG = "windows"
+RECORDINGS_TAG = "recordings"
+EVENTS_TAG = "events"
+EMBEDDINGS_TAG = "embeddings"
+CLIPS_TAG = "clips"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """Everything the scoring DoFns need (small and picklable).
+
+    Attributes:
+      checkpoint, pca, head: model files (local or gs://).
+      window_frames, hop_frames: head window and hop in 0.96 s frames.
+      threshold: a window with score >= threshold is a detection.
+      batch_size: examples per VGGish batch (RunInference batches chunks up to this many examples).
+      chunk_seconds: seconds of audio decoded per chunk.
+      split_seconds: recordings longer than this are decoded in segments of about this length,
+        which the runner can spread over workers (0: never split).
+      archive_part_bytes: zip and uncompressed tar archives are decoded in parts of about this many
+        stored bytes of audio members, which the runner can spread over workers (0: one member each).
+      resampler: gunshot_core.audio resampler name.
+      timestamp_pattern: strptime pattern finding the start time in file names, or None.
+      write_embeddings: also emit one row per frame for the embeddings table.
+      export_clips: top-K events per recording to cut as audio clips (0: none).
+      clip_dir: where clips go.
+      clip_padding_seconds: audio kept before and after each event in a clip.
+    """
+
+    checkpoint: str
+    pca: str
+    head: str
+    window_frames: int = params.HEAD_FRAMES
+    hop_frames: int = 5
+    threshold: float = 0.5
+    batch_size: int = DEFAULT_BATCH_SIZE
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    split_seconds: float = DEFAULT_SPLIT_SECONDS
+    archive_part_bytes: int = DEFAULT_ARCHIVE_PART_BYTES
+    resampler: str | None = None
+    timestamp_pattern: str | None = None
+    write_embeddings: bool = False
+    export_clips: int = 0
+    clip_dir: str = ""
+    clip_padding_seconds: float = 1.0

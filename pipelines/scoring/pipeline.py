@@ -1,0 +1,347 @@
+"""The scoring job: options -> config -> match, plan, decode, embed, score -> tables, exports, run.json.
+
+Stage: scoring (the whole job). `run(argv)` parses the options (`build_parser`), resolves and hashes
+the model files once (`make_config`), builds the pipeline (`build_pipeline`: `MatchSources` ->
+`ScoreRecordings` -> provenance -> staged `WriteTable`s and exports), waits for the job, finalizes
+the tables and writes run.json. `python -m pipelines.score` and `gunshot batch` call `run`.
+
+    python -m pipelines.score --input 'recordings/**' --output scores/ [options] [Beam options]
+
+Writes the tables windows, recordings, events and errors (and embeddings with --write_embeddings)
+as Parquet into --output, plus events.csv, a Raven selection table and run.json; see docs/scoring.md.
+"""
+
+import argparse
+import datetime
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineState
+
+import gunshot_core
+from gunshot_core import options, windows
+from pipelines import options as pipelines_options
+from pipelines import schemas
+from pipelines.io import counters, files, launch
+from pipelines.io import errors as io_errors
+from pipelines.io import tables as io_tables
+from pipelines.scoring import clips, embed, exports, match, outputs, rerun, score, sources
+from pipelines.scoring import config as scoring_config
+from pipelines.scoring import provenance as scoring_provenance
+
+_LOG = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.score",
+        description=__doc__.split("\n", 1)[0],
+        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
+    )
+    io_group = parser.add_argument_group("inputs and outputs")
+    io_group.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        help="file, folder, glob (** recurses) or gs:// path of recordings (wav/flac/ogg/mp3/... , "
+        "zip/tar(.gz) archives) or embedding TFRecords; repeatable",
+    )
+    io_group.add_argument(
+        "--input_list",
+        action="append",
+        default=[],
+        help="text file (local or gs://) with one --input per line",
+    )
+    io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
+    pipelines_options.add_switch(
+        io_group,
+        "--skip_existing",
+        help="keep the rows of files a previous run in --output scored, and score only the rest",
+    )
+    io_group.add_argument(
+        "--timestamp_pattern",
+        help="strptime pattern of the recording start in file names, e.g. %%Y%%m%%d_%%H%%M%%S (UTC unless %%z)",
+    )
+    options.add_model_arguments(parser.add_argument_group("models"))
+    options.add_scoring_arguments(parser.add_argument_group("scoring"))
+    perf = parser.add_argument_group("performance")
+    perf.add_argument(
+        "--batch_size",
+        type=int,
+        default=scoring_config.DEFAULT_BATCH_SIZE,
+        help="examples per VGGish batch (%(default)s)",
+    )
+    perf.add_argument(
+        "--chunk_seconds",
+        type=float,
+        default=scoring_config.DEFAULT_CHUNK_SECONDS,
+        help="seconds of audio decoded at a time; bounds worker memory (%(default)s)",
+    )
+    perf.add_argument(
+        "--split_seconds",
+        type=float,
+        default=scoring_config.DEFAULT_SPLIT_SECONDS,
+        help="recordings longer than this are decoded in segments of about this length, spread over "
+        "workers (0: never split; default %(default)s)",
+    )
+    perf.add_argument(
+        "--archive_part_mb",
+        type=float,
+        default=scoring_config.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
+        help="zip and uncompressed tar archives are decoded in parts of about this many MB of audio "
+        "members, spread over workers (0: one member per part; compressed tars are read in one pass; "
+        "default %(default)s)",
+    )
+    perf.add_argument(
+        "--num_shards",
+        type=int,
+        default=1,
+        help="Parquet files of the windows/embeddings tables (%(default)s)",
+    )
+    extra = parser.add_argument_group("exports")
+    extra.add_argument(
+        "--export_clips",
+        type=int,
+        default=0,
+        metavar="K",
+        help="write WAV clips of the top-K events per recording",
+    )
+    extra.add_argument(
+        "--clip_padding_seconds", type=float, default=1.0, help="audio around each clip (%(default)s)"
+    )
+    pipelines_options.add_switch(
+        extra,
+        "--write_embeddings",
+        help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
+        "TFRecords (one SequenceExample per recording), so VGGish never has to run on them again",
+    )
+    return parser
+
+
+def parse_known_args(argv):
+    parser = build_parser()
+    args, beam_args = pipelines_options.split_args(parser, argv)
+    if not args.input and not args.input_list:
+        parser.error("give at least one --input or --input_list")
+    for name in ("batch_size", "num_shards"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.export_clips < 0:
+        parser.error(f"--export_clips must be >= 0, got {args.export_clips}")
+    if args.archive_part_mb < 0:
+        parser.error(f"--archive_part_mb must be >= 0, got {args.archive_part_mb}")
+    if not args.chunk_seconds > 1:
+        parser.error(f"--chunk_seconds must be > 1, got {args.chunk_seconds}")
+    if args.timestamp_pattern:
+        try:
+            sources.compile_timestamp_pattern(args.timestamp_pattern)
+        except ValueError as e:
+            parser.error(str(e))
+    return args, beam_args
+
+
+def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.Provenance]:
+    """Resolves the model files and settings (hashing the models once, at launch)."""
+    from gunshot_core import hashes, heads, models
+
+    paths = models.resolve_model_paths(args.checkpoint, args.pca, args.head)
+    head = heads.load_head(embed.localize(paths.head))
+    window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
+    hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
+    threshold = head.threshold if args.threshold is None else float(args.threshold)
+    provenance = scoring_provenance.Provenance(
+        head_name=head.head_id,
+        vggish_sha256=hashes.file_sha256(embed.localize(paths.checkpoint)),
+        pca_sha256=hashes.file_sha256(embed.localize(paths.pca)),
+        head_sha256=head.sha256,
+        code_version=gunshot_core.__version__,
+        window_seconds=round(window * 0.96, 6),
+        hop_seconds=round(hop * 0.96, 6),
+        threshold=threshold,
+    )
+    config = scoring_config.ScoringConfig(
+        checkpoint=paths.checkpoint,
+        pca=paths.pca,
+        head=paths.head,
+        window_frames=window,
+        hop_frames=hop,
+        threshold=threshold,
+        batch_size=args.batch_size,
+        chunk_seconds=args.chunk_seconds,
+        split_seconds=args.split_seconds,
+        archive_part_bytes=int(args.archive_part_mb * (1 << 20)),
+        resampler=args.resampler,
+        timestamp_pattern=args.timestamp_pattern,
+        write_embeddings=args.write_embeddings,
+        export_clips=args.export_clips,
+        clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
+        clip_padding_seconds=args.clip_padding_seconds,
+    )
+    return config, provenance
+
+
+def _add_columns(row, columns):
+    return scoring_provenance.with_provenance(row, columns)
+
+
+def build_pipeline(p, args, config, provenance, previous):
+    """Adds the scoring steps to pipeline `p`; returns nothing (all outputs are files)."""
+    staging = beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
+    patterns = list(args.input)
+    for listing in args.input_list:
+        patterns.extend(sources.read_input_list(listing))
+    srcs, match_errors = p | "Patterns" >> beam.Create(patterns) | "Match" >> match.MatchSources()
+    if previous.done_files:
+        done = previous.done_files
+        srcs = srcs | "SkipDone" >> beam.Filter(lambda s, done=done: s.path not in done)
+    tables = srcs | "Score" >> score.ScoreRecordings(config)
+    names = ["windows", "recordings", "events", "errors"] + (["embeddings"] if args.write_embeddings else [])
+    columns = provenance.columns()
+    extra_errors = [match_errors]
+    if config.export_clips:
+        exported = tables["clips"] | "ExportClips" >> beam.ParDo(
+            clips.ExportClipsFn(config.clip_dir, config.clip_padding_seconds)
+        ).with_outputs(io_errors.ERRORS_TAG, main="done")
+        extra_errors.append(exported[io_errors.ERRORS_TAG])
+    final = {}
+    for name in names:
+        parts = [tables[name]] + (extra_errors if name == "errors" else [])
+        if previous.done_sources:
+            parts.append(
+                p | f"Previous{name.title()}" >> rerun.CarryOver(args.output, name, previous.done_sources)
+            )
+        rows = parts | f"All{name.title()}" >> beam.Flatten() if len(parts) > 1 else parts[0]
+        final[name] = rows
+        shards = args.num_shards if name in ("windows", "embeddings") else 1
+        _ = (
+            rows
+            | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
+            | f"Write{name.title()}"
+            >> io_tables.WriteTable(
+                staging,
+                name,
+                schemas.SCORE_TABLES[name],
+                num_shards=shards,
+                shard_key=outputs.source_key,
+                sort_columns=outputs.SORT_COLUMNS[name],
+            )
+        )
+    _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
+    if args.write_embeddings:
+        _ = final["embeddings"] | "EmbeddingRecords" >> exports.WriteEmbeddingRecords(
+            staging, args.num_shards
+        )
+
+
+def staging_dir(args) -> str:
+    return beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
+
+
+def _wait(result) -> None:
+    """Waits for the job, logging its counters once a minute while it runs (remote runners)."""
+    while True:
+        try:
+            state = result.wait_until_finish(duration=60_000)
+        except TypeError:  # runners whose wait takes no duration
+            state = result.wait_until_finish()
+        if state is None or PipelineState.is_terminal(state):
+            break
+        counts = counters.counter_values(result, scoring_config.NAMESPACE)
+        _LOG.info(
+            "progress: matched %d, finished %d, failed %d, %.2f audio hours",
+            counts.get("score/files_matched", 0),
+            counts.get("score/recordings_scored", 0),
+            counts.get("score/recordings_failed", 0),
+            counts.get("score/audio_milliseconds", 0) / 3.6e6,
+        )
+    if result.state != PipelineState.DONE:
+        raise RuntimeError(f"scoring pipeline ended in state {result.state}")
+
+
+def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
+    """Run summary from the final tables (including rows carried over by --skip_existing)."""
+    recordings = io_tables.read_table(output_dir, "recordings")
+    errors = io_tables.read_table(output_dir, "errors")
+    events = io_tables.read_table(output_dir, "events")
+    status = recordings.column("status").to_pylist()
+    durations = recordings.column("duration_seconds").to_pylist()
+    detected = recordings.column("detected").to_pylist()
+    audio_hours = sum(d or 0.0 for d, s in zip(durations, status, strict=True) if s == "ok") / 3600
+    new_hours = counts.get("score/audio_milliseconds", 0) / 3.6e6
+    return {
+        "recordings": len(status),
+        "recordings_ok": status.count("ok"),
+        "recordings_failed": len(status) - status.count("ok"),
+        "recordings_detected": sum(1 for d in detected if d),
+        "events": events.num_rows,
+        "errors": errors.num_rows,
+        "audio_hours": round(audio_hours, 4),
+        "audio_hours_this_run": round(new_hours, 4),
+        "wall_seconds": round(wall_seconds, 2),
+        "audio_hours_per_hour": round(new_hours / (wall_seconds / 3600), 2) if wall_seconds > 0 else None,
+    }
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    """Runs the scoring job; returns the run summary dict (also written to run.json)."""
+    args, beam_args = parse_known_args(argv)
+    config, provenance = make_config(args)
+    previous = rerun.PreviousRun(frozenset(), frozenset())
+    if args.skip_existing:
+        previous = rerun.read_previous_run(args.output, provenance)
+        _LOG.info("--skip_existing: %d files already scored in %s", len(previous.done_files), args.output)
+    options = PipelineOptions(beam_args)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    started = time.monotonic()
+    run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    outputs.clear_staging(args.output)
+    p = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(p, args, config, provenance, previous)
+    result = p.run()
+    if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
+        launch.log_detached(result, p.options, "score")
+        _LOG.info(
+            "the job writes its tables to %s; they are moved into %s when it is finalized",
+            staging_dir(args),
+            args.output,
+        )
+        return {"detached": True, "output": args.output}
+    _wait(result)
+    counts = counters.log_counters(result)  # logs every counter (namespace/name = value)
+    moved = outputs.finalize_tables(args.output, list(schemas.SCORE_TABLES))
+    wall = time.monotonic() - started
+    summary = summarize(args.output, counts, wall)
+    manifest = {
+        "run_utc": run_utc,
+        "arguments": {k: v for k, v in sorted(vars(args).items())},
+        "beam_args": beam_args,
+        "models": {"checkpoint": config.checkpoint, "pca": config.pca, "head": config.head},
+        "provenance": provenance.columns(),
+        "window_frames": config.window_frames,
+        "hop_frames": config.hop_frames,
+        "files_skipped_as_done": len(previous.done_files),
+        "counters": counts,
+        "summary": summary,
+        "files": sorted(moved),
+    }
+    files.write_json(beam.io.filesystems.FileSystems.join(args.output, outputs.RUN_MANIFEST), manifest)
+    _LOG.info(
+        "scored %d recordings (%d failed, %d with detections, %d events), %.2f audio hours in %.1f s"
+        " (%.1f audio hours/hour); %d error rows; tables in %s",
+        summary["recordings"],
+        summary["recordings_failed"],
+        summary["recordings_detected"],
+        summary["events"],
+        summary["audio_hours_this_run"],
+        wall,
+        summary["audio_hours_per_hour"] or 0.0,
+        summary["errors"],
+        args.output,
+    )
+    if not counts.get("score/files_matched"):
+        raise FileNotFoundError(
+            f"no input file matched {list(args.input) + list(args.input_list)}; see the errors table in {args.output}"
+        )
+    return summary

@@ -1,0 +1,243 @@
+"""Scoring: a recording's frames -> windows / recordings / events / errors rows; the composite transform.
+
+Stage: scoring 6 (score), and `ScoreRecordings`, the composite of stages 2-6:
+
+    Source --PlanFn--> work items --DecodeFn--> (key, chunk of float32 [k, 96, 64] examples) + (key, RecordingInfo)
+           --RunInference(VGGishModelHandler)--> (key, (chunk index, uint8 [k, 128] frames))
+           --CoGroupByKey(info, frames)--> ScoreRecordingFn --> windows / recordings / events / errors rows
+
+Every 0.96 s frame is embedded once; head windows are views over a recording's frame sequence
+(`gunshot_core.windows`, the same windows the `gunshot score` CLI uses); per recording only the uint8
+frames (128 bytes per 0.96 s) are grouped.
+"""
+
+import dataclasses
+import logging
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from gunshot_core import params, windows
+from pipelines.scoring import sources
+from pipelines.scoring.config import (
+    CLIPS_TAG,
+    EMBEDDINGS_TAG,
+    ERRORS_TAG,
+    EVENTS_TAG,
+    FRAMES_TAG,
+    INFO_TAG,
+    NAMESPACE,
+    RECORDINGS_TAG,
+    WINDOWS_TAG,
+    ScoringConfig,
+)
+from pipelines.scoring.decode import DecodeFn, RecordingInfo, add_seconds, recording_stub
+from pipelines.scoring.embed import VGGishModelHandler, _failed_batch_errors, localize
+from pipelines.scoring.events import merge_events
+from pipelines.scoring.plan import PlanFn
+from pipelines.scoring.reporting import _Progress, error_row
+
+_LOG = logging.getLogger(__name__)
+
+
+class ScoreRecordingFn(beam.DoFn):
+    """(key, {'info': [RecordingInfo], 'frames': [(chunk index, uint8 [k, 128])]}) -> table rows.
+
+    Main output: recordings rows (exactly one per recording). Tagged: WINDOWS_TAG, EVENTS_TAG,
+    ERRORS_TAG, EMBEDDINGS_TAG (when configured) and CLIPS_TAG (clip requests, when configured).
+    """
+
+    def __init__(self, config: ScoringConfig):
+        self._config = config
+        self._ok = Metrics.counter(NAMESPACE, "recordings_scored")
+        self._failed = Metrics.counter(NAMESPACE, "recordings_failed")
+        self._detected = Metrics.counter(NAMESPACE, "recordings_detected")
+        self._events = Metrics.counter(NAMESPACE, "events")
+        self._windows = Metrics.counter(NAMESPACE, "windows_scored")
+        self._audio_ms = Metrics.counter(NAMESPACE, "audio_milliseconds")
+        self._head = None
+
+    def setup(self):
+        from gunshot_core.heads import load_head
+
+        self._head = load_head(localize(self._config.head))
+
+    def _fail(self, info: RecordingInfo, stage: str, reason: str, message: str):
+        self._failed.inc()
+        _Progress.add(failed=1)
+        row = recording_stub(info)
+        row.update(status="error", error_reason=reason, error_message=message)
+        yield beam.pvalue.TaggedOutput(ERRORS_TAG, error_row(info.source, stage, reason, message))
+        yield row
+
+    def process(self, element):
+        key, grouped = element
+        infos = sorted(grouped[INFO_TAG], key=lambda i: i.segment_index)
+        chunks = sorted(grouped[FRAMES_TAG], key=lambda c: c[0])
+        expected = infos[0].segment_count if infos else 1
+        if [i.segment_index for i in infos] != list(range(expected)):
+            info = infos[0] if infos else RecordingInfo(key, key, None, "unknown")
+            message = f"{len(infos)} decode results for {key!r}, expected {expected}"
+            yield from self._fail(info, "score", "internal", message)
+            return
+        failed = [i for i in infos if i.status != "ok"]
+        if failed:
+            info = failed[0]
+            yield from self._fail(info, info.stage or "decode", info.error_reason, info.error_message)
+            return
+        info = dataclasses.replace(infos[0], num_examples=sum(i.num_examples for i in infos))
+        frames = (
+            np.concatenate([c[1] for c in chunks])
+            if chunks
+            else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
+        )
+        if frames.shape[0] != info.num_examples:
+            message = f"embedded {frames.shape[0]} of {info.num_examples} frames (a VGGish batch failed)"
+            yield from self._fail(info, "embed", "embed_failed", message)
+            return
+        if frames.shape[0] == 0:
+            message = (
+                f"{info.duration_seconds or 0:.3f} s of audio holds no complete 0.96 s frame"
+                f" ({params.MIN_SAMPLES_FOR_ONE_EXAMPLE} samples at 16 kHz)"
+            )
+            yield from self._fail(info, "decode", "too_short", message)
+            return
+        if info.timestamp_missing:
+            yield beam.pvalue.TaggedOutput(
+                ERRORS_TAG,
+                error_row(
+                    key,
+                    "timestamp",
+                    "no_timestamp",
+                    f"--timestamp_pattern {self._config.timestamp_pattern!r} not found in the name",
+                ),
+            )
+        try:
+            outputs = list(self._score(info, frames))  # all or nothing: no partial rows on a failure
+        except Exception as e:  # noqa: BLE001 - one recording's failure must not stop the job
+            _LOG.exception("scoring %s failed", key)
+            yield from self._fail(info, "score", "score_failed", f"{type(e).__name__}: {e}")
+            return
+        yield from outputs
+
+    def _score(self, info: RecordingInfo, frames: np.ndarray):
+        config = self._config
+        n = frames.shape[0]
+        scored = windows.score_frames(self._head, frames, config.window_frames, config.hop_frames)
+        starts, scores = scored.starts, scored.scores
+        start_s, end_s = scored.start_seconds, scored.end_seconds
+        detected = scores >= config.threshold
+        for i in range(len(starts)):
+            yield beam.pvalue.TaggedOutput(
+                WINDOWS_TAG,
+                {
+                    "source": info.source,
+                    "window_index": i,
+                    "start_seconds": float(start_s[i]),
+                    "end_seconds": float(end_s[i]),
+                    "start_utc": add_seconds(info.start_utc, start_s[i]),
+                    "score": float(scores[i]),
+                    "detected": bool(detected[i]),
+                },
+            )
+        events = merge_events(scores, start_s, end_s, config.threshold)
+        for i, event in enumerate(events):
+            yield beam.pvalue.TaggedOutput(
+                EVENTS_TAG,
+                {
+                    "source": info.source,
+                    "event_index": i,
+                    "start_seconds": event.start_seconds,
+                    "end_seconds": event.end_seconds,
+                    "peak_score": event.peak_score,
+                    "peak_seconds": event.peak_seconds,
+                    "num_windows": event.num_windows,
+                    "start_utc": add_seconds(info.start_utc, event.start_seconds),
+                    "end_utc": add_seconds(info.start_utc, event.end_seconds),
+                },
+            )
+        if config.write_embeddings:
+            for i in range(n):
+                yield beam.pvalue.TaggedOutput(
+                    EMBEDDINGS_TAG,
+                    {
+                        "source": info.source,
+                        "frame_index": i,
+                        "start_seconds": i * params.FRAME_SECONDS,
+                        "embedding": frames[i].tobytes(),
+                    },
+                )
+        if config.export_clips and events and info.input_kind != sources.KIND_TFRECORD:
+            top = sorted(range(len(events)), key=lambda i: (-events[i].peak_score, i))[: config.export_clips]
+            yield beam.pvalue.TaggedOutput(CLIPS_TAG, (info, [(i, events[i]) for i in sorted(top)]))
+        best = int(np.argmax(scores))
+        row = recording_stub(info)
+        row.update(
+            frames=n,
+            windows=len(starts),
+            max_score=float(scores[best]),
+            max_score_start_seconds=float(start_s[best]),
+            mean_score=float(np.mean(scores)),
+            detected=bool(detected.any()),
+            events=len(events),
+            status="ok",
+        )
+        seconds = info.duration_seconds if info.duration_seconds is not None else n * params.FRAME_SECONDS
+        self._ok.inc()
+        self._windows.inc(len(starts))
+        self._events.inc(len(events))
+        self._detected.inc(int(row["detected"]))
+        self._audio_ms.inc(int(round(seconds * 1000)))
+        _Progress.add(finished=1, seconds=seconds)
+        yield row
+
+
+class ScoreRecordings(beam.PTransform):
+    """PCollection[Source] -> dict of PCollections of dict rows (tables before provenance columns).
+
+    Keys: recordings, windows, events, errors, embeddings (empty unless write_embeddings) and clips
+    ((RecordingInfo, [(event index, Event)]) requests, empty unless export_clips).
+
+    Decodes (in bounded chunks), embeds with RunInference (one VGGish per worker, batched across
+    recordings), groups the frames of each recording, scores head windows over them and emits the
+    rows of the windows, recordings, events, errors (and embeddings) tables plus clip requests.
+    """
+
+    def __init__(self, config: ScoringConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, srcs):
+        config = self._config
+        planned = srcs | "Plan" >> beam.ParDo(PlanFn(config)) | "Spread" >> beam.Reshuffle()
+        decoded = planned | "Decode" >> beam.ParDo(DecodeFn(config)).with_outputs(
+            INFO_TAG, FRAMES_TAG, main="chunks"
+        )
+        embedded, dead_letters = (
+            decoded.chunks
+            | "Embed"
+            >> RunInference(
+                VGGishModelHandler(config.checkpoint, config.pca, config.batch_size)
+            ).with_exception_handling()
+        )
+        embed_errors = dead_letters.failed_inferences | "EmbedErrors" >> beam.FlatMap(_failed_batch_errors)
+        frames = (embedded, decoded[FRAMES_TAG]) | "AllFrames" >> beam.Flatten()
+        scored = (
+            {INFO_TAG: decoded[INFO_TAG], FRAMES_TAG: frames}
+            | "GroupFrames" >> beam.CoGroupByKey()
+            | "Score"
+            >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
+                WINDOWS_TAG, EVENTS_TAG, ERRORS_TAG, EMBEDDINGS_TAG, CLIPS_TAG, main=RECORDINGS_TAG
+            )
+        )
+        errors = (scored[ERRORS_TAG], embed_errors) | "ScoreErrors" >> beam.Flatten()
+        return {
+            "recordings": scored[RECORDINGS_TAG],
+            "windows": scored[WINDOWS_TAG],
+            "events": scored[EVENTS_TAG],
+            "errors": errors,
+            "embeddings": scored[EMBEDDINGS_TAG],
+            "clips": scored[CLIPS_TAG],
+        }
