@@ -46,6 +46,10 @@ def _usage() -> str:
 
 
 def main(argv=None) -> int:
+    # Run as the `gunshot` program (argv from the command line), the process ends with the command:
+    # its imports and objects can be frozen out of the garbage collector's way. Called from Python
+    # (tests, notebooks) with an argv, the process goes on, so nothing is frozen.
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -64,7 +68,13 @@ def main(argv=None) -> int:
     from gunshot_core import logs
 
     logs.configure_logging(logs.flags_from_argv(rest))
-    result = getattr(importlib.import_module(module_name), func_name)(rest)
+    from gunshot_core import startup
+
+    with startup.imports_without_gc(freeze=as_program):  # Beam, TensorFlow: see gunshot_core.startup
+        module = importlib.import_module(module_name)
+    result = getattr(module, func_name)(rest)
+    if as_program:
+        startup.freeze_before_exit()
     # Beam `run` functions return a PipelineResult; the training mains return an exit code.
     return result if isinstance(result, int) else 0
 

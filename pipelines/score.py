@@ -9,11 +9,16 @@ The job itself is the package `pipelines.scoring`, one module per stage (see its
 
 import sys
 
-from gunshot_core import logs
-from pipelines.scoring.pipeline import run
+from gunshot_core import logs, startup
+
+# Beam and the scoring modules create ~300,000 long-lived objects: no garbage collection meanwhile,
+# and, run as a command, none over them later (see gunshot_core.startup).
+with startup.imports_without_gc(freeze=__name__ == "__main__"):
+    from pipelines.scoring.pipeline import run
 
 __all__ = ["run"]
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()
+    startup.freeze_before_exit()

@@ -57,6 +57,11 @@ class _Embedder:
 
     def _load_models(self):
         try:
+            from gunshot_core import startup
+
+            with startup.imports_without_gc(freeze=True):  # TensorFlow: ~250,000 long-lived objects
+                import tensorflow  # noqa: F401
+
             from gunshot_core.postprocess import Postprocessor
             from gunshot_core.vggish import VGGish
 
