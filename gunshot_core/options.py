@@ -1,4 +1,5 @@
-"""Command-line options every scoring entry point shares (`gunshot score`, `gunshot batch`).
+"""Command-line options every entry point that embeds audio shares (`gunshot score`, `gunshot batch`,
+`gunshot dataset`, `gunshot search`).
 
 Defined once so the terminal command and the pipeline take the same flags with the same defaults,
 and one recording gets one score however it is scored.
@@ -9,10 +10,28 @@ import argparse
 from gunshot_core import resample, windows
 
 
-def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--checkpoint, --pca, --head (defaults: the downloaded VGGish files and the bundled head)."""
+def add_vggish_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--checkpoint, --pca (defaults: the downloaded VGGish files)."""
     parser.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     parser.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
+
+
+def add_resampler_argument(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    advice: str = "'resampy' reproduces the reference's resampling within 1e-6 at ~35x the cost",
+) -> None:
+    """--resampler; `advice` follows 'resampler for audio not at 16 kHz;' in the help."""
+    parser.add_argument(
+        "--resampler",
+        choices=resample.RESAMPLERS,
+        default=resample.DEFAULT_RESAMPLER,
+        help=f"resampler for audio not at 16 kHz; {advice} (default %(default)s)",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--checkpoint, --pca, --head (defaults: the downloaded VGGish files and the bundled head)."""
+    add_vggish_arguments(parser)
     parser.add_argument(
         "--head",
         help="head: an original .h5 file or a trained head directory (default: the bundled LSTM head)",
@@ -38,10 +57,4 @@ def add_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
         default=windows.DEFAULT_HOP_SECONDS,
         help="step between the windows of long recordings, rounded to 0.96 s frames (default %(default)s)",
     )
-    parser.add_argument(
-        "--resampler",
-        choices=resample.RESAMPLERS,
-        default=resample.DEFAULT_RESAMPLER,
-        help="resampler for audio not at 16 kHz; 'resampy' reproduces the reference's resampling within "
-        "1e-6 at ~35x the cost (default %(default)s)",
-    )
+    add_resampler_argument(parser)

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import re
 
-from gunshot_core import logs, params, resample
+from gunshot_core import logs, params
+from gunshot_core import options as gunshot_options
 from pipelines import options
 from pipelines.dataset import planning
 from pipelines.scoring import config, embed
@@ -181,38 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the split, shift and background draws (%(default)s)"
     )
     perf = parser.add_argument_group("decoding and performance (as gunshot batch)")
-    perf.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
-    perf.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
-    perf.add_argument(
-        "--resampler",
-        choices=resample.RESAMPLERS,
-        default=resample.DEFAULT_RESAMPLER,
-        help="resampler for audio not at 16 kHz; keep the one the recordings are scored with (%(default)s)",
-    )
-    perf.add_argument(
-        "--batch_size",
-        type=int,
-        default=config.DEFAULT_BATCH_SIZE,
-        help="examples per VGGish batch (%(default)s)",
-    )
-    perf.add_argument(
-        "--chunk_seconds",
-        type=float,
-        default=config.DEFAULT_CHUNK_SECONDS,
-        help="seconds of audio decoded at a time (%(default)s)",
-    )
-    perf.add_argument(
-        "--split_seconds",
-        type=float,
-        default=config.DEFAULT_SPLIT_SECONDS,
-        help="recordings longer than this are decoded in segments over workers (0: never; %(default)s)",
-    )
-    perf.add_argument(
-        "--archive_part_mb",
-        type=float,
-        default=config.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
-        help="zip/tar archives are decoded in parts of about this many MB (%(default)s)",
-    )
+    gunshot_options.add_vggish_arguments(perf)
+    gunshot_options.add_resampler_argument(perf, "keep the one the recordings are scored with")
+    config.add_decoding_arguments(perf)
     perf.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (%(default)s)")
     logs.add_logging_flags(parser)
     return parser

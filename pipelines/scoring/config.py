@@ -4,6 +4,7 @@ Stage: scoring (configuration). `ScoringConfig` is everything the scoring DoFns 
 picklable); it is built once at launch by `pipelines.scoring.pipeline.make_config`.
 """
 
+import argparse
 import dataclasses
 
 from gunshot_core import params
@@ -29,6 +30,35 @@ EVENTS_TAG = "events"
 EMBEDDINGS_TAG = "embeddings"
 CLIPS_TAG = "clips"
 FRAME_SCORES_TAG = "frame_scores"
+
+
+def add_decoding_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--batch_size, --chunk_seconds, --split_seconds, --archive_part_mb: how recordings are decoded
+    and embedded, shared by every job that embeds through these stages (batch, dataset)."""
+    group.add_argument(
+        "--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="examples per VGGish batch (%(default)s)"
+    )
+    group.add_argument(
+        "--chunk_seconds",
+        type=float,
+        default=DEFAULT_CHUNK_SECONDS,
+        help="seconds of audio decoded at a time; bounds worker memory (%(default)s)",
+    )
+    group.add_argument(
+        "--split_seconds",
+        type=float,
+        default=DEFAULT_SPLIT_SECONDS,
+        help="recordings longer than this are decoded in segments of about this length, spread over "
+        "workers (0: never split; default %(default)s)",
+    )
+    group.add_argument(
+        "--archive_part_mb",
+        type=float,
+        default=DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
+        help="zip and uncompressed tar archives are decoded in parts of about this many MB of audio "
+        "members, spread over workers (0: one member per part; compressed tars are read in one pass; "
+        "default %(default)s)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

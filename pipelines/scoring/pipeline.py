@@ -67,33 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_model_arguments(parser.add_argument_group("models"))
     options.add_scoring_arguments(parser.add_argument_group("scoring"))
     perf = parser.add_argument_group("performance")
-    perf.add_argument(
-        "--batch_size",
-        type=int,
-        default=scoring_config.DEFAULT_BATCH_SIZE,
-        help="examples per VGGish batch (%(default)s)",
-    )
-    perf.add_argument(
-        "--chunk_seconds",
-        type=float,
-        default=scoring_config.DEFAULT_CHUNK_SECONDS,
-        help="seconds of audio decoded at a time; bounds worker memory (%(default)s)",
-    )
-    perf.add_argument(
-        "--split_seconds",
-        type=float,
-        default=scoring_config.DEFAULT_SPLIT_SECONDS,
-        help="recordings longer than this are decoded in segments of about this length, spread over "
-        "workers (0: never split; default %(default)s)",
-    )
-    perf.add_argument(
-        "--archive_part_mb",
-        type=float,
-        default=scoring_config.DEFAULT_ARCHIVE_PART_BYTES / (1 << 20),
-        help="zip and uncompressed tar archives are decoded in parts of about this many MB of audio "
-        "members, spread over workers (0: one member per part; compressed tars are read in one pass; "
-        "default %(default)s)",
-    )
+    scoring_config.add_decoding_arguments(perf)
     perf.add_argument(
         "--num_shards",
         type=int,

@@ -19,7 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 import gunshot_core
-from gunshot_core import logs, resample
+from gunshot_core import logs
+from gunshot_core import options as gunshot_options
 from pipelines import options as pipelines_options
 from pipelines import schemas
 from pipelines.io import counters
@@ -74,14 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "archive by the mean of the per-frame cosines (%(default)s)",
     )
     models = parser.add_argument_group("models (only for queries decoded from audio)")
-    models.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
-    models.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
-    models.add_argument(
-        "--resampler",
-        choices=resample.RESAMPLERS,
-        default=resample.DEFAULT_RESAMPLER,
-        help="resampler for query audio not at 16 kHz; use the one `gunshot batch` used (%(default)s)",
-    )
+    gunshot_options.add_vggish_arguments(models)
+    gunshot_options.add_resampler_argument(models, "use the one `gunshot batch` used")
     page = parser.add_argument_group("page")
     page.add_argument(
         "--page_hits",
