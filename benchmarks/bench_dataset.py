@@ -29,13 +29,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: E402
+
 NEGATIVE = ("speech", "footsteps", "click", "branch")
-
-
-def random_weight_models() -> tuple[str, str]:
-    from benchmarks.bench_score import random_weight_models as models
-
-    return models()
 
 
 def make_field(root: pathlib.Path, sites: int, recordings: int, minutes: float) -> float:
@@ -59,11 +55,7 @@ def timed(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--pca")
-    parser.add_argument(
-        "--random_weights", action="store_true", help="use the test suite's random-weight VGGish"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--sites", type=int, default=3, help="(%(default)s)")
     parser.add_argument("--recordings", type=int, default=2, help="recordings per site (%(default)s)")
     parser.add_argument("--minutes", type=float, default=5.0, help="minutes per recording (%(default)s)")
@@ -71,10 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.random_weights:
-        args.checkpoint, args.pca = random_weight_models()
-    if not (args.checkpoint and args.pca):
-        parser.error("give --checkpoint and --pca, or --random_weights")
+    resolve_models(parser, args)
 
     from pipelines import score
     from pipelines.dataset import pipeline

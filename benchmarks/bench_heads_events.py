@@ -45,6 +45,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: E402
+
 CONFUSERS = ("speech", "footsteps", "click", "branch")
 #: name -> training.train arguments.
 HEADS = {
@@ -182,9 +184,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n", 1)[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", help="VGGish checkpoint")
-    parser.add_argument("--pca", help="VGGish PCA parameters")
-    parser.add_argument("--random_weights", action="store_true", help="the test suite's random-weight VGGish")
+    add_model_arguments(parser)
     parser.add_argument("--workdir", default="/tmp/bench_heads_events", help="stage outputs (%(default)s)")
     parser.add_argument("--fresh", action="store_true", help="delete --workdir first")
     parser.add_argument("--train_sites", type=int, default=6, help="(%(default)s)")
@@ -224,12 +224,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.random_weights:
-        from benchmarks.bench_score import random_weight_models
-
-        args.checkpoint, args.pca = random_weight_models()
-    if not (args.checkpoint and args.pca):
-        parser.error("give --checkpoint and --pca, or --random_weights")
+    resolve_models(parser, args)
 
     from pipelines import score
     from pipelines.dataset import pipeline as dataset

@@ -24,6 +24,8 @@ import soundfile
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: E402
+
 CHILD = """
 import json, resource, sys
 from pipelines import score
@@ -55,20 +57,11 @@ def peak_kb(recording: pathlib.Path, output: pathlib.Path, checkpoint: str, pca:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--pca")
-    parser.add_argument(
-        "--random_weights", action="store_true", help="use the test suite's random-weight VGGish"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--short_minutes", type=float, default=10.0)
     parser.add_argument("--long_minutes", type=float, default=120.0)
     args = parser.parse_args(argv)
-    if args.random_weights:
-        from benchmarks.bench_score import random_weight_models
-
-        args.checkpoint, args.pca = random_weight_models()
-    if not (args.checkpoint and args.pca):
-        parser.error("give --checkpoint and --pca, or --random_weights")
+    resolve_models(parser, args)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

@@ -158,6 +158,23 @@ def random_weight_models() -> tuple[str, str]:
     return str(ckpt), str(pca)
 
 
+def add_model_arguments(parser) -> None:
+    """--checkpoint, --pca, --random_weights: the VGGish files a benchmark runs on."""
+    parser.add_argument("--checkpoint", help="VGGish checkpoint")
+    parser.add_argument("--pca", help="VGGish PCA parameters")
+    parser.add_argument(
+        "--random_weights", action="store_true", help="use the test suite's random-weight VGGish"
+    )
+
+
+def resolve_models(parser, args) -> None:
+    """Sets args.checkpoint/args.pca from --random_weights, or stops with a usage error when missing."""
+    if args.random_weights:
+        args.checkpoint, args.pca = random_weight_models()
+    if not (args.checkpoint and args.pca):
+        parser.error("give --checkpoint and --pca, or --random_weights")
+
+
 def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]:
     """Seconds VGGish alone takes on all examples of the recordings (examples computed beforehand)."""
     from gunshot_core import audio
@@ -332,11 +349,7 @@ def original_seconds_per_clip(checkpoint: str, pca: str, clips: int) -> tuple[fl
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--pca")
-    parser.add_argument(
-        "--random_weights", action="store_true", help="use the test suite's random-weight VGGish"
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--measure",
         choices=("all", "in_process", "new_process"),
@@ -363,10 +376,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.random_weights:
-        args.checkpoint, args.pca = random_weight_models()
-    if not (args.checkpoint and args.pca):
-        parser.error("give --checkpoint and --pca, or --random_weights")
+    resolve_models(parser, args)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
