@@ -30,6 +30,7 @@ TAG_ID = "tag_id"  # int64, index of the tag in the training vocabulary
 VIDEO_ID = "video_id"
 START_TIME = "start_time"
 CLASS_IDS = "class_ids"  # int64 list, the AudioSet label indices of the clip
+WEIGHT = "weight"  # float32, the clip's mixing weight (1 unless --train sources are weighted)
 
 # Column names of the subset builder's tagged table that the join needs.
 TAG_TABLE_VIDEO_ID = "video_id"

@@ -2,6 +2,13 @@
 
     python -m training.transform --train 'DIR/train*' --eval 'DIR/eval*' --tags 'DIR/tagged*.parquet' \\
         --output TDIR [Beam options, e.g. --runner DataflowRunner ...]
+    python -m training.transform --train dataset/train --train_weight 0.7 \\
+        --train 'subset/train*' --train_weight 0.3 --eval dataset/eval --output TDIR
+
+Several `--train` sources are mixed with weights: every training clip gets a per-example `weight`
+so that the clips of source i sum to (W_i / sum W) * N (N clips in all, mean weight 1), whatever
+the sources' sizes; the counts n_i are taken inside the pipeline. Without weights every clip
+weighs 1. Evaluation clips always weigh 1.
 
 The analysis runs on the training split only: per-dimension mean and standard deviation of the uint8
 embedding values over the real (unpadded) frames, and the vocabulary of tags with their counts. Both
@@ -10,7 +17,8 @@ splits are transformed with the same `transform_fn`. Output layout:
     TDIR/transform_fn/, TDIR/transformed_metadata/   tf.Transform output (tft.TFTransformOutput(TDIR))
     TDIR/transformed/train-*.tfrecord.gz, eval-*    tf.train.Example, features in training.data
     TDIR/errors/{train,eval}-00000-of-00001.jsonl   one JSON line per unusable record
-    TDIR/transform_info.json                        frames, tag counts, frame statistics, options
+    TDIR/transform_info.json                        frames, tag counts, frame statistics, options,
+                                                    train sources with their weights and clip counts
 """
 
 import argparse
@@ -34,8 +42,10 @@ from pipelines.io import counters, launch, sharded
 from training import data
 
 RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
+SOURCE = "source_index"  # raw input feature: int64, index of the --train source of the clip
 TAG_VOCABULARY = "tags"
 INFO_FILE = "transform_info.json"
+SOURCES_DIR = "sources"  # TDIR/sources/train-00000-of-00001.jsonl: clips per --train source
 
 
 def raw_feature_spec(num_frames: int) -> dict:
@@ -47,6 +57,7 @@ def raw_feature_spec(num_frames: int) -> dict:
         data.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
         data.START_TIME: tf.io.FixedLenFeature([], tf.float32),
         data.CLASS_IDS: tf.io.VarLenFeature(tf.int64),
+        data.WEIGHT: tf.io.FixedLenFeature([], tf.float32),
     }
 
 
@@ -83,6 +94,7 @@ def make_preprocessing_fn(num_frames: int, positive_tag: str):
             data.VIDEO_ID: inputs[data.VIDEO_ID],
             data.START_TIME: inputs[data.START_TIME],
             data.CLASS_IDS: inputs[data.CLASS_IDS],
+            data.WEIGHT: inputs[data.WEIGHT],  # mixing weight, unchanged
         }
 
     return preprocessing_fn
@@ -94,8 +106,9 @@ class DecodeClipFn(beam.DoFn):
     Errors are JSON strings {"source", "reason", "message"}; each reason has its own counter.
     """
 
-    def __init__(self, split: str, num_frames: int, tags_pattern: str | None):
+    def __init__(self, split: str, num_frames: int, tags_pattern: str | None, source_index: int = 0):
         self._split = split
+        self._source_index = source_index
         self._num_frames = num_frames
         self._tags_pattern = tags_pattern
         self._clips = Metrics.counter(self.__class__, f"{split}_clips")
@@ -139,7 +152,55 @@ class DecodeClipFn(beam.DoFn):
             data.VIDEO_ID: clip.video_id.encode("utf-8"),
             data.START_TIME: float(clip.start_time),
             data.CLASS_IDS: list(clip.class_ids),
+            data.WEIGHT: 1.0,  # the training split's mixing weight is set by MixingWeightFn
+            SOURCE: self._source_index,
         }
+
+
+def mixing_weights(weights: list[float], counts: dict[int, int]) -> dict[int, float]:
+    """Per-clip weight of each source: (W_i / sum W) * N / n_i, N = sum n_i (mean weight 1).
+
+    Args:
+      weights: the sources' mixing weights W_i (> 0), in --train order.
+      counts: {source index: clips n_i}; a source without clips is absent.
+    Returns:
+      {source index: weight of each of its clips}.
+    """
+    total_clips = sum(counts.values())
+    total_weight = sum(weights[i] for i in counts)
+    return {i: weights[i] / total_weight * total_clips / n for i, n in counts.items()}
+
+
+class MixingWeightFn(beam.DoFn):
+    """Sets a training clip's `weight` from its source's clip count (side input {source: n_i})."""
+
+    def __init__(self, weights: list[float]):
+        self._weights = list(weights)
+
+    def process(self, instance: dict, counts: dict):
+        out = dict(instance)
+        out[data.WEIGHT] = mixing_weights(self._weights, dict(counts))[out.pop(SOURCE)]
+        yield out
+
+
+def _drop_source(instance: dict) -> dict:
+    out = dict(instance)
+    out.pop(SOURCE, None)
+    return out
+
+
+def _source_of(instance: dict) -> int:
+    return instance[SOURCE]
+
+
+def _count_line(element) -> str:
+    source, count = element
+    return json.dumps({"source_index": int(source), "clips": int(count)}, sort_keys=True)
+
+
+def _split_values(values: list[str] | None) -> list[str]:
+    """Repeated flag values, each possibly holding several ';'-separated entries (template form)."""
+    return [v.strip() for value in values or [] for v in value.split(";") if v.strip()]
 
 
 def parse_known_args(argv):
@@ -149,12 +210,26 @@ def parse_known_args(argv):
         epilog="Any other --flag is passed to Apache Beam (e.g. --runner DataflowRunner, --project, --region, "
         "--temp_location, --setup_file ./setup.py).",
     )
-    parser.add_argument("--train", required=True, help="glob of the training subset TFRecords")
+    parser.add_argument(
+        "--train",
+        required=True,
+        action="append",
+        help="glob of the training TFRecords (a subset or a dataset builder's train split); commas join "
+        "globs into one source. Repeat --train to mix sources (one value may also hold several "
+        "sources separated by ';', as a template parameter does)",
+    )
+    parser.add_argument(
+        "--train_weight",
+        action="append",
+        help="mixing weight (> 0) of each --train source, one per --train in the same order (or one "
+        "';'-separated value): source i's clips together weigh W_i / sum(W) of the training data, "
+        "whatever its size. Default: every clip weighs 1 (sources in proportion to their sizes)",
+    )
     parser.add_argument("--eval", help="glob of the evaluation subset TFRecords (optional)")
     parser.add_argument(
         "--tags",
-        help="glob of the subset builder's tagged Parquet table(s) (default: the tagged-*.parquet of the "
-        "subset directory the --train files are in)",
+        help="glob of the tag table(s) for every split (default: per --train source, the tagged-*.parquet "
+        "or examples-*.parquet of the directory its files are in)",
     )
     parser.add_argument("--output", required=True, help="output directory TDIR (local or gs://)")
     parser.add_argument(
@@ -177,8 +252,30 @@ def parse_known_args(argv):
     args, beam_args = parser.parse_known_args(argv)
     if args.frames < 1 or args.num_shards < 1:
         parser.error(f"--frames and --num_shards must be >= 1, got {args.frames}, {args.num_shards}")
+    args.train = _split_values(args.train)
+    if not args.train:
+        parser.error("--train needs at least one glob")
+    if args.train_weight is None:
+        args.train_weight = [1.0] * len(args.train)
+    else:
+        texts = _split_values(args.train_weight)
+        if len(texts) != len(args.train):
+            parser.error(
+                f"--train_weight: {len(texts)} weight(s) for {len(args.train)} --train source(s); "
+                "give one weight per --train, in the same order"
+            )
+        try:
+            args.train_weight = [float(t) for t in texts]
+        except ValueError:
+            parser.error(f"--train_weight takes numbers, got {texts}")
+        bad = [w for w in args.train_weight if not (w > 0 and np.isfinite(w))]
+        if bad:
+            parser.error(f"--train_weight must be finite and > 0, got {bad}")
     try:
-        args.tags = args.tags or data.find_tag_table(args.train)
+        # One tag table per source (a field dataset and an AudioSet subset each have their own);
+        # --tags overrides them all. The eval split uses every table found.
+        args.train_tags = [args.tags or data.find_tag_table(t) for t in args.train]
+        args.tags = args.tags or ",".join(dict.fromkeys(args.train_tags))
     except FileNotFoundError as e:
         parser.error(str(e))
     return args, beam_args
@@ -241,36 +338,74 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     )
     preprocessing_fn = make_preprocessing_fn(args.frames, args.positive_tag)
     temp_dir = os.path.join(args.output, "tmp")
-    splits = [("train", args.train)] + ([("eval", args.eval)] if args.eval else [])
+    splits = [
+        ("train", i, pattern, tags)
+        for i, (pattern, tags) in enumerate(zip(args.train, args.train_tags, strict=True))
+    ]
+    splits += [("eval", 0, args.eval, args.tags)] if args.eval else []
     pipeline = test_pipeline or beam.Pipeline(options=options)
     with pipeline as p, tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
-        decoded = {}
-        for split, pattern in splits:
-            title = split.title()
+        clips, errors = {"train": [], "eval": []}, {"train": [], "eval": []}
+        for split, index, pattern, tags in splits:
+            title = split.title() + (str(index) if index else "")
             files = data.match_files(pattern)
             if not files:
                 raise FileNotFoundError(f"--{split} {pattern!r} matches no file")
-            logging.info("%s: %d files from %r", split, len(files), pattern)
-            decoded[split] = (
+            logging.info("%s: %d files from %r (tags %r)", split, len(files), pattern, tags)
+            decoded = (
                 p
                 | f"Match{title}" >> beam.Create(files)
                 | f"Reshuffle{title}" >> beam.Reshuffle()  # spread the files over workers
                 | f"Decode{title}"
-                >> beam.ParDo(DecodeClipFn(split, args.frames, args.tags)).with_outputs(
+                >> beam.ParDo(DecodeClipFn(split, args.frames, tags, index)).with_outputs(
                     "errors", main="clips"
                 )
             )
-            decoded[split].errors | f"WriteErrors{title}" >> sharded.WriteSharded(
+            clips[split].append(decoded.clips)
+            errors[split].append(decoded.errors)
+        for split in ("train", "eval") if args.eval else ("train",):
+            title = split.title()
+            split_errors = (
+                errors[split][0]
+                if len(errors[split]) == 1
+                else (errors[split] | f"MergeErrors{title}" >> beam.Flatten())
+            )
+            split_errors | f"WriteErrors{title}" >> sharded.WriteSharded(
                 os.path.join(args.output, "errors", split), 1, ".jsonl", _write_lines, sort_key=_identity
             )
+        train_clips = (
+            clips["train"][0]
+            if len(clips["train"]) == 1
+            else (clips["train"] | "MergeTrainSources" >> beam.Flatten())
+        )
+        # Clips per source, counted in the pipeline, turn the mixing weights into per-clip weights.
+        source_counts = (
+            train_clips
+            | "SourceOf" >> beam.Map(_source_of)
+            | "CountPerSource" >> beam.combiners.Count.PerElement()
+        )
+        (
+            source_counts
+            | "SourceCountJson" >> beam.Map(_count_line)
+            | "WriteSourceCounts"
+            >> sharded.WriteSharded(
+                os.path.join(args.output, SOURCES_DIR, "train"), 1, ".jsonl", _write_lines, sort_key=_identity
+            )
+        )
+        train_clips = train_clips | "MixingWeight" >> beam.ParDo(
+            MixingWeightFn(args.train_weight), beam.pvalue.AsDict(source_counts)
+        )
+        decoded = {"train": train_clips}
+        if args.eval:
+            decoded["eval"] = clips["eval"][0] | "EvalWeight" >> beam.Map(_drop_source)
         (train, transformed_metadata), transform_fn = (
-            decoded["train"].clips,
+            decoded["train"],
             metadata,
         ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
         _write_split(train, args.output, "train", transformed_metadata, args.num_shards)
         if args.eval:
             (evaluation, _) = (
-                (decoded["eval"].clips, metadata),
+                (decoded["eval"], metadata),
                 transform_fn,
             ) | "TransformEval" >> tft_beam.TransformDataset()
             _write_split(evaluation, args.output, "eval", transformed_metadata, args.num_shards)
@@ -308,6 +443,7 @@ def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, n
             data.VIDEO_ID: tf.constant([b""]),
             data.START_TIME: tf.constant([0.0]),
             data.CLASS_IDS: tf.sparse.from_dense(tf.zeros([1, 0], tf.int64)),
+            data.WEIGHT: tf.constant([1.0]),
         }
         out = output.transform_raw_features(features)[data.FRAMES].numpy()
         return out.reshape(num_frames, width)[0].astype(np.float64)
@@ -323,6 +459,35 @@ def read_info(transform_dir: str) -> dict:
         return json.load(f)
 
 
+def read_sources(args) -> list[dict]:
+    """The --train sources with their tag tables, mixing weights, clip counts and per-clip weights."""
+    counts = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(args.output, SOURCES_DIR, "train-*"))):
+        with tf.io.gfile.GFile(path) as f:
+            for line in f:
+                row = json.loads(line)
+                counts[int(row["source_index"])] = int(row["clips"])
+    clip_weights = mixing_weights(args.train_weight, counts) if counts else {}
+    total = sum(args.train_weight)
+    sources = []
+    for i, (pattern, tags, weight) in enumerate(
+        zip(args.train, args.train_tags, args.train_weight, strict=True)
+    ):
+        if i not in counts:
+            logging.warning("--train %r gave no usable clip: its weight %s is not applied", pattern, weight)
+        sources.append(
+            {
+                "pattern": pattern,
+                "tags_pattern": tags,
+                "weight": weight,
+                "share": weight / total,
+                "clips": counts.get(i, 0),
+                "clip_weight": round(clip_weights.get(i, 0.0), 9),
+            }
+        )
+    return sources
+
+
 def write_info(args) -> dict:
     """Writes TDIR/transform_info.json: options, tag counts and the frame statistics."""
     output = tft.TFTransformOutput(args.output)
@@ -335,7 +500,8 @@ def write_info(args) -> dict:
     info = {
         "frames": args.frames,
         "positive_tag": args.positive_tag,
-        "train_pattern": args.train,
+        "train_pattern": ",".join(args.train),
+        "train_sources": read_sources(args),
         "eval_pattern": args.eval,
         "tags_pattern": args.tags,
         "tag_vocabulary": output.vocabulary_by_name(TAG_VOCABULARY),
