@@ -139,7 +139,9 @@ def make_dataset(
     truncates to `frames`, caches, shuffles with `seed` (reshuffled every epoch) and prefetches.
 
     Returns:
-      tf.data.Dataset of (float32 [batch, frames, 128] z-scored frames, float32 [batch] labels).
+      tf.data.Dataset of (float32 [batch, frames, 128] z-scored frames, float32 [batch] labels), plus
+      float32 [batch] mixing weights as a third element when the transformed data has `weight`
+      (training.transform with --train sources; see has_example_weights).
     """
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -149,7 +151,10 @@ def make_dataset(
         raise FileNotFoundError(f"no transformed {split} data in {transform_dir}/transformed/")
     output = tft.TFTransformOutput(transform_dir)
     spec = output.transformed_feature_spec()
-    spec = {k: spec[k] for k in (data.FRAMES, data.LABEL, data.VIDEO_ID)}
+    weighted = data.WEIGHT in spec and has_example_weights(transform_dir)
+    spec = {
+        k: spec[k] for k in (data.FRAMES, data.LABEL, data.VIDEO_ID) + ((data.WEIGHT,) if weighted else ())
+    }
     stored = spec[data.FRAMES].shape[0] // params.EMBEDDING_SIZE
     width = params.EMBEDDING_SIZE
     # A raw zero frame after the z-score: the padding value a served head sees for missing frames.
@@ -165,7 +170,8 @@ def make_dataset(
             pad = tf.tile(pad_frame[tf.newaxis, tf.newaxis], [tf.shape(x)[0], frames - stored, 1])
             x = tf.concat([x, pad], axis=1)
         bucket = tf.strings.to_hash_bucket_fast(ex[data.VIDEO_ID], HASH_BUCKETS)
-        return x, tf.cast(ex[data.LABEL], tf.float32), bucket
+        weight = ex[data.WEIGHT] if weighted else tf.ones_like(bucket, tf.float32)
+        return x, tf.cast(ex[data.LABEL], tf.float32), weight, bucket
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.interleave(
@@ -176,12 +182,12 @@ def make_dataset(
     )
     ds = ds.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     if subset == "train":
-        ds = ds.filter(lambda x, y, b: b >= threshold)
+        ds = ds.filter(lambda x, y, w, b: b >= threshold)
     elif subset == "validation":
-        ds = ds.filter(lambda x, y, b: b < threshold)
+        ds = ds.filter(lambda x, y, w, b: b < threshold)
     elif subset != "all":
         raise ValueError(f"subset must be train, validation or all, got {subset!r}")
-    ds = ds.map(lambda x, y, b: (x, y))
+    ds = ds.map((lambda x, y, w, b: (x, y, w)) if weighted else (lambda x, y, w, b: (x, y)))
     if cache == "memory":
         ds = ds.cache()
     elif cache != "none":
@@ -189,6 +195,13 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def has_example_weights(transform_dir: str) -> bool:
+    """Whether the transformed data carries per-example mixing weights (`weight`, training.transform)."""
+    import tensorflow_transform as tft
+
+    return data.WEIGHT in tft.TFTransformOutput(transform_dir).transformed_feature_spec()
 
 
 def _zero_frame(transform_dir: str, frames: int) -> np.ndarray:
@@ -205,7 +218,26 @@ def _tensorboard_available() -> bool:
 
 
 def _labels_of(ds) -> np.ndarray:
-    return np.concatenate([y.numpy() for _, y in ds] or [np.zeros(0, np.float32)]).astype(np.int64)
+    return np.concatenate([t[1].numpy() for t in ds] or [np.zeros(0, np.float32)]).astype(np.int64)
+
+
+def _labels_and_weights(ds) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [n] labels and float64 [n] mixing weights (1 without `weight`) of a dataset, in one pass."""
+    labels, weights = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
+    for t in ds:
+        labels.append(t[1].numpy())
+        weights.append(t[2].numpy() if len(t) > 2 else np.ones_like(labels[-1]))
+    return np.concatenate(labels).astype(np.int64), np.concatenate(weights).astype(np.float64)
+
+
+def _with_class_weight(ds, class_weight: dict | None):
+    """(x, y, w) -> (x, y, w * class_weight[y]): the class weights folded into the mixing weights."""
+    import tensorflow as tf
+
+    if not class_weight:
+        return ds
+    table = tf.constant([class_weight[0], class_weight[1]], tf.float32)
+    return ds.map(lambda x, y, w: (x, y, w * tf.gather(table, tf.cast(y, tf.int32))))
 
 
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -301,18 +333,32 @@ def train(args, extra_callbacks=()) -> dict:
     val_ds = None
     if args.validation_fraction > 0:
         val_ds = make_dataset(args.transformed, "train", subset="validation", shuffle=False, **common)
-    train_labels = _labels_of(train_ds)
+    weighted = has_example_weights(args.transformed)
+    train_labels, train_weights = _labels_and_weights(train_ds)
     val_labels = _labels_of(val_ds) if val_ds is not None else np.zeros(0, np.int64)
     counts = {int(c): int((train_labels == c).sum()) for c in (0, 1)}
     if min(counts.values()) == 0:
         raise ValueError(f"the training split needs both classes, got counts {counts}")
+    # With mixing weights the classes are balanced on their weighted totals, and the class weight
+    # multiplies into each example's weight (Keras' class_weight would ignore the mix).
+    totals = {c: float(train_weights[train_labels == c].sum()) for c in (0, 1)}
     class_weight = None
     if args.class_weight == "balanced":
-        class_weight = {c: len(train_labels) / (2.0 * n) for c, n in counts.items()}
+        class_weight = {c: sum(totals.values()) / (2.0 * t) for c, t in totals.items()}
+    mixing = None
+    if weighted:
+        info_sources = info.get("train_sources", [])
+        mixing = {
+            "sources": info_sources,
+            "weighted_class_totals": {str(c): round(t, 6) for c, t in totals.items()},
+            "applied_as": "sample_weight = mixing weight * class weight of the label",
+        }
+        train_ds = _with_class_weight(train_ds, class_weight)
     logging.info(
-        "training on %d clips %s, validating on %d; class weights %s",
+        "training on %d clips %s (weighted totals %s), validating on %d; class weights %s",
         len(train_labels),
         counts,
+        {c: round(t, 3) for c, t in totals.items()},
         len(val_labels),
         class_weight,
     )
@@ -369,7 +415,7 @@ def train(args, extra_callbacks=()) -> dict:
         train_ds,
         validation_data=val_ds,
         epochs=args.epochs,
-        class_weight=class_weight,
+        class_weight=None if weighted else class_weight,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=args.verbose,
@@ -382,7 +428,7 @@ def train(args, extra_callbacks=()) -> dict:
     metrics = {}
     threshold = 0.5
     if val_ds is not None:
-        val_scores = training_model.predict(val_ds.map(lambda x, y: x), verbose=0).reshape(-1)
+        val_scores = training_model.predict(val_ds.map(lambda x, y, *w: x), verbose=0).reshape(-1)
         threshold = youden_threshold(val_labels, val_scores)
         predicted = (val_scores >= threshold).astype(np.int64)
         metrics["validation"] = {
@@ -437,6 +483,7 @@ def train(args, extra_callbacks=()) -> dict:
                 "frame_std": info["frame_std"],
             },
             "data": {"train": info["train_pattern"], "tags": info["tags_pattern"]},
+            "mixing": mixing,
             "embeddings": "AudioSet-format uint8 VGGish embeddings after PCA/whitening/quantisation",
             "options": {k: v for k, v in sorted(vars(args).items())},
         },
