@@ -513,3 +513,136 @@ def test_evaluate_reports_unusable_records(subset_dir, trained, tmp_path):
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert result["unusable_records"] == len(rows)
     assert result["chosen"]["clips"] == len(_subset_clips(directory, "train"))
+
+
+# ---- mixing weighted --train sources ------------------------------------------------------------------
+
+
+def _transformed_rows(tdir, split):
+    """{clip key: (weight, label)} of a transformed split, read with tf.train.Example directly."""
+    import glob
+
+    import tensorflow as tf
+
+    from training import data
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(tdir, "transformed", f"{split}-*"))):
+        for raw in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+            ex = tf.train.Example.FromString(raw.numpy()).features.feature
+            key = data.clip_key(
+                ex[data.VIDEO_ID].bytes_list.value[0].decode(), ex[data.START_TIME].float_list.value[0]
+            )
+            out[key] = (ex[data.WEIGHT].float_list.value[0], ex[data.LABEL].int64_list.value[0])
+    return out
+
+
+@pytest.fixture(scope="session")
+def mixed(subset_dir, tmp_path_factory):
+    """Transform of two train sources of different sizes (the train split, and one eval shard) at
+    weights 0.7 / 0.3, the second given in the ';' template form."""
+    from training import transform
+
+    directory, _ = subset_dir
+    out = str(tmp_path_factory.mktemp("tdir-mixed"))
+    big, small = f"{directory}/train/subset-*", f"{directory}/eval/subset-00000-*"
+    argv = ["--train", big, "--train_weight", "0.7", "--train", small, "--train_weight", "0.3"]
+    transform.run(argv + ["--eval", f"{directory}/eval/subset-00001-*", "--output", out])
+    return out, big, small
+
+
+def test_mixing_weights_give_each_source_its_share(subset_dir, mixed):
+    from training import data, transform
+
+    out, big, small = mixed
+    directory, _ = subset_dir
+    tags = data.load_tag_table(f"{directory}/tagged-*.parquet")
+    sources = [data.load_clips(p, tags) for p in (big, small)]
+    keys = [{data.clip_key(v, s) for v, s in zip(c.video_ids, c.start_times, strict=True)} for c in sources]
+    n = [len(k) for k in keys]
+    assert n[0] > 2 * n[1] > 0 and not keys[0] & keys[1]
+    rows = _transformed_rows(out, "train")
+    assert set(rows) == keys[0] | keys[1]
+    total = sum(n)
+    for share, source_keys in zip((0.7, 0.3), keys, strict=True):
+        weights = [rows[k][0] for k in source_keys]
+        assert sum(weights) == pytest.approx(share * total, rel=1e-5)
+        assert max(weights) - min(weights) < 1e-6  # one weight per source
+    evaluation = _transformed_rows(out, "eval")
+    assert evaluation and {w for w, _ in evaluation.values()} == {1.0}
+    info = transform.read_info(out)
+    assert [(s["pattern"], s["weight"], s["clips"]) for s in info["train_sources"]] == [
+        (big, 0.7, n[0]),
+        (small, 0.3, n[1]),
+    ]
+    assert info["train_clips"] == total
+
+
+def test_unweighted_transform_weighs_every_clip_one(transformed):
+    from training import transform
+
+    assert {w for w, _ in _transformed_rows(transformed, "train").values()} == {1.0}
+    assert [s["weight"] for s in transform.read_info(transformed)["train_sources"]] == [1.0]
+
+
+def test_train_on_all_one_weights_equals_the_unweighted_path(transformed, tmp_path, monkeypatch):
+    import csv as csv_lib
+
+    from training import train
+
+    extra = ("--epochs", "2", "--validation_fraction", "0.2")
+    weighted = _train(transformed, tmp_path / "weighted", model="mlp", seed=5, extra=extra)
+    monkeypatch.setattr(train, "has_example_weights", lambda _: False)  # as before mixing existed
+    plain = _train(transformed, tmp_path / "plain", model="mlp", seed=5, extra=extra)
+    monkeypatch.undo()
+
+    def history(mdir):
+        return [
+            {k: float(v) for k, v in row.items()}
+            for row in csv_lib.DictReader(open(os.path.join(mdir, "history.csv")))
+        ]
+
+    a, b = history(weighted), history(plain)
+    assert len(a) == len(b) == 2
+    for row_a, row_b in zip(a, b, strict=True):
+        for k in ("loss", "val_loss"):
+            assert row_a[k] == pytest.approx(row_b[k], rel=1e-4), k
+    cards = [json.load(open(os.path.join(m, "card.json"))) for m in (weighted, plain)]
+    assert cards[0]["training"]["class_weight"] == cards[1]["training"]["class_weight"]
+    assert cards[0]["threshold"] == pytest.approx(cards[1]["threshold"], abs=1e-4)
+
+
+def test_train_on_mixed_sources_writes_a_loadable_head(mixed, tmp_path):
+    import glob
+
+    from gunshot_core import heads
+    from training import transform
+
+    out, _, _ = mixed
+    mdir = _train(out, tmp_path / "mdir", model="mlp", extra=("--epochs", "1"))
+    head = heads.load_head(mdir)
+    assert head.card.training["mixing"]["sources"] == transform.read_info(out)["train_sources"]
+    # The balanced class weights come from the weighted class totals of the training part.
+    rows = _transformed_rows(out, "train")
+    totals = head.card.training["mixing"]["weighted_class_totals"]
+    assert 0 < totals["0"] + totals["1"] <= sum(w for w, _ in rows.values()) + 1e-3
+    cw = head.card.training["class_weight"]
+    assert cw["0"] * totals["0"] == pytest.approx(cw["1"] * totals["1"], rel=1e-6)
+    assert glob.glob(os.path.join(mdir, "model.keras"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train", "a", "--train", "b", "--train_weight", "1"], "1 weight(s) for 2 --train source(s)"),
+        (["--train", "a", "--train_weight", "0"], "must be finite and > 0"),
+        (["--train", "a", "--train_weight", "-1"], "must be finite and > 0"),
+        (["--train", "a", "--train_weight", "x"], "takes numbers"),
+    ],
+)
+def test_train_weight_parser_errors(argv, message, capsys):
+    from training import transform
+
+    with pytest.raises(SystemExit):
+        transform.parse_known_args(argv + ["--tags", "t.parquet", "--output", "o"])
+    assert message in capsys.readouterr().err
