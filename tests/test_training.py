@@ -582,7 +582,17 @@ def test_unweighted_transform_weighs_every_clip_one(transformed):
     from training import transform
 
     assert {w for w, _ in _transformed_rows(transformed, "train").values()} == {1.0}
-    assert [s["weight"] for s in transform.read_info(transformed)["train_sources"]] == [1.0]
+    sources = transform.read_info(transformed)["train_sources"]
+    assert [(s["weight"], s["share"], s["clip_weight"]) for s in sources] == [(None, 1.0, 1.0)]
+
+
+def test_mixing_weights_without_train_weight_keep_every_clip_at_one():
+    from training import transform
+
+    counts = {0: 10, 1: 30}
+    assert transform.mixing_weights(None, counts) == {0: 1.0, 1: 1.0}
+    weighted = transform.mixing_weights([0.7, 0.3], counts)
+    assert weighted[0] * 10 == pytest.approx(0.7 * 40) and weighted[1] * 30 == pytest.approx(0.3 * 40)
 
 
 def test_train_on_all_one_weights_equals_the_unweighted_path(transformed, tmp_path, monkeypatch):

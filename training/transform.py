@@ -157,15 +157,18 @@ class DecodeClipFn(beam.DoFn):
         }
 
 
-def mixing_weights(weights: list[float], counts: dict[int, int]) -> dict[int, float]:
+def mixing_weights(weights: list[float] | None, counts: dict[int, int]) -> dict[int, float]:
     """Per-clip weight of each source: (W_i / sum W) * N / n_i, N = sum n_i (mean weight 1).
 
     Args:
-      weights: the sources' mixing weights W_i (> 0), in --train order.
+      weights: the sources' mixing weights W_i (> 0), in --train order; None (no --train_weight):
+        every clip weighs 1, so the sources count in proportion to their sizes.
       counts: {source index: clips n_i}; a source without clips is absent.
     Returns:
       {source index: weight of each of its clips}.
     """
+    if weights is None:
+        return {i: 1.0 for i in counts}
     total_clips = sum(counts.values())
     total_weight = sum(weights[i] for i in counts)
     return {i: weights[i] / total_weight * total_clips / n for i, n in counts.items()}
@@ -174,8 +177,8 @@ def mixing_weights(weights: list[float], counts: dict[int, int]) -> dict[int, fl
 class MixingWeightFn(beam.DoFn):
     """Sets a training clip's `weight` from its source's clip count (side input {source: n_i})."""
 
-    def __init__(self, weights: list[float]):
-        self._weights = list(weights)
+    def __init__(self, weights: list[float] | None):
+        self._weights = None if weights is None else list(weights)
 
     def process(self, instance: dict, counts: dict):
         out = dict(instance)
@@ -255,9 +258,7 @@ def parse_known_args(argv):
     args.train = _split_values(args.train)
     if not args.train:
         parser.error("--train needs at least one glob")
-    if args.train_weight is None:
-        args.train_weight = [1.0] * len(args.train)
-    else:
+    if args.train_weight is not None:
         texts = _split_values(args.train_weight)
         if len(texts) != len(args.train):
             parser.error(
@@ -468,18 +469,18 @@ def read_sources(args) -> list[dict]:
                 row = json.loads(line)
                 counts[int(row["source_index"])] = int(row["clips"])
     clip_weights = mixing_weights(args.train_weight, counts) if counts else {}
-    total = sum(args.train_weight)
+    # Without --train_weight every clip weighs 1: a source's share is its share of the clips.
+    weights = args.train_weight or [counts.get(i, 0) for i in range(len(args.train))]
+    total = sum(weights) or 1
     sources = []
-    for i, (pattern, tags, weight) in enumerate(
-        zip(args.train, args.train_tags, args.train_weight, strict=True)
-    ):
+    for i, (pattern, tags, weight) in enumerate(zip(args.train, args.train_tags, weights, strict=True)):
         if i not in counts:
             logging.warning("--train %r gave no usable clip: its weight %s is not applied", pattern, weight)
         sources.append(
             {
                 "pattern": pattern,
                 "tags_pattern": tags,
-                "weight": weight,
+                "weight": args.train_weight[i] if args.train_weight else None,
                 "share": weight / total,
                 "clips": counts.get(i, 0),
                 "clip_weight": round(clip_weights.get(i, 0.0), 9),
