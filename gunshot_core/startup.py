@@ -9,10 +9,22 @@ them all once more, another 1-3 s between the last output line and the shell pro
 `imports_without_gc()` pauses the collector for a block of imports and can then move everything that
 exists out of its way (`gc.freeze()`); `freeze_before_exit()` does the same when a command is done.
 Reference counting is unaffected: objects that are not part of a reference cycle are freed as always.
+
+`import_tensorflow()` is how the VGGish code paths (scoring workers, `gunshot score`, the dataset and
+search jobs) import TensorFlow. TensorFlow's `__init__` ends with an eager
+`import keras.src.optimizers`, which loads all of Keras 3 and, through its scikit-learn wrapper,
+scikit-learn and SciPy's statistics: ~1 s of the ~2.7 s import on this project's machines, on the
+critical path of every scoring worker, for a library the VGGish forward pass never touches.
+`import_tensorflow()` skips that one eager import (TensorFlow guards it with `except ImportError`);
+Keras still imports normally later (`import_keras()`, or any `import keras` once TensorFlow is in),
+and `tf.keras` is still the lazy alias it always is. `import_keras()` shares the lock, so a head
+loaded in another thread never sees Keras half-hidden. Training imports TensorFlow plainly.
 """
 
 import contextlib
 import gc
+import sys
+import threading
 
 
 @contextlib.contextmanager
@@ -39,3 +51,49 @@ def freeze_before_exit() -> None:
     """Spares the interpreter's final collection over every object of the process (call when a
     command has finished its work and written its outputs; files are still closed as usual)."""
     gc.freeze()
+
+
+#: The module TensorFlow's __init__ imports eagerly "so that optimizers register with SavedModel";
+#: a None entry in sys.modules makes that import raise ModuleNotFoundError, which TensorFlow catches.
+_KERAS_EAGER_MODULE = "keras.src.optimizers"
+_IMPORT_LOCK = threading.RLock()
+
+
+def import_tensorflow(*, freeze: bool = False):
+    """Imports TensorFlow for inference, without the eager Keras import of its `__init__`.
+
+    Safe from any thread: concurrent callers, and `import_keras()`, wait for the one import. Once
+    TensorFlow is in, this is a dictionary lookup.
+
+    Args:
+      freeze: see `imports_without_gc` (for the long-lived worker processes that import it once).
+    Returns:
+      the `tensorflow` module.
+    """
+    module = sys.modules.get("tensorflow")
+    if module is not None and not _initializing(module):
+        return module
+    with _IMPORT_LOCK, imports_without_gc(freeze=freeze):
+        skip = "keras" not in sys.modules and _KERAS_EAGER_MODULE not in sys.modules
+        if skip:
+            sys.modules[_KERAS_EAGER_MODULE] = None
+        try:
+            import tensorflow
+        finally:
+            if skip and sys.modules.get(_KERAS_EAGER_MODULE, 0) is None:
+                del sys.modules[_KERAS_EAGER_MODULE]
+    return tensorflow
+
+
+def import_keras():
+    """Imports Keras 3 (after any `import_tensorflow()` in progress in another thread); returns it."""
+    module = sys.modules.get("keras")
+    if module is not None and not _initializing(module):
+        return module
+    with _IMPORT_LOCK:
+        import keras
+    return keras
+
+
+def _initializing(module) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from gunshot_core import params
+from gunshot_core import params, startup
 from gunshot_core.errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ DEFAULT_BATCH_SIZE = 64
 
 def _check_checkpoint(path: str):
     """Validates a VGGish checkpoint's variables; returns whether it is a V2 checkpoint (prefix)."""
-    import tensorflow as tf
+    tf = startup.import_tensorflow()
 
     v2 = tf.io.gfile.exists(path + ".index")
     if not (v2 or os.path.exists(path)):
@@ -79,7 +79,7 @@ DERIVED_DIR = "derived"
 def _restore(path: str, v2: bool, names: list[str]) -> list:
     """The named float32 tensors of a checkpoint, read by TF restore ops inside a tf.function (which
     run without holding Python's GIL)."""
-    import tensorflow as tf
+    tf = startup.import_tensorflow()
 
     @tf.function(autograph=False)
     def restore():
@@ -106,7 +106,7 @@ def derived_v2_prefix(path: str) -> pathlib.Path:
 def _write_v2_copy(tensors: dict, prefix: pathlib.Path) -> None:
     """Saves `tensors` as a V2 checkpoint at `prefix`, atomically (a folder renamed into place);
     a cache that cannot be written is skipped."""
-    import tensorflow as tf
+    tf = startup.import_tensorflow()
 
     final = prefix.parent
     staging = None
@@ -179,7 +179,7 @@ def build_model(weights: dict[str, np.ndarray]):
 
     For users who want a Keras model (fine-tuning, export); inference uses `build_forward`.
     """
-    import keras
+    keras = startup.import_keras()
 
     inputs = keras.Input(shape=(params.NUM_FRAMES, params.NUM_BANDS), name="log_mel_examples")
     x = keras.layers.Reshape((params.NUM_FRAMES, params.NUM_BANDS, 1))(inputs)
@@ -209,7 +209,7 @@ def build_forward(weights: dict):
     without building Keras layers: ~0.3 s from weights to a traced function instead of ~1.1 s, which
     every `gunshot score` start and every pipeline worker pays. Tested equal to `build_model`.
     """
-    import tensorflow as tf
+    tf = startup.import_tensorflow()
 
     variables = {
         name: tf.Variable(value, trainable=False, name=name.replace("/", "_"))

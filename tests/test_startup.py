@@ -62,3 +62,63 @@ def test_collector_is_restored_when_an_import_fails():
         with startup.imports_without_gc(freeze=True):
             import gunshot_core_no_such_module  # noqa: F401
     assert gc.isenabled()
+
+
+def _fresh_python(code: str) -> str:
+    """Runs `code` in a new interpreter (TensorFlow is already imported in the test process)."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_import_tensorflow_leaves_keras_out_and_importable_later():
+    out = _fresh_python(
+        "import sys\n"
+        "from gunshot_core import startup\n"
+        "tf = startup.import_tensorflow()\n"
+        "print(sorted(m for m in ('keras', 'keras.src.optimizers', 'sklearn') if m in sys.modules))\n"
+        "print(tf.constant([1.0, 2.0]).numpy().sum())\n"
+        "keras = startup.import_keras()\n"
+        "print(type(sys.modules['keras.src.optimizers']).__name__, keras.optimizers.Adam.__name__)\n"
+        "print(tf.keras.layers.Dense is keras.layers.Dense)\n"
+    )
+    assert out.splitlines() == ["[]", "3.0", "module Adam", "True"]
+
+
+def test_import_tensorflow_and_import_keras_from_two_threads():
+    """A head that imports Keras while a worker's loader thread imports TensorFlow gets all of Keras."""
+    out = _fresh_python(
+        "import threading\n"
+        "from gunshot_core import startup\n"
+        "results = {}\n"
+        "def run(name, f):\n"
+        "    try:\n"
+        "        results[name] = f().__name__\n"
+        "    except BaseException as e:\n"
+        "        results[name] = repr(e)\n"
+        "threads = [threading.Thread(target=run, args=('tf', startup.import_tensorflow)),\n"
+        "           threading.Thread(target=run, args=('keras', startup.import_keras))]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "import keras\n"
+        "print(results['tf'], results['keras'], keras.optimizers.SGD.__name__)\n"
+    )
+    assert out.split() == ["tensorflow", "keras", "SGD"]
+
+
+def test_import_tensorflow_after_keras_is_the_plain_import():
+    out = _fresh_python(
+        "import sys\n"
+        "import keras\n"
+        "from gunshot_core import startup\n"
+        "tf = startup.import_tensorflow()\n"
+        "print(sys.modules['keras.src.optimizers'] is not None, tf.__name__)\n"
+    )
+    assert out.split() == ["True", "tensorflow"]

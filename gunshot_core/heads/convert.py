@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from gunshot_core import params
+from gunshot_core import params, startup
 from gunshot_core.errors import ModelFileError
 from gunshot_core.heads.card import (
     INPUT_UINT8_AS_FLOAT,
@@ -30,7 +30,7 @@ def _keras_activation(name: str):
 def build_keras_model(layers: list[_Layer], frames: int | None):
     """An equivalent Keras 3 model of parsed Keras 2 layers, weights set (float32 [batch, t, 128] input)."""
     register_keras_objects()
-    import keras
+    keras = startup.import_keras()
 
     inputs = keras.Input(shape=(frames, params.EMBEDDING_SIZE), dtype="float32", name="frames")
     x = inputs

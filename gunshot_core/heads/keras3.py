@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from gunshot_core import startup
 from gunshot_core.errors import ModelFileError
 from gunshot_core.heads.activations import _sigmoid
 from gunshot_core.heads.card import FRAME_POOLINGS
@@ -36,7 +37,7 @@ def register_keras_objects():
     global _registered
     if _registered is not None:
         return _registered
-    import keras
+    keras = startup.import_keras()
 
     @keras.saving.register_keras_serializable(package=_KERAS_PACKAGE, name="keras2_hard_sigmoid")
     def keras2_hard_sigmoid(x):
@@ -95,7 +96,7 @@ def _load_keras_model(model_path: str):
         raise ModelFileError(f"{model_path}: not a readable Keras 3 model file ({e})") from e
     _check_keras_config(config, model_path)
     register_keras_objects()
-    import keras
+    keras = startup.import_keras()
 
     try:
         return keras.saving.load_model(model_path, safe_mode=True, compile=False)
@@ -149,7 +150,7 @@ class _KerasNet:
     def load(self):
         if self._model is not None:
             return self._model
-        import keras
+        keras = startup.import_keras()
 
         model = _load_keras_model(self.model_path)
         last = model.layers[-1] if model.layers else None
@@ -201,7 +202,7 @@ class _KerasNet:
 
     def frame_logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """float32 [batch, t, 128] model input -> (frame logits, attention logits or None), [batch, t]."""
-        import keras
+        keras = startup.import_keras()
 
         self.load()
         if self._frames is None:
@@ -212,7 +213,7 @@ class _KerasNet:
         return arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import keras
+        keras = startup.import_keras()
 
         model = self.load()
         if self._frames is not None:

@@ -59,8 +59,7 @@ class _Embedder:
         try:
             from gunshot_core import startup
 
-            with startup.imports_without_gc(freeze=True):  # TensorFlow: ~250,000 long-lived objects
-                import tensorflow  # noqa: F401
+            startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
 
             from gunshot_core.postprocess import Postprocessor
             from gunshot_core.vggish import VGGish
