@@ -25,6 +25,8 @@ the command's parser accepts and documents the flags):
 
 `gunshot COMMAND` (gunshot_core/cli.py) calls `configure_logging(flags_from_argv(argv))` before it
 imports the command's module, so a command reached through it needs only `add_logging_flags`.
+A package whose modules import TensorFlow at module level calls `configure_if_run_as_module` in
+its `__init__` (training does), so `python -m package.module` is quiet from the first line too.
 Library functions (`run(argv)`, `main(argv)`) never configure logging themselves; tests and
 notebooks keep their own logging set-up.
 
@@ -144,6 +146,22 @@ def flags_from_argv(argv) -> argparse.Namespace:
     verbose = known.verbose is True or (bool(known.verbose) and known.verbose not in ("0", "1", "2"))
     level = known.log_level.upper() if known.log_level and known.log_level.upper() in LEVELS else None
     return argparse.Namespace(verbose=verbose, log_level=level)
+
+
+def configure_if_run_as_module(package: str) -> None:
+    """Configures logging from the command line when this process is `python -m PACKAGE.MODULE ...`.
+
+    For a package whose modules import TensorFlow at module level (`training`): called from the
+    package's `__init__`, which Python imports before the module's own body, so quiet mode is in
+    place before TensorFlow's first import. Any other process (tests, notebooks, `gunshot`, Beam's
+    workers) is left alone.
+    """
+    argv = list(getattr(sys, "orig_argv", None) or ())
+    if sys.argv[:1] != ["-m"] or "-m" not in argv:  # sys.argv[0] is "-m" while -m imports the module
+        return
+    at = argv.index("-m")
+    if at + 1 < len(argv) and argv[at + 1].startswith(package + "."):
+        configure_logging(flags_from_argv(argv[at + 2 :]))
 
 
 class _Formatter(logging.Formatter):

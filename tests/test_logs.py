@@ -169,3 +169,45 @@ def test_quiet_filter_keeps_the_projects_lines_warnings_and_where_to_follow_a_da
     assert not keep(record("root", logging.INFO, "a library on the root logger"))
     assert not keep(record("root", logging.WARNING, "Resource module is not available for current platform"))
     assert keep(record("apache_beam.io", logging.WARNING, "a real warning"))
+
+
+@pytest.mark.parametrize("module", ["training.transform", "training.analyze"])
+def test_python_m_training_modules_are_quiet_from_their_first_import(module, tmp_path):
+    """`python -m training.X` imports TensorFlow at module level, before its own `__main__` block."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP_", "PYTHON", "GUNSHOT_QUIET"))}
+    env["PYTHONPATH"] = str(REPO)
+
+    def stderr(*flags):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--help", *flags],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done.stderr
+
+    assert _noise(stderr()) == []
+    assert _noise(stderr("--verbose")) != []  # the same lines are there when asked for
+
+
+def test_configure_if_run_as_module_acts_only_for_its_package(monkeypatch):
+    calls = []
+    monkeypatch.setattr(logs, "configure_logging", calls.append)
+    for argv0, orig_argv in (
+        ("-m", ["python", "-m", "pytest", "tests"]),
+        ("-m", ["python", "-m", "trainingx.train"]),
+        ("script.py", ["python", "script.py", "-m", "training.train"]),
+    ):
+        monkeypatch.setattr(sys, "argv", [argv0])
+        monkeypatch.setattr(sys, "orig_argv", orig_argv)
+        logs.configure_if_run_as_module("training")
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    monkeypatch.setattr(
+        sys, "orig_argv", ["python", "-X", "importtime", "-m", "training.train", "--log_level", "debug"]
+    )
+    logs.configure_if_run_as_module("training")
+    assert [vars(c) for c in calls] == [{"verbose": False, "log_level": "DEBUG"}]
