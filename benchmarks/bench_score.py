@@ -27,6 +27,7 @@ costs included (importing Beam and TensorFlow, building the pipeline, loading VG
     python benchmarks/bench_score.py --checkpoint vggish_model.ckpt --pca vggish_pca_params.npz
     python benchmarks/bench_score.py --random_weights   # the test suite's random-weight VGGish
     python benchmarks/bench_score.py --random_weights --measure new_process --repeats 3
+    python benchmarks/bench_score.py --random_weights --measure new_process --repeats 3 --cpu_isa avx2
 
 Prints the ratios pipeline/floor (target >= 0.7) and pipeline/original (target >= 20), and for new
 processes new process/floor (target >= 0.7) and the small job's seconds (target <= 8).
@@ -131,6 +132,7 @@ def print_new_process(figures: dict, args) -> None:
     print(
         f"new process: {seconds / 60:.1f} min of 44.1 kHz mono WAV in {args.process_file_seconds:g}-s files"
         f" ({figures['examples']} examples), best of {args.repeats}; {os.cpu_count()} CPUs"
+        + (f", oneDNN limited to {args.cpu_isa.upper()}" if args.cpu_isa else "")
     )
     print(
         f"  {'floor: VGGish.embed alone, examples precomputed':<46} {seconds / figures['floor']:8.1f} audio-s/s"
@@ -373,9 +375,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=1, help="new-process runs; the best is kept (default %(default)s)"
     )
+    parser.add_argument(
+        "--cpu_isa",
+        choices=("avx2", "avx512_core"),
+        help="newest instruction set TensorFlow's oneDNN kernels may use, in this process and the "
+        "processes it starts (ONEDNN_MAX_CPU_ISA): `avx2` measures, side by side on an AVX-512 machine, "
+        "what a machine with AVX2 only gets (default: all the CPU has)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.cpu_isa:  # before anything imports TensorFlow; inherited by the pipeline processes
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.cpu_isa.upper()
     resolve_models(parser, args)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
