@@ -1,26 +1,57 @@
 """Reading and tagging: AudioSet shards -> one tagged row per clip, or an error row.
 
-Stage: subset 1 (read and tag). `ReadAndTag` reads one SequenceExample shard record by record
-(plain or gzip, local or gs://), validates each clip, tags it exclusively (`gunshot_core.labels`) and
-gives it its selection rank, a seeded 63-bit hash (`selection_rank`), in batches of MAX_BATCH rows.
+Stage: subset 1 (read and tag). `ReadAndTag` reads one SequenceExample shard (plain or gzip, local or
+gs://), validates each clip, tags it exclusively (`gunshot_core.labels`) and gives it its selection
+rank, a seeded 63-bit hash (`selection_rank`), in batches of MAX_BATCH rows.
+
+Two readers give the same outputs. The whole-shard reader (`gunshot_core.record_batch`, when
+`--fast_read` is on) frames the shard in one pass, parses every record in one TensorFlow call and tags
+with numpy, building Python rows only for the clips a tag wants. The record-by-record reader handles
+everything else: a shard in which the whole-shard reader finds anything unusual (a bad CRC, a
+truncated or malformed record, a missing field, ...) is read again record by record, so that each
+bad record gets its precise error row; so is every shard when labels come from a segments CSV.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
+import sys
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from gunshot_core import labels as labels_lib
-from gunshot_core import records
+from gunshot_core import record_batch, records, startup
 from gunshot_core.errors import describe
 from pipelines.io import errors as io_errors
 from pipelines.io import files, sharded
 from pipelines.subset.config import NAMESPACE, Config
 
+_LOG = logging.getLogger(__name__)
+
 MAX_BATCH = 2000
 """Tagged clips per element between steps (one list per shard, split when a shard holds more)."""
+MAX_WHOLE_SHARD_BYTES = 256 << 20
+"""Larger (decompressed) shards are read record by record, never held in memory whole."""
+FAST_READ_MIN_BYTES = 256 << 20
+"""`--fast_read auto` imports TensorFlow for inputs of at least this size (~170,000 records): below it,
+the import (seconds per worker process) costs more than the whole-shard reader saves (~5 us/record)."""
+
+
+def use_fast_read(mode: str, input_bytes: int) -> bool:
+    """Whether ReadAndTag reads shards whole with TensorFlow's parser (see `--fast_read`).
+
+    Args:
+      mode: on | off | auto.
+      input_bytes: total size of the job's input shards.
+    Returns:
+      on: True; off: False; auto: True when the input holds at least FAST_READ_MIN_BYTES or TensorFlow
+      is already imported in this process (then the whole-shard reader costs no import).
+    """
+    if mode in ("on", "off"):
+        return mode == "on"
+    return input_bytes >= FAST_READ_MIN_BYTES or "tensorflow" in sys.modules
 
 
 def selection_rank(seed: int, video_id: str, start_time: float) -> int:
@@ -80,18 +111,38 @@ class ReadAndTag(beam.DoFn):
         self._seed = config.seed
         self._validate_all = config.validate_all
         self._label_source = config.label_source
+        self._fast_read = config.fast_read
+        self._input_bytes = config.input_bytes
+        self._any_tag = frozenset().union(*(t.indices for t in config.tags))
         self._errors = io_errors.ErrorReporter(NAMESPACE)
         self._records_read = Metrics.counter(NAMESPACE, "records_read")
         self._shards_read = Metrics.counter(NAMESPACE, "shards_read")
         self._other = Metrics.counter(NAMESPACE, "clips_other")
         self._tagged = {t.name: Metrics.counter(NAMESPACE, f"clips_{t.name}") for t in config.tags}
         self._co_dropped = Metrics.counter(NAMESPACE, "clips_dropped_co_occurrence")
+        self._shards_whole = Metrics.counter(NAMESPACE, "shards_read_whole")
+        self._shards_fallback = Metrics.counter(NAMESPACE, "shards_reread_record_by_record")
+
+    def setup(self):
+        self._tf = None
+        if self._label_source != "records" or not use_fast_read(self._fast_read, self._input_bytes):
+            return
+        try:
+            with startup.imports_without_gc():
+                import tensorflow as tf
+        except ImportError as e:  # the record-by-record reader needs no TensorFlow
+            _LOG.warning("TensorFlow cannot be imported (%s): reading shards record by record", e)
+            return
+        self._tf = tf
 
     def process(self, element, segments=None):
         split, path = element
         stats = collections.Counter()
         batch = []
-        for out in self._read(split, path, stats, segments):
+        outputs = self._read_whole(split, path, stats) if self._tf is not None else None
+        if outputs is None:
+            outputs = self._read(split, path, stats, segments)
+        for out in outputs:
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield out
             else:
@@ -112,6 +163,69 @@ class ReadAndTag(beam.DoFn):
             counter.inc(stats[("tagged", split, tag)])
         for key, value in sorted(stats.items()):
             yield beam.pvalue.TaggedOutput("stats", (key, value))
+
+    def _read_whole(self, split, path, stats):
+        """The shard's outputs from the whole-shard reader, or None when it must be read record by record.
+
+        `stats` is only updated when the outputs are returned.
+        """
+        try:
+            with files.open_maybe_compressed(path) as handle:
+                buffer = handle.read(MAX_WHOLE_SHARD_BYTES + 1)
+        except Exception:  # the record-by-record reader reports it with the right reason
+            return None
+        if len(buffer) > MAX_WHOLE_SHARD_BYTES:
+            return None
+        if not buffer:
+            return []
+        try:
+            framed = record_batch.split_framed(buffer)
+            contexts = record_batch.parse_contexts(self._tf, framed.payloads)
+        except record_batch.ShardAnomaly as e:
+            self._shards_fallback.inc()
+            _LOG.debug("%s: reading record by record: %s", path, e)
+            return None
+        del buffer
+        self._shards_whole.inc()
+        tags, policy, names, seed = self._tags, self._policy, self._names, self._seed
+        counts = collections.Counter()
+        n = len(framed.payloads)
+        counts[("read", split)] += n
+        candidates = record_batch.rows_with_any(contexts, self._any_tag)
+        counts[("other", split)] += n - len(candidates)  # no label of any tag: untagged, no co-occurrence
+        out = []
+        for i in candidates.tolist():
+            labels = contexts.labels(i)
+            result = labels_lib.tag_labels(labels, tags, policy)
+            if len(result.matched) > 1:
+                outcome = "dropped" if result.dropped else result.tag
+                group = "+".join(result.matched)
+                counts[("co_occurrence", split, group, outcome)] += 1
+                for label in result.co_labels:
+                    counts[("co_label", split, group, names.get(label, f"#{label}"))] += 1
+            if result.tag == labels_lib.OTHER:
+                counts[("other", split)] += 1
+                continue
+            counts[("tagged", split, result.tag)] += 1
+            video_id = contexts.video_ids[i].decode("utf-8")
+            start_time = contexts.start_times[i].item()
+            row = {
+                "split": split,
+                "clip_key": records.clip_key(video_id, start_time),
+                "video_id": video_id,
+                "start_time_seconds": start_time,
+                "end_time_seconds": contexts.end_times[i].item(),
+                "labels": list(labels),
+                "label_names": [names.get(x, f"#{x}") for x in labels],
+                "tag": result.tag,
+                "co_labels": list(result.co_labels),
+                "rank": selection_rank(seed, video_id, start_time),
+                "source": path,
+                "record_index": i,
+            }
+            out.append((row, framed.payloads[i]))
+        stats.update(counts)
+        return out
 
     def _read(self, split, path, stats, segments):
         try:
