@@ -230,3 +230,21 @@ def test_fast_read_auto_needs_size_or_a_loaded_tensorflow():
     assert subset_tag.use_fast_read("auto", subset_tag.FAST_READ_MIN_BYTES)
     # tensorflow is imported by this module, so auto is on for small inputs too.
     assert subset_tag.use_fast_read("auto", 0)
+
+
+def test_read_record_at_rereads_exactly_or_fails_loudly(segments, tmp_path):
+    import io
+
+    payloads = [fx.encode_segment(s) for s in segments[:5]]
+    buffer = b"".join(records.frame_record(p) for p in payloads)
+    offsets = record_batch.split_framed(buffer).offsets.tolist()
+    handle = io.BytesIO(buffer)
+    assert [records.read_record_at(handle, o) for o in reversed(offsets)] == payloads[::-1]
+    with pytest.raises(ValueError, match="length field CRC mismatch"):
+        records.read_record_at(handle, offsets[2] + 1)
+    damaged = bytearray(buffer)
+    damaged[offsets[3] + 40] ^= 0xFF
+    with pytest.raises(ValueError, match="payload truncated or CRC mismatch"):
+        records.read_record_at(io.BytesIO(bytes(damaged)), offsets[3])
+    with pytest.raises(ValueError, match="the file ends there"):
+        records.read_record_at(handle, len(buffer))

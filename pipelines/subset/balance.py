@@ -101,7 +101,7 @@ class ComputeThresholds(beam.DoFn):
 class Select(beam.DoFn):
     """Marks each tagged clip leaked / selected and sets its weight.
 
-    Input: ClipBatch of (row, bytes) (one input shard); side inputs: thresholds {(split, tag): info},
+    Input: ClipBatch of (row, record offset) (one input shard); side inputs: thresholds {(split, tag): info},
     leaked {video_id: splits}. Output: the list with rows completed by `leaked`, `selected`, `weight`.
     """
 
@@ -113,7 +113,7 @@ class Select(beam.DoFn):
     def process(self, batch, thresholds, leaked):
         out = []
         n_dropped = n_selected = 0
-        for row, data in batch:
+        for row, offset in batch:
             row = dict(row)
             splits = leaked.get(row["video_id"])
             row["leaked"] = splits is not None
@@ -124,7 +124,7 @@ class Select(beam.DoFn):
             row["weight"] = float(info["weight"]) if info else 1.0
             n_dropped += dropped
             n_selected += row["selected"]
-            out.append((row, data))
+            out.append((row, offset))
         self._leak_dropped.inc(n_dropped)
         self._selected.inc(n_selected)
         yield ClipBatch(out)
