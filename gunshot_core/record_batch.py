@@ -191,3 +191,20 @@ def rows_with_any(contexts: ShardContexts, indices) -> np.ndarray:
     wanted = np.fromiter(sorted(indices), dtype=np.int64)
     hit = np.isin(contexts.label_values, wanted)
     return np.unique(contexts.label_rows[hit])
+
+
+def tag_hits(contexts: ShardContexts, tag_indices) -> np.ndarray:
+    """Which records carry at least one label of each tag.
+
+    Args:
+      contexts: parsed shard of n records.
+      tag_indices: sequence of T iterables of class indices, one per tag.
+    Returns:
+      bool [T, n]: [t, i] is True when record i carries a class of tag t.
+    """
+    n = len(contexts.video_ids)
+    hits = np.zeros((len(tag_indices), n), dtype=bool)
+    for t, indices in enumerate(tag_indices):
+        wanted = np.fromiter(sorted(indices), dtype=np.int64)
+        hits[t, contexts.label_rows[np.isin(contexts.label_values, wanted)]] = True
+    return hits

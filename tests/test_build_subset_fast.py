@@ -208,6 +208,10 @@ def test_parse_contexts_equals_the_record_by_record_decoder(segments):
     gunshot = labels_lib.default_tags()[0].indices
     hits = record_batch.rows_with_any(contexts, gunshot)
     assert hits.tolist() == [i for i in range(len(payloads)) if set(contexts.labels(i)) & gunshot]
+    tags = labels_lib.default_tags()
+    per_tag = record_batch.tag_hits(contexts, [t.indices for t in tags])
+    expected = [[bool(set(contexts.labels(i)) & t.indices) for i in range(len(payloads))] for t in tags]
+    assert per_tag.tolist() == expected and per_tag.any()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import logging
 import sys
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from gunshot_core import labels as labels_lib
@@ -34,9 +35,10 @@ MAX_BATCH = 2000
 """Tagged clips per element between steps (one list per shard, split when a shard holds more)."""
 MAX_WHOLE_SHARD_BYTES = 256 << 20
 """Larger (decompressed) shards are read record by record, never held in memory whole."""
-FAST_READ_MIN_BYTES = 256 << 20
-"""`--fast_read auto` imports TensorFlow for inputs of at least this size (~170,000 records): below it,
-the import (seconds per worker process) costs more than the whole-shard reader saves (~5 us/record)."""
+FAST_READ_MIN_BYTES = 1 << 30
+"""`--fast_read auto` imports TensorFlow for inputs of at least this size (~700,000 records): below it,
+the import (seconds per worker process) costs about as much as the whole-shard reader saves (~5 us per
+record)."""
 
 
 class ClipBatch(list):
@@ -127,7 +129,6 @@ class ReadAndTag(beam.DoFn):
         self._label_source = config.label_source
         self._fast_read = config.fast_read
         self._input_bytes = config.input_bytes
-        self._any_tag = frozenset().union(*(t.indices for t in config.tags))
         self._errors = io_errors.ErrorReporter(NAMESPACE)
         self._records_read = Metrics.counter(NAMESPACE, "records_read")
         self._shards_read = Metrics.counter(NAMESPACE, "shards_read")
@@ -205,35 +206,46 @@ class ReadAndTag(beam.DoFn):
         counts = collections.Counter()
         n = len(framed.payloads)
         counts[("read", split)] += n
-        candidates = record_batch.rows_with_any(contexts, self._any_tag)
-        counts[("other", split)] += n - len(candidates)  # no label of any tag: untagged, no co-occurrence
+        # Clips with classes of exactly one tag get it right away (tag_labels would give the same, with
+        # no co-occurrence); only clips with classes of several tags go through tag_labels.
+        hits = record_batch.tag_hits(contexts, [t.indices for t in tags])
+        n_hit = hits.sum(axis=0)
+        candidates = np.flatnonzero(n_hit).tolist()
+        if n - len(candidates):  # no label of any tag: untagged, no co-occurrence
+            counts[("other", split)] += n - len(candidates)
+        single = (n_hit == 1).tolist()
+        first = [tags[t].name for t in hits.argmax(axis=0).tolist()]
+        starts, ends = contexts.start_times.tolist(), contexts.end_times.tolist()
         out = []
-        for i in candidates.tolist():
+        for i in candidates:
             labels = contexts.labels(i)
-            result = labels_lib.tag_labels(labels, tags, policy)
-            if len(result.matched) > 1:
+            if single[i]:
+                tag, co_labels = first[i], ()
+            else:
+                result = labels_lib.tag_labels(labels, tags, policy)
                 outcome = "dropped" if result.dropped else result.tag
                 group = "+".join(result.matched)
                 counts[("co_occurrence", split, group, outcome)] += 1
                 for label in result.co_labels:
                     counts[("co_label", split, group, names.get(label, f"#{label}"))] += 1
-            if result.tag == labels_lib.OTHER:
-                counts[("other", split)] += 1
-                continue
-            counts[("tagged", split, result.tag)] += 1
+                if result.tag == labels_lib.OTHER:
+                    counts[("other", split)] += 1
+                    continue
+                tag, co_labels = result.tag, result.co_labels
+            counts[("tagged", split, tag)] += 1
             video_id = contexts.video_ids[i].decode("utf-8")
-            start_time = contexts.start_times[i].item()
+            key = records.clip_key(video_id, starts[i])
             row = {
                 "split": split,
-                "clip_key": records.clip_key(video_id, start_time),
+                "clip_key": key,
                 "video_id": video_id,
-                "start_time_seconds": start_time,
-                "end_time_seconds": contexts.end_times[i].item(),
+                "start_time_seconds": starts[i],
+                "end_time_seconds": ends[i],
                 "labels": list(labels),
                 "label_names": [names.get(x, f"#{x}") for x in labels],
-                "tag": result.tag,
-                "co_labels": list(result.co_labels),
-                "rank": selection_rank(seed, video_id, start_time),
+                "tag": tag,
+                "co_labels": list(co_labels),
+                "rank": sharded.stable_hash(f"{seed}:{key}") >> 1,  # selection_rank(seed, video_id, start)
                 "source": path,
                 "record_index": i,
             }
