@@ -145,8 +145,7 @@ def parse_contexts(tf, payloads: list) -> ShardContexts:
         frames = sequence[records.EMBEDDING]
         num_frames = lengths[records.EMBEDDING].numpy().astype(np.int64)
         widths = tf.strings.length(frames).numpy()
-    except (tf.errors.InvalidArgumentError, ValueError) as e:
-        # The message names the record (e.g. "Name: <unknown>, Key: labels, Index: 3") and the field.
+    except (tf.errors.OpError, ValueError) as e:  # InvalidArgumentError for a record it rejects, ...
         raise ShardAnomaly(f"TensorFlow's parser rejects the shard: {type(e).__name__}") from None
     n = len(payloads)
     if num_frames.shape != (n,) or (num_frames < 1).any():
