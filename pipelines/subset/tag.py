@@ -109,7 +109,7 @@ def _error_row(split, source, reason, detail, index=None, offset=None, video_id=
 
 
 class ReadAndTag(beam.DoFn):
-    """Reads one AudioSet shard record by record, validates and tags each clip.
+    """Reads one AudioSet shard (whole or record by record, see the module docstring) and tags its clips.
 
     Input: (split, path). Outputs:
       main: one ClipBatch per shard of (row dict of SUBSET_TAGGED without selection fields, record offset),
@@ -129,6 +129,7 @@ class ReadAndTag(beam.DoFn):
         self._label_source = config.label_source
         self._fast_read = config.fast_read
         self._input_bytes = config.input_bytes
+        self._tf = None  # the tensorflow module once setup() decided to read shards whole
         self._errors = io_errors.ErrorReporter(NAMESPACE)
         self._records_read = Metrics.counter(NAMESPACE, "records_read")
         self._shards_read = Metrics.counter(NAMESPACE, "shards_read")
