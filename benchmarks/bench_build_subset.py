@@ -7,7 +7,10 @@ Writes (once, then reuses) synthetic AudioSet shards: the real eval + balanced_t
 (AudioSet's own shards hold a few hundred to a few thousand). Then measures, in one run, records/s of:
 
   pipeline       `pipelines.build_subset` (default classes, downsample 1:1) on the DirectRunner engine
-                 (FnApiRunner, one worker), wall time including pipeline start and all outputs;
+                 (FnApiRunner, one worker), wall time including pipeline start and all outputs; shards
+                 are read whole (`--fast_read auto` is on: this process has imported TensorFlow);
+  pipeline_rbr   the same with --fast_read off: every shard read record by record (the reader before
+                 the whole-shard one);
   pipeline_mp    the same with --direct_num_workers=2 --direct_running_mode=multi_processing;
   tfdata         floor: single-threaded tf.data TFRecordDataset -> batched parse of the context ->
                  numpy filter on the class sets (reads every byte, parses what tagging needs, writes
@@ -15,12 +18,14 @@ Writes (once, then reuses) synthetic AudioSet shards: the real eval + balanced_t
   original       the original project's approach: pandas tagging, unseeded sample, then for every
                  record a full proto parse and `video_id in numpy_array_of_selected_ids`, writing hits
                  with TFRecordWriter;
-  reader         the pipeline's per-record work without Beam (framing + CRC + parse + tag + checks)
+  reader         the record-by-record reader's work without Beam (framing + CRC + parse + tag + checks)
                  in one process, to separate Beam's overhead from ours;
+  reader_whole   the whole-shard reader's work without Beam (read the file, frame it, one TensorFlow
+                 parse per shard, numpy tagging, tag_labels for the clips that carry a tag's class);
   one shard      the pipeline on a single shard: its start-up and fixed costs, subtracted to give the
                  marginal rate of the pipeline;
 
-and prints the ratios pipeline/tfdata, pipeline/original and reader/tfdata.
+and prints the ratios pipeline/tfdata, pipeline/original, reader/tfdata and reader_whole/tfdata.
 """
 
 from __future__ import annotations
@@ -179,6 +184,25 @@ def bench_reader(paths, tags) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
+def bench_reader_whole(paths, tags) -> tuple[float, int]:
+    """The whole-shard reader's work (gunshot_core.record_batch), in this process, without Beam."""
+    import tensorflow as tf
+
+    from gunshot_core import record_batch
+
+    any_tag = frozenset().union(*(t.indices for t in tags))
+    t = time.perf_counter()
+    n = 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            framed = record_batch.split_framed(handle.read())
+        contexts = record_batch.parse_contexts(tf, framed.payloads)
+        n += len(framed.payloads)
+        for i in record_batch.rows_with_any(contexts, any_tag).tolist():
+            labels_lib.tag_labels(contexts.labels(i), tags, "priority")
+    return time.perf_counter() - t, n
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,7 +234,12 @@ def main(argv=None) -> int:
 
     t, n = bench_reader(paths, tags)
     results["reader"] = n / t
-    print(f"reader   : {n} records in {t:7.2f} s = {n / t:9.0f} rec/s", flush=True)
+    print(f"reader   : {n} records in {t:7.2f} s = {n / t:9.0f} rec/s     (record by record, no Beam)")
+    t, n = bench_reader_whole(paths, tags)
+    results["reader_whole"] = n / t
+    print(
+        f"reader_w : {n} records in {t:7.2f} s = {n / t:9.0f} rec/s     (whole shards, no Beam)", flush=True
+    )
 
     t_fixed, _ = bench_pipeline(paths[0], os.path.join(args.work_dir, "out_one"))
     print(f"pipeline on one shard ({RECORDS_PER_SHARD} records): {t_fixed:.2f} s (start-up and fixed costs)")
@@ -223,6 +252,9 @@ def main(argv=None) -> int:
         f"(tagged {stats['tagged']}, selected {stats['selected_total']})",
         flush=True,
     )
+    t, _ = bench_pipeline(pattern, os.path.join(args.work_dir, "out_rbr"), ["--fast_read=off"])
+    results["pipeline_rbr"] = n / t
+    print(f"pipeline_rbr: {n} records in {t:7.2f} s = {n / t:9.0f} rec/s (--fast_read off)", flush=True)
     if not args.skip_mp:
         t, stats = bench_pipeline(
             pattern,
@@ -246,8 +278,11 @@ def main(argv=None) -> int:
     )
     if "pipeline_mp" in results:
         print(f"  pipeline 2 proc / 1 proc  = {results['pipeline_mp'] / results['pipeline']:.2f}")
+    print(f"  pipeline --fast_read off / tfdata = {results['pipeline_rbr'] / results['tfdata']:.2f}")
+    print(f"  pipeline / pipeline --fast_read off = {results['pipeline'] / results['pipeline_rbr']:.2f}")
     print(f"  reader (no Beam) / tfdata = {results['reader'] / results['tfdata']:.2f}")
-    print(f"  pipeline / reader         = {results['pipeline'] / results['reader']:.2f}")
+    print(f"  reader_whole (no Beam) / tfdata = {results['reader_whole'] / results['tfdata']:.2f}")
+    print(f"  pipeline / reader_whole   = {results['pipeline'] / results['reader_whole']:.2f}")
     return 0
 
 

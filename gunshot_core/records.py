@@ -331,6 +331,31 @@ def write_tfrecords(handle: BinaryIO, payloads) -> int:
     return count
 
 
+def read_record_at(handle: BinaryIO, offset: int) -> bytes:
+    """The payload of the record whose length field starts at `offset`, both CRCs checked.
+
+    Args:
+      handle: seekable binary file object (decompressed stream for compressed files).
+      offset: `FramedRecord.offset` of a record read before.
+    Returns:
+      the payload bytes.
+    Raises:
+      ValueError: no intact record there (e.g. the file changed since it was read); the message
+        gives the offset and what failed.
+    """
+    handle.seek(offset)
+    header = handle.read(12)
+    if len(header) < 12:
+        raise ValueError(f"no record at offset {offset}: the file ends there")
+    length, length_crc = struct.unpack("<QI", header)
+    if masked_crc32c(header[:8]) != length_crc or length > MAX_RECORD_BYTES:
+        raise ValueError(f"no record at offset {offset}: length field CRC mismatch")
+    body = handle.read(length + 4)
+    if len(body) < length + 4 or masked_crc32c(body[:length]) != struct.unpack("<I", body[length:])[0]:
+        raise ValueError(f"no intact record at offset {offset}: payload truncated or CRC mismatch")
+    return body[:length]
+
+
 @dataclasses.dataclass(frozen=True)
 class FramedRecord:
     """One record slot of a TFRecord file.

@@ -490,6 +490,7 @@ EXAMPLES = {
     "write_embeddings": "true",
     "include_children": "true",
     "validate_all": "true",
+    "fast_read": "on",
     "drop_leakage": "true",
     "timestamp_pattern": "%Y%m%d_%H%M%S",
     "export_clips": "3",

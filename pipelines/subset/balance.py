@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.subset.config import NAMESPACE, Config
+from pipelines.subset.tag import ClipBatch
 
 _LOG = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class ComputeThresholds(beam.DoFn):
 class Select(beam.DoFn):
     """Marks each tagged clip leaked / selected and sets its weight.
 
-    Input: list of (row, bytes) (one input shard); side inputs: thresholds {(split, tag): info},
+    Input: ClipBatch of (row, record offset) (one input shard); side inputs: thresholds {(split, tag): info},
     leaked {video_id: splits}. Output: the list with rows completed by `leaked`, `selected`, `weight`.
     """
 
@@ -112,7 +113,7 @@ class Select(beam.DoFn):
     def process(self, batch, thresholds, leaked):
         out = []
         n_dropped = n_selected = 0
-        for row, data in batch:
+        for row, offset in batch:
             row = dict(row)
             splits = leaked.get(row["video_id"])
             row["leaked"] = splits is not None
@@ -123,10 +124,10 @@ class Select(beam.DoFn):
             row["weight"] = float(info["weight"]) if info else 1.0
             n_dropped += dropped
             n_selected += row["selected"]
-            out.append((row, data))
+            out.append((row, offset))
         self._leak_dropped.inc(n_dropped)
         self._selected.inc(n_selected)
-        yield out
+        yield ClipBatch(out)
 
 
 def _eligible_ranks(batch, drop_leakage, leaked):

@@ -166,11 +166,16 @@ def build_pipeline(p: beam.Pipeline, config: Config, inputs: list[tuple[str, str
 
 
 def resolve_inputs(config: Config) -> list[tuple[str, str]]:
-    """[(split, path)] of every matched shard, sorted; fails fast on a pattern that matches nothing."""
+    """[(split, path)] of every matched shard, sorted; fails fast on a pattern that matches nothing.
+
+    Also sets `config.input_bytes`, the shards' total size (which `--fast_read auto` looks at).
+    """
     inputs = []
+    config.input_bytes = 0
     for split, patterns in config.splits.items():
         for meta in matching.expand_patterns(patterns):
             inputs.append((split, meta.path))
+            config.input_bytes += meta.size_in_bytes or 0
         _LOG.info("split %s: %d shards", split, sum(1 for s, _ in inputs if s == split))
     return inputs
 
