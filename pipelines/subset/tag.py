@@ -144,8 +144,7 @@ class ReadAndTag(beam.DoFn):
         if self._label_source != "records" or not use_fast_read(self._fast_read, self._input_bytes):
             return
         try:
-            with startup.imports_without_gc():
-                import tensorflow as tf
+            tf = startup.import_tensorflow()  # without TensorFlow's eager Keras import
         except ImportError as e:  # the record-by-record reader needs no TensorFlow
             _LOG.warning("TensorFlow cannot be imported (%s): reading shards record by record", e)
             return
