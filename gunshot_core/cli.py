@@ -25,7 +25,11 @@ COMMANDS = {
     "batch": ("pipelines.score", "run", "score folders/archives of recordings into Parquet (Beam)"),
     "report": ("pipelines.report.build", "main", "static HTML report of scoring runs: events, audio, errors"),
     "search": ("pipelines.search.pipeline", "main", "find windows like example sounds in embeddings (Beam)"),
-    "dataset": ("pipelines.dataset.pipeline", "run", "build training records from annotated recordings (Beam)"),
+    "dataset": (
+        "pipelines.dataset.pipeline",
+        "run",
+        "build training records from annotated recordings (Beam)",
+    ),
     "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
     "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
@@ -73,10 +77,11 @@ def main(argv=None) -> int:
     with startup.imports_without_gc(freeze=as_program):  # Beam, TensorFlow: see gunshot_core.startup
         module = importlib.import_module(module_name)
     result = getattr(module, func_name)(rest)
-    if as_program:
-        startup.freeze_before_exit()
     # Beam `run` functions return a PipelineResult; the training mains return an exit code.
-    return result if isinstance(result, int) else 0
+    status = result if isinstance(result, int) else 0
+    if as_program:
+        startup.exit_process(status)
+    return status
 
 
 if __name__ == "__main__":

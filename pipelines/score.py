@@ -21,4 +21,4 @@ __all__ = ["run"]
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()
-    startup.freeze_before_exit()
+    startup.exit_process(0)

@@ -51,9 +51,6 @@ def test_freeze_takes_existing_objects_out_of_collections():
         kept = [[i] for i in range(1000)]  # noqa: F841 - objects created inside the block
     assert gc.isenabled()
     assert gc.get_freeze_count() >= 1000
-    gc.unfreeze()
-    startup.freeze_before_exit()
-    assert gc.get_freeze_count() >= 1000
 
 
 def test_collector_is_restored_when_an_import_fails():
@@ -122,3 +119,36 @@ def test_import_tensorflow_after_keras_is_the_plain_import():
         "print(sys.modules['keras.src.optimizers'] is not None, tf.__name__)\n"
     )
     assert out.split() == ["True", "tensorflow"]
+
+
+def test_exit_process_runs_exit_handlers_flushes_and_keeps_the_status(tmp_path):
+    """A finished command leaves through exit_process: atexit work done, buffered output kept, status kept;
+    the interpreter's own teardown (where C++ thread pools race at exit) is skipped."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys, weakref\n"
+        "from gunshot_core import startup\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "class Kept: pass\n"
+        "k = Kept()\n"
+        "weakref.finalize(k, print, ' [finalizer ran]')  # as TemporaryDirectory cleans up\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "startup.exit_process(3)\n"
+        "print('never')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline [finalizer ran]\n"
+    assert marker.read_text() == "yes"

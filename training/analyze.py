@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 
-from gunshot_core import logs
+from gunshot_core import logs, startup
 from training import data
 
 
@@ -150,4 +150,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    sys.exit(main())
+    startup.exit_process(main())  # a finished run ends without the interpreter's teardown

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import logs
+from gunshot_core import logs, startup
 from gunshot_core.errors import GunshotError
 from training import data
 
@@ -502,4 +502,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    sys.exit(main())
+    startup.exit_process(main())  # a finished run ends without the interpreter's teardown

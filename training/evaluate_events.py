@@ -10,7 +10,7 @@ evaluated and what is written); `main` is `training.events.job.main`. Guide: doc
 
 import sys
 
-from gunshot_core import logs
+from gunshot_core import logs, startup
 from training.events.figures import events_at
 from training.events.inputs import Recording, Run, load_run
 from training.events.job import evaluate_events, main, parse_args
@@ -33,4 +33,4 @@ __all__ = [
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    sys.exit(main())
+    startup.exit_process(main())  # a finished run ends without the interpreter's teardown

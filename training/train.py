@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import logs, params
+from gunshot_core import logs, params, startup
 from training import data, models
 
 HASH_BUCKETS = 10000
@@ -513,4 +513,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    sys.exit(main())
+    startup.exit_process(main())  # a finished run ends without the interpreter's teardown

@@ -37,7 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from gunshot_core import logs, params, records
+from gunshot_core import logs, params, records, startup
 from pipelines.io import counters, launch, sharded
 from training import data
 
@@ -523,3 +523,4 @@ def write_info(args) -> dict:
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
     run()
+    startup.exit_process(0)  # a finished run ends without the interpreter's teardown

@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from gunshot_core import logs
+from gunshot_core import logs, startup
 from gunshot_core.errors import GunshotError
 
 if __name__ == "__main__":
@@ -15,3 +15,4 @@ if __name__ == "__main__":
     except (FileNotFoundError, GunshotError) as e:  # missing inputs or model files: a message, not a trace
         logging.getLogger("pipelines.dataset").error("%s", e)
         sys.exit(2 if isinstance(e, GunshotError) else 1)
+    startup.exit_process(0)  # a finished run ends without the interpreter's teardown
