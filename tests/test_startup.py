@@ -152,3 +152,21 @@ def test_exit_process_runs_exit_handlers_flushes_and_keeps_the_status(tmp_path):
     assert done.returncode == 3, done.stderr
     assert done.stdout == "buffered, no newline [finalizer ran]\n"
     assert marker.read_text() == "yes"
+
+
+@pytest.mark.parametrize(
+    "flags, local",
+    [
+        ([], True),
+        (["--runner=DirectRunner"], True),
+        (["--runner=FnApiRunner", "--direct_running_mode=multi_threading"], True),
+        (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], False),
+        (["--runner=DataflowRunner"], False),
+    ],
+)
+def test_tensorflow_is_imported_ahead_only_where_the_workers_are_this_process(flags, local):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.io import launch
+
+    assert launch.runs_in_this_process(PipelineOptions(flags)) is local

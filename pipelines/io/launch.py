@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import logging
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -42,6 +47,19 @@ def job_detached(result, options=None) -> bool:
     if hasattr(result, "has_job") and not result.has_job:  # Dataflow: template written, no job
         return True
     return getattr(result, "job", None) is not None and not hasattr(result, "has_job")  # dry run
+
+
+#: Runner names whose work runs inside the launching process (in_memory / multi_threading modes).
+_LOCAL_RUNNERS = ("", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+
+
+def runs_in_this_process(options) -> bool:
+    """True when the pipeline's workers will be threads of this process (the local runner's in_memory
+    and multi_threading modes), so work done here ahead (importing TensorFlow) is what they use."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    mode = options.view_as(DirectOptions).direct_running_mode or "in_memory"
+    return str(name or "").rsplit(".", 1)[-1] in _LOCAL_RUNNERS and mode in ("in_memory", "multi_threading")
 
 
 def log_detached(result, options, what: str) -> None:

@@ -25,6 +25,25 @@ def localize(path: str, directory: str | None = None) -> str:
     return model_cache.local_copy(path, directory)
 
 
+def import_tensorflow_ahead() -> None:
+    """Starts importing TensorFlow in a background thread of this process (returns at once).
+
+    For a job whose workers run in the launching process (`launch.runs_in_this_process`): the import
+    then overlaps building the pipeline and starting the runner, and the worker's VGGish loader finds
+    TensorFlow imported (or waits for the import in progress). ~0.35 s sooner to the first forward
+    pass of a new `python -m pipelines.score` process. A failed import is reported by the loader.
+    """
+    from gunshot_core import startup
+
+    def run():
+        try:
+            startup.import_tensorflow(freeze=True)
+        except BaseException:  # noqa: BLE001 - the loader imports again and reports the error
+            pass
+
+    threading.Thread(target=run, name="tensorflow-import", daemon=True).start()
+
+
 class ModelLoadError(BaseException):
     """VGGish could not be loaded on a worker.
 

@@ -271,6 +271,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         _LOG.info("--skip_existing: %d files already scored in %s", len(previous.done_files), args.output)
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
+    if test_pipeline is None and launch.runs_in_this_process(options):
+        embed.import_tensorflow_ahead()
     started = time.monotonic()
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     outputs.clear_staging(args.output)
