@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="read each shard whole and parse it with TensorFlow in one call (~4x faster per record, same "
         "outputs; a shard with anything unusual is read again record by record, as with off). auto: on "
-        "when the inputs hold >= 1 GiB (below that, importing TensorFlow in each worker costs about what "
+        "when the inputs hold >= 512 MiB (below that, importing TensorFlow in each worker costs about what "
         "it saves) or TensorFlow is already imported. Labels from --segments_csv always read record by record",
     )
 
