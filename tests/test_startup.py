@@ -69,7 +69,10 @@ def _fresh_python(code: str) -> str:
     import sys
 
     repo = pathlib.Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # tensorflow_transform sets TF_USE_LEGACY_KERAS=1 in the test process when imported (tf.keras is
+    # then tf_keras): a new interpreter gets the environment a user's shell has.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env.update(PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
