@@ -63,9 +63,15 @@ def exit_process(status: int = 0) -> NoReturn:
     last line, although every output was complete (a known teardown race of Arrow's thread pools at
     interpreter exit).
 
+    Under a profiler or tracer (`python -m cProfile`, pyinstrument, a debugger, coverage), which
+    writes its results when the program returns, it raises SystemExit(status) instead: the ordinary
+    exit.
+
     Args:
       status: the exit status.
     """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        raise SystemExit(status)
     try:
         atexit._run_exitfuncs()  # what the interpreter would run first at exit
     finally:

@@ -173,3 +173,25 @@ def test_tensorflow_is_imported_ahead_only_where_the_workers_are_this_process(fl
     from pipelines.io import launch
 
     assert launch.runs_in_this_process(PipelineOptions(flags)) is local
+
+
+def test_exit_process_under_a_profiler_is_the_ordinary_exit(tmp_path):
+    """`python -m cProfile` (or pyinstrument, coverage) writes its results after the program returns."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    script = tmp_path / "command.py"
+    script.write_text("from gunshot_core import startup\nstartup.exit_process(0)\n")
+    stats = tmp_path / "profile.out"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats), str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert stats.stat().st_size > 0
