@@ -41,7 +41,7 @@ import time
 import numpy as np
 from markupsafe import Markup
 
-from gunshot_core import annotations, logs
+from gunshot_core import annotations, logs, startup
 from pipelines.report import html, media, plots
 from pipelines.report.tables import ReportTables, RunInput
 
@@ -825,4 +825,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     argv = sys.argv[1:]
     logs.configure_logging(logs.flags_from_argv(argv))
-    sys.exit(main(argv))
+    startup.exit_process(main(argv))  # a finished run ends without the interpreter's teardown
