@@ -7,7 +7,7 @@
     gunshot report ...           static HTML site over scoring runs (pipelines.report; DuckDB)
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
-    gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
+    gunshot transform|train|evaluate|analyze ...   training jobs (training.*; train --model framepool ...)
     gunshot evaluate-events ...  event recall and false alarms/hour of scoring runs vs. annotations
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
@@ -31,7 +31,11 @@ COMMANDS = {
         "build training records from annotated recordings (Beam)",
     ),
     "transform": ("training.transform", "run", "tf.Transform preprocessing of subsets (Beam)"),
-    "train": ("training.train", "main", "train an LSTM / logistic regression / MLP head"),
+    "train": (
+        "training.train",
+        "main",
+        "train a head: lstm, logreg, mlp, or framepool (scores each 0.96 s frame: finds the shot)",
+    ),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
     "analyze": ("training.analyze", "main", "PCA and t-SNE views of embeddings"),
     "evaluate-events": (
@@ -44,8 +48,13 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: gunshot COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run `gunshot COMMAND --help` for the options of one command."]
+    lines += [f"  {name:<15} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [
+        "",
+        "Run `gunshot COMMAND --help` for the options of one command. Exit status: 0 done; 1 done, but",
+        "some inputs failed (see the error rows); 2 nothing done: a usage error, a missing or empty",
+        "input, or missing model files (one line says which; --verbose adds the traceback).",
+    ]
     return "\n".join(lines)
 
 
@@ -65,23 +74,64 @@ def main(argv=None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"gunshot: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        from gunshot_core import arguments
+
+        guess = arguments.suggest(name, COMMANDS)
+        hint = f"; did you mean {guess!r}?" if guess else " (`gunshot --help` lists the commands)"
+        print(
+            f"usage: gunshot COMMAND [ARGS...]\ngunshot: error: unknown command {name!r}{hint}",
+            file=sys.stderr,
+        )
         return 2
     module_name, func_name, _ = COMMANDS[name]
     # Before the command's module (and TensorFlow) is imported: quiet unless --verbose/--log_level.
-    from gunshot_core import logs
+    from gunshot_core import arguments, logs
 
     logs.configure_logging(logs.flags_from_argv(rest))
     from gunshot_core import startup
 
-    with startup.imports_without_gc(freeze=as_program):  # Beam, TensorFlow: see gunshot_core.startup
-        module = importlib.import_module(module_name)
-    result = getattr(module, func_name)(rest)
-    # Beam `run` functions return a PipelineResult; the training mains return an exit code.
-    status = result if isinstance(result, int) else 0
+    # The error line goes to the terminal's stderr even while a background import of TensorFlow has
+    # file descriptor 2 redirected to filter its start-up lines (gunshot_core.logs.filtered_stderr).
+    errors_to = _own_stderr() if as_program else None
+    try:
+        with startup.imports_without_gc(freeze=as_program):  # Beam, TensorFlow: see gunshot_core.startup
+            module = importlib.import_module(module_name)
+        result = getattr(module, func_name)(rest)
+        # Beam `run` functions return a PipelineResult or a summary; the other mains an exit code.
+        status = result if isinstance(result, int) else 0
+    except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+        if not is_user_error(e):
+            raise
+        status = arguments.fail(name, e, file=errors_to)
     if as_program:
         startup.exit_process(status)
     return status
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for the errors that are about the user's input, not a bug: printed as one line, exit 2.
+
+    GunshotError (a missing input, missing model files, a failed download, ...), a missing file or
+    folder the user named (FileNotFoundError, NotADirectoryError, PermissionError), and TensorFlow's
+    NotFoundError / PermissionDeniedError on such a path.
+    """
+    from gunshot_core.errors import GunshotError
+
+    if isinstance(e, (GunshotError, FileNotFoundError, NotADirectoryError, PermissionError)):
+        return True
+    tf = sys.modules.get("tensorflow")
+    tf_errors = getattr(tf, "errors", None)
+    return tf_errors is not None and isinstance(e, (tf_errors.NotFoundError, tf_errors.PermissionDeniedError))
+
+
+def _own_stderr():
+    """A text stream on a duplicate of file descriptor 2 as it is now (the terminal or the log)."""
+    import os
+
+    try:
+        return os.fdopen(os.dup(2), "w", buffering=1)
+    except (OSError, ValueError):  # no usable descriptor 2 (a detached process)
+        return None
 
 
 if __name__ == "__main__":

@@ -24,16 +24,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import json
 import logging
 import os
 import pathlib
+import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPException
 
+from gunshot_core import arguments
 from gunshot_core.errors import DownloadError, ModelFileError
 from gunshot_core.hashes import _CHUNK, _is_url, file_sha256, remember_sha256
 
@@ -233,7 +237,14 @@ def _fetch_once(url: str, part: pathlib.Path, expected_size: int | None, progres
             raise _Retry(f"HTTP {e.code} {e.reason}") from e
         raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException, OSError) as e:
-        raise _Retry(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from e
+        reason = getattr(e, "reason", e)
+        if _is_offline(reason):
+            raise DownloadError(
+                f"cannot reach {urllib.parse.urlsplit(url).netloc or url} ({reason}): no network? "
+                f"Connect and run the download again, or copy the model files into {part.parent} "
+                f"(or set ${ENV_CHECKPOINT} and ${ENV_PCA} to copies)"
+            ) from e
+        raise _Retry(f"{type(e).__name__}: {reason}") from e
     with response:
         if offset and response.status == 206:
             start, total = _parse_content_range(response.headers.get("Content-Range"))
@@ -260,6 +271,14 @@ def _fetch_once(url: str, part: pathlib.Path, expected_size: int | None, progres
     if total is not None and done < total:
         raise _Retry(f"connection closed at byte {done} of {total}")
     return total
+
+
+def _is_offline(reason) -> bool:
+    """True for failures no retry fixes soon: the host name cannot be resolved, or no route to any
+    network (a machine without network, a mistyped mirror host)."""
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -315,9 +334,14 @@ def download_file(
             break
         except _Retry as e:
             if attempt == retries:
+                kept = part.is_file() and part.stat().st_size > 0
+                resume = (
+                    f"{part.stat().st_size:,} bytes kept in {part}; run the download again to resume"
+                    if kept
+                    else "run the download again when the connection works"
+                )
                 raise DownloadError(
-                    f"download of {url} failed after {retries + 1} attempts: {e} "
-                    f"(partial data kept in {part}; run the download again to resume)"
+                    f"download of {url} failed after {retries + 1} attempts: {e} ({resume})"
                 ) from e
             delay = RETRY_BACKOFF_SECONDS * 2**attempt
             if progress:
@@ -389,9 +413,18 @@ def download(
 # --- inspection -------------------------------------------------------------------------------------------
 
 
+#: The environment variable that overrides each known file of the models dir.
+ENV_FOR = {CHECKPOINT_NAME: ENV_CHECKPOINT, PCA_NAME: ENV_PCA}
+
+
 def file_status(directory=None, *, verify: bool = False) -> list[dict]:
-    """One dict per known file: name, path, status (ok | missing | partial | size_mismatch |
-    sha256_mismatch | unverified), size, and the recorded sha256."""
+    """One dict per known file: name, path, source, status (ok | missing | partial | size_mismatch |
+    sha256_mismatch | unverified), size, and the recorded sha256.
+
+    A file named by its environment variable ($GUNSHOT_VGGISH_CHECKPOINT, $GUNSHOT_PCA_PARAMS) is the
+    one the commands use, so it is reported instead of the models dir's copy (source `$VAR`): ok when
+    it exists (any size: it may be another checkpoint on purpose), else missing.
+    """
     root = models_dir(directory)
     manifest = read_manifest(root) if root.is_dir() else {}
     rows = []
@@ -402,9 +435,20 @@ def file_status(directory=None, *, verify: bool = False) -> list[dict]:
             "name": name,
             "kind": known.kind,
             "path": str(path),
+            "source": "models dir",
             "size": None,
             "sha256": record.get("sha256"),
         }
+        override = os.environ.get(ENV_FOR.get(name, ""))
+        if override:
+            row.update(path=override, source=f"${ENV_FOR[name]}", sha256=None)
+            if _is_url(override) or os.path.isfile(override):
+                row["status"] = "ok"
+                row["size"] = None if _is_url(override) else os.path.getsize(override)
+            else:
+                row["status"] = "missing"
+            rows.append(row)
+            continue
         if not path.is_file():
             row["status"] = "partial" if path.with_name(name + ".part").exists() else "missing"
         else:
@@ -455,8 +499,8 @@ def describe_file(path) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot models",
+    parser = arguments.ArgumentParser(
+        "models",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -522,28 +566,32 @@ def main(argv=None) -> int:
         if args.command == "list":
             root = models_dir(args.dir)
             print(f"models dir: {root}")
-            bad = 0
+            bad, bad_override = 0, []
             for row in file_status(args.dir, verify=args.verify):
                 size = f"{row['size']:,} B" if row["size"] is not None else "-"
-                print(f"  {row['status']:<15} {row['name']:<24} {size:>16}  {row['path']}")
-                bad += row["status"] not in ("ok", "unverified")
-            for env in (ENV_CHECKPOINT, ENV_PCA):
-                if os.environ.get(env):
-                    print(f"  ${env} = {os.environ[env]} (overrides the models dir)")
+                name = row["name"] if row["source"] == "models dir" else f"{row['name']} ({row['source']})"
+                print(f"  {row['status']:<15} {name:<24} {size:>16}  {row['path']}")
+                if row["status"] not in ("ok", "unverified"):
+                    if row["source"] == "models dir":
+                        bad += 1
+                    else:
+                        bad_override.append(f"{row['source']} points to {row['path']}, which does not exist")
             from gunshot_core.heads import DEFAULT_HEAD_PATH
 
             head = os.environ.get(ENV_HEAD) or DEFAULT_HEAD_PATH
             source = f"${ENV_HEAD}" if os.environ.get(ENV_HEAD) else "bundled default"
             status = "ok" if os.path.exists(head) else "missing"
             print(f"  {status:<15} {'head (' + source + ')':<24} {'':>16}  {head}")
+            for text in bad_override:
+                print(text, file=sys.stderr)
             if bad:
                 print("run `gunshot models download` to fetch missing files", file=sys.stderr)
-            return 1 if bad else 0
+            return 1 if bad or bad_override else 0
         if args.command == "info":
             from gunshot_core.heads import DEFAULT_HEAD_PATH
 
             root = models_dir(args.dir)
-            env_for = {CHECKPOINT_NAME: ENV_CHECKPOINT, PCA_NAME: ENV_PCA}
+            env_for = ENV_FOR
 
             def installed(name):  # the file `resolve_model_paths` would use: $ENV override, else the dir
                 return os.environ.get(env_for.get(name, "")) or str(root / name)
@@ -567,8 +615,7 @@ def main(argv=None) -> int:
                     _print_info(info)
             return 0
     except (DownloadError, ModelFileError) as e:
-        print(f"gunshot models: error: {e}", file=sys.stderr)
-        return 1
+        return arguments.fail("models", e)
     parser.print_help()
     return 2
 

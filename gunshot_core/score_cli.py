@@ -14,15 +14,15 @@ import time
 
 import numpy as np
 
-from gunshot_core import audio, logs, options, params, resample, windows
+from gunshot_core import arguments, audio, logs, options, params, resample, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot score",
+    parser = arguments.ArgumentParser(
+        "score",
         description=(
             "Score recordings for gunshots: VGGish log-mel -> VGGish CNN -> PCA/quantise -> head. "
             "Prints one line per file (or one JSON object per line with --json). Exits 1 when any "

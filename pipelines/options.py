@@ -9,6 +9,8 @@ would otherwise swallow; `add_switch` declares a boolean option that takes `--fl
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from collections.abc import Sequence
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -39,7 +41,8 @@ def split_args(
     """Parses our flags with `parser` and returns (args, remaining Beam flags).
 
     Beam accepts unknown `--flags`, so a misspelt flag of ours (e.g. `--positive_class`) would silently
-    go to Beam. Flags that neither we nor Beam know are rejected here with the list of our flags.
+    go to Beam. Flags that neither we nor Beam know are rejected here, before anything else is checked,
+    with the closest known flag (`did you mean --positive_classes?`).
 
     Args:
       parser: the pipeline's own argument parser.
@@ -47,9 +50,18 @@ def split_args(
     Returns:
       (args, beam_args): the parsed namespace and the list of arguments left for PipelineOptions.
     """
+    from gunshot_core import arguments
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arguments.reject_unknown_flags(parser, argv, also_known=beam_flags())
+    return parser.parse_known_args(argv)
+
+
+@functools.cache
+def beam_flags() -> frozenset[str]:
+    """Every `--flag` of Apache Beam's PipelineOptions classes (those importable here)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    args, beam_args = parser.parse_known_args(argv)
     known_beam = set()
     classes, stack = [], list(PipelineOptions.__subclasses__())
     while stack:
@@ -63,16 +75,5 @@ def split_args(
         except Exception:  # an options class of an optional extra that cannot register its flags
             continue
         for action in probe._actions:
-            known_beam.update(action.option_strings)
-    unknown = []
-    for item in beam_args:
-        if item.startswith("--"):
-            flag = item.split("=", 1)[0]
-            if flag not in known_beam:
-                unknown.append(flag)
-    if unknown:
-        parser.error(
-            f"unrecognised flags {unknown}; neither {parser.prog} nor Apache Beam knows them "
-            f"(our flags: {sorted(s for a in parser._actions for s in a.option_strings if s.startswith('--'))})"
-        )
-    return args, beam_args
+            known_beam.update(s for s in action.option_strings if s.startswith("--"))
+    return frozenset(known_beam)

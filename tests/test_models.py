@@ -275,7 +275,7 @@ def test_info_describes_files_and_heads(server, tmp_path, capsys):
     assert models.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "kind: vggish_checkpoint" in out and "head_id: 1LayerLSTM__Loss=BinCE_20Epochs_july02" in out
-    assert models.main(["info", str(tmp_path / "nope.h5")]) == 1
+    assert models.main(["info", str(tmp_path / "nope.h5")]) == 2  # a user error: one line, exit 2
     assert "no such file" in capsys.readouterr().err
 
 

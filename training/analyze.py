@@ -7,7 +7,6 @@ PCA runs on every clip, t-SNE on a seeded sample of at most --sample clips. ADIR
 pca_by_tag.png, pca_by_label.png, tsne_by_tag.png, tsne_by_label.png and points.csv (coordinates).
 """
 
-import argparse
 import csv
 import logging
 import os
@@ -16,13 +15,13 @@ from collections import Counter
 
 import numpy as np
 
-from gunshot_core import logs, startup
+from gunshot_core import arguments, logs, startup
 from training import data
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m training.analyze",
+    parser = arguments.ArgumentParser(
+        "analyze",
         description="PCA and t-SNE scatter plots of clip embeddings, coloured by tag and by AudioSet label.",
     )
     parser.add_argument("--data", required=True, help="glob of subset TFRecords")

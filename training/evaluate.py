@@ -13,7 +13,6 @@ head) and fed the stored uint8 frames exactly as `gunshot score` feeds it. EDIR 
     report.md         all of the above, with a table comparable to the original project's
 """
 
-import argparse
 import csv
 import json
 import logging
@@ -22,7 +21,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import logs, startup
+from gunshot_core import arguments, logs, startup
 from gunshot_core.errors import GunshotError
 from training import data
 
@@ -34,8 +33,8 @@ ORIGINAL_RESULTS = (
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m training.evaluate",
+    parser = arguments.ArgumentParser(
+        "evaluate",
         description="Evaluate a gunshot head on subset TFRecords: metrics, bootstrap intervals, per-label "
         "errors, plots and a Markdown report.",
     )

@@ -10,7 +10,6 @@ baked in as a Normalization layer) and `card.json` (gunshot_core.heads.HeadCard)
 (a copy of the transform_fn the model was trained with).
 """
 
-import argparse
 import contextlib
 import json
 import logging
@@ -20,15 +19,15 @@ import sys
 
 import numpy as np
 
-from gunshot_core import logs, params, startup
+from gunshot_core import arguments, logs, params, startup
 from training import data, models
 
 HASH_BUCKETS = 10000
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m training.train",
+    parser = arguments.ArgumentParser(
+        "train",
         description="Train a gunshot head (tf.data + Keras) on tf.Transform output; write MDIR/model.keras "
         "and MDIR/card.json. Runs are reproducible for a fixed --seed on CPU.",
     )

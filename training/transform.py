@@ -21,7 +21,6 @@ splits are transformed with the same `transform_fn`. Output layout:
                                                     train sources with their weights and clip counts
 """
 
-import argparse
 import gzip
 import json
 import logging
@@ -37,7 +36,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from gunshot_core import logs, params, records, startup
+from gunshot_core import arguments, logs, params, records, startup
+from pipelines import options as pipelines_options
 from pipelines.io import counters, launch, sharded
 from training import data
 
@@ -207,8 +207,8 @@ def _split_values(values: list[str] | None) -> list[str]:
 
 
 def parse_known_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m training.transform",
+    parser = arguments.ArgumentParser(
+        "transform",
         description="tf.Transform analysis of a training subset; transforms train and eval with it.",
         epilog="Any other --flag is passed to Apache Beam (e.g. --runner DataflowRunner, --project, --region, "
         "--temp_location, --setup_file ./setup.py).",
@@ -252,7 +252,7 @@ def parse_known_args(argv):
         "and sorted, so reruns write identical files",
     )
     logs.add_logging_flags(parser)
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = pipelines_options.split_args(parser, argv)
     if args.frames < 1 or args.num_shards < 1:
         parser.error(f"--frames and --num_shards must be >= 1, got {args.frames}, {args.num_shards}")
     args.train = _split_values(args.train)

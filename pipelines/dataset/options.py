@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import re
 
-from gunshot_core import logs, params
+from gunshot_core import arguments, logs, params
 from gunshot_core import options as gunshot_options
 from pipelines import options
 from pipelines.dataset import planning
@@ -72,8 +72,8 @@ def _split_value(text: str) -> tuple[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.dataset",
+    parser = arguments.ArgumentParser(
+        "dataset",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

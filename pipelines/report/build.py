@@ -41,7 +41,7 @@ import time
 import numpy as np
 from markupsafe import Markup
 
-from gunshot_core import annotations, logs, startup
+from gunshot_core import annotations, arguments, logs, startup
 from pipelines.report import html, media, plots
 from pipelines.report.tables import ReportTables, RunInput
 
@@ -60,8 +60,8 @@ SITE_TITLE = "gunshot report"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot report",
+    parser = arguments.ArgumentParser(
+        "report",
         description="Static HTML report over one or more scoring runs (gunshot batch outputs): summary, "
         "heatmaps, score histogram, top events with spectrograms, score timelines and audio clips, errors. "
         "Opens from the file system with no server or network.",

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
-from gunshot_core import logs, options, windows
+from gunshot_core import arguments, logs, options, windows
 from pipelines import options as pipelines_options
 from pipelines import schemas
 from pipelines.io import counters, files, launch
@@ -35,8 +35,8 @@ _LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.score",
+    parser = arguments.ArgumentParser(
+        "batch",
         description=__doc__.split("\n", 1)[0],
         epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
     )

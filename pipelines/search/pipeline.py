@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 import gunshot_core
-from gunshot_core import logs
+from gunshot_core import arguments, logs
 from gunshot_core import options as gunshot_options
 from pipelines import options as pipelines_options
 from pipelines import schemas
@@ -38,8 +38,8 @@ TABLE_GLOB = "embeddings-*-of-*.parquet"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot search",
+    parser = arguments.ArgumentParser(
+        "search",
         description=__doc__.split("\n", 1)[0]
         + " Similarity is the cosine of the dequantised uint8 embeddings (the mean of the per-frame cosines "
         "for windows of several frames).",

@@ -10,8 +10,8 @@ import argparse
 import collections
 import re
 
+from gunshot_core import arguments, logs
 from gunshot_core import labels as labels_lib
-from gunshot_core import logs
 from pipelines import options as pipelines_options
 
 NAMESPACE = "build_subset"
@@ -44,8 +44,8 @@ def _csv_join(items) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of our own flags (Beam's flags are passed through)."""
-    parser = argparse.ArgumentParser(
-        prog="gunshot subset",
+    parser = arguments.ArgumentParser(
+        "subset",
         description=(
             "Tag AudioSet embedding records exclusively, balance them reproducibly and write subset "
             "TFRecords (official format, records unchanged), a tagged Parquet table, an errors table "

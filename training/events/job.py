@@ -6,14 +6,13 @@ threshold as one JSON line; exit code 1 on a missing or unreadable input.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import sys
 
-from gunshot_core import logs
+from gunshot_core import arguments, logs
 from gunshot_core.errors import GunshotError
 from training.events.figures import (
     RUN_THRESHOLD,
@@ -154,8 +153,8 @@ def _sweep_schema():
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="gunshot evaluate-events",
+    parser = arguments.ArgumentParser(
+        "evaluate-events",
         description="Event-level evaluation of one or more `gunshot batch` runs over annotated recordings: "
         "one-to-one matching of detected events to annotated gunshots, recall, precision and false alarms "
         "per hour at each run's threshold and at a target recall, a threshold sweep, plots with all "
