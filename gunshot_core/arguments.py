@@ -136,9 +136,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def error_line(command: str, error: BaseException) -> str:
     """`gunshot COMMAND: error: MESSAGE` for an exception (its own text for GunshotError)."""
-    from gunshot_core.errors import describe
+    from gunshot_core.errors import GunshotError, describe, sanitize
 
-    text = " ".join(describe(error).split())  # one line, whatever the message held
+    if isinstance(error, (GunshotError, OSError, ValueError)) and str(error):
+        text = sanitize(str(error))  # these messages name the input themselves
+    else:
+        text = describe(error)  # TypeName: message
+    text = " ".join(text.split())  # one line, whatever the message held
     return f"gunshot {command}: error: {text}"
 
 

@@ -9,13 +9,14 @@ frame with the highest frame score.
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
 import numpy as np
 
 from gunshot_core import arguments, audio, logs, options, params, resample, windows
-from gunshot_core.errors import AudioDecodeError, GunshotError
+from gunshot_core.errors import AudioDecodeError, GunshotError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Score recordings for gunshots: VGGish log-mel -> VGGish CNN -> PCA/quantise -> head. "
             "Prints one line per file (or one JSON object per line with --json). Exits 1 when any "
-            "file failed, 2 when the models cannot be loaded."
+            "file failed to decode, 2 when a file does not exist or the models cannot be loaded."
         ),
         epilog="Model files: run `gunshot models download` once, or pass --checkpoint and --pca.",
     )
@@ -116,8 +117,13 @@ def main(argv=None) -> int:
         window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
         hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
     except ValueError as e:
-        print(f"gunshot score: {e}", file=sys.stderr)
-        return 2
+        return arguments.fail("score", e)
+    missing = [path for path in args.files if "://" not in path and not os.path.isfile(path)]
+    if missing:  # before the models load: a typo in a file name costs no model load
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return arguments.fail(
+            "score", InputError(f"no such file: {shown} (check the path{'s' if len(missing) > 1 else ''})")
+        )
     try:
         from gunshot_core.models import resolve_model_paths
 
@@ -126,8 +132,7 @@ def main(argv=None) -> int:
         scorer = Scorer(paths.checkpoint, paths.pca, paths.head, resampler=args.resampler)
         log.info("models loaded in %.2f s", time.perf_counter() - load_start)
     except GunshotError as e:
-        print(f"gunshot score: {e}", file=sys.stderr)
-        return 2
+        return arguments.fail("score", e)
     threshold = scorer.head.threshold if args.threshold is None else args.threshold
     failed = 0
     for path in args.files:

@@ -426,9 +426,10 @@ def test_cli_errors_are_loud(shards, tmp_path, capsys):
         )
     assert info.value.code == 2
     assert "Gunshot, gunfire" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    from gunshot_core.errors import InputError
+
+    with pytest.raises(InputError, match="no file matches"):  # gunshot subset: one line, exit 2
         build_subset.run(["--input", str(tmp_path / "nothing-*.tfrecord"), "--output", str(tmp_path)])
-    assert "no file matches" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_subset.run(
             ["--input", f"{shards['root']}/eval/*", "--output", str(tmp_path), "--ratio", "1:2:3"]

@@ -376,7 +376,7 @@ def test_bad_arguments_and_missing_runs_fail_clearly(case, tmp_path, capsys):
         "--output",
         str(tmp_path / "o"),
     ]
-    assert ee.main(argv) == 1
+    assert ee.main(argv) == 2  # nothing to evaluate: one line, exit 2
     assert "no 'recordings' table" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ee.main(["--scores", "x=y", "--annotations", "n", "--output", "o", "--target_recall", "0"])

@@ -395,15 +395,14 @@ def test_default_resampler_is_close_to_golden_and_shards_keep_recordings_togethe
     assert recordings.loc[long].windows == 8  # 41 frames: windows at 0, 5, ..., 30 and one at 31 ending at 41
 
 
-def test_no_matching_input_fails_loudly(random_vggish, tmp_path):
+def test_no_matching_input_fails_loudly_before_the_job_starts(random_vggish, tmp_path):
+    from gunshot_core.errors import InputError
+
     ckpt, pca = random_vggish
-    with pytest.raises(FileNotFoundError, match="no input"):
-        score.run(
-            [
-                f"--input={tmp_path}/none*.wav",
-                f"--output={tmp_path / 'o'}",
-                f"--checkpoint={ckpt}",
-                f"--pca={pca}",
-            ]
-        )
-    assert os.path.exists(tmp_path / "o" / "errors-00000-of-00001.parquet")
+    (tmp_path / "empty").mkdir()
+    for pattern in (f"{tmp_path}/none*.wav", f"{tmp_path}/empty"):
+        with pytest.raises(InputError, match="no recordings to score: nothing matches"):
+            score.run(
+                [f"--input={pattern}", f"--output={tmp_path / 'o'}", f"--checkpoint={ckpt}", f"--pca={pca}"]
+            )
+    assert not os.path.exists(tmp_path / "o")  # refused at launch: no job ran

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from gunshot_core import arguments, logs, startup
+from gunshot_core.errors import GunshotError
 from training import data
 
 
@@ -141,9 +142,8 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         analyze(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"analyze: {e}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, ValueError, GunshotError) as e:
+        return arguments.fail("analyze", e)
     return 0
 
 

@@ -485,8 +485,7 @@ def main(argv=None) -> int:
     try:
         result = evaluate(args)
     except (FileNotFoundError, ValueError, GunshotError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 1
+        return arguments.fail("evaluate", e)
     chosen = result["chosen"]
     print(
         json.dumps(

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from gunshot_core import arguments, logs, params, startup
+from gunshot_core.errors import GunshotError
 from training import data, models
 
 HASH_BUCKETS = 10000
@@ -503,9 +504,8 @@ def main(argv=None) -> int:
     try:
         with _op_determinism():
             card = train(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, ValueError, GunshotError) as e:
+        return arguments.fail("train", e)
     print(json.dumps({"output": args.output, "threshold": card["threshold"], "metrics": card["metrics"]}))
     return 0
 

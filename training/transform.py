@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from gunshot_core import arguments, logs, params, records, startup
+from gunshot_core.errors import InputError
 from pipelines import options as pipelines_options
 from pipelines.io import counters, launch, sharded
 from training import data
@@ -277,8 +278,10 @@ def parse_known_args(argv):
         # --tags overrides them all. The eval split uses every table found.
         args.train_tags = [args.tags or data.find_tag_table(t) for t in args.train]
         args.tags = args.tags or ",".join(dict.fromkeys(args.train_tags))
-    except FileNotFoundError as e:
-        parser.error(str(e))
+    except FileNotFoundError as e:  # an input, not a flag: one line (gunshot_core.cli), no usage
+        raise InputError(
+            f"--train: {e}; give the TFRecords written by `gunshot subset` or `gunshot dataset`"
+        ) from e
     return args, beam_args
 
 
@@ -455,8 +458,18 @@ def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, n
 
 
 def read_info(transform_dir: str) -> dict:
-    """The transform_info.json of a transform output directory."""
-    with tf.io.gfile.GFile(os.path.join(transform_dir, INFO_FILE)) as f:
+    """The transform_info.json of a transform output directory.
+
+    Raises:
+      InputError: the folder holds no transform output (missing folder, or not TDIR).
+    """
+    path = os.path.join(transform_dir, INFO_FILE)
+    if not tf.io.gfile.exists(path):
+        what = "does not exist" if not tf.io.gfile.exists(transform_dir) else f"holds no {INFO_FILE}"
+        raise InputError(
+            f"--transformed {transform_dir} {what}: it must be the --output folder of `gunshot transform`"
+        )
+    with tf.io.gfile.GFile(path) as f:
         return json.load(f)
 
 

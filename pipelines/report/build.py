@@ -42,6 +42,7 @@ import numpy as np
 from markupsafe import Markup
 
 from gunshot_core import annotations, arguments, logs, startup
+from gunshot_core.errors import GunshotError
 from pipelines.report import html, media, plots
 from pipelines.report.tables import ReportTables, RunInput
 
@@ -816,9 +817,8 @@ def _write_event_page(site, item, names, prev_link, next_link) -> None:
 def main(argv=None) -> int:
     try:
         run(argv)
-    except (FileNotFoundError, FileExistsError) as e:
-        print(f"gunshot report: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, FileExistsError, GunshotError) as e:
+        return arguments.fail("report", e)
     return 0
 
 

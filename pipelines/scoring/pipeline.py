@@ -22,6 +22,7 @@ from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
 from gunshot_core import arguments, logs, options, windows
+from gunshot_core.errors import InputError, describe
 from pipelines import options as pipelines_options
 from pipelines import schemas
 from pipelines.io import counters, files, launch
@@ -115,6 +116,44 @@ def parse_known_args(argv):
         except ValueError as e:
             parser.error(str(e))
     return args, beam_args
+
+
+def check_inputs(args) -> None:
+    """Refuses, before any model loads or the job starts, inputs that hold nothing to score.
+
+    Every --input_list must be readable and list something. When every pattern is local, at least one
+    must match a recording, archive or TFRecord (listing stops at the first match); patterns on
+    Cloud Storage are matched by the workers, and a run in which nothing matched ends with the same
+    error. Patterns that match nothing beside ones that do become error rows (stage 'match').
+
+    Raises:
+      InputError: naming the inputs and what to give instead.
+    """
+    patterns = list(args.input)
+    for listing in args.input_list:
+        try:
+            listed = sources.read_input_list(listing)
+        except Exception as e:  # noqa: BLE001 - Beam's file systems raise several kinds
+            raise InputError(f"--input_list {listing}: cannot be read ({describe(e)})") from e
+        if not listed:
+            raise InputError(f"--input_list {listing} lists no inputs (one file, folder or glob per line)")
+        patterns.extend(listed)
+    if any("://" in pattern for pattern in patterns):
+        return
+    for item in sources.expand_patterns(patterns):
+        if isinstance(item, sources.Source):
+            return
+    raise InputError(_nothing_matched(patterns))
+
+
+def _nothing_matched(patterns) -> str:
+    shown = ", ".join(repr(p) for p in patterns[:3]) + (
+        f" and {len(patterns) - 3} more" if len(patterns) > 3 else ""
+    )
+    return (
+        f"no recordings to score: nothing matches {shown}; give --input a recording, a folder or glob of "
+        "recordings (wav, flac, ogg, mp3, ...), a zip/tar archive or embedding TFRecords"
+    )
 
 
 def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.Provenance]:
@@ -264,6 +303,7 @@ def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
 def run(argv=None, save_main_session=True, test_pipeline=None):
     """Runs the scoring job; returns the run summary dict (also written to run.json)."""
     args, beam_args = parse_known_args(argv)
+    check_inputs(args)
     config, provenance = make_config(args)
     previous = rerun.PreviousRun(frozenset(), frozenset())
     if args.skip_existing:
@@ -321,7 +361,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         args.output,
     )
     if not counts.get("score/files_matched"):
-        raise FileNotFoundError(
-            f"no input file matched {list(args.input) + list(args.input_list)}; see the errors table in {args.output}"
+        raise InputError(
+            _nothing_matched(list(args.input) + list(args.input_list)) + f" (errors table in {args.output})"
         )
     return summary

@@ -11,7 +11,6 @@ hits' spectrograms and audio (index.html) and search.json. See docs/search.md.
 import argparse
 import logging
 import os
-import sys
 import time
 
 import apache_beam as beam
@@ -262,6 +261,5 @@ def main(argv=None) -> int:
     try:
         summary = run(argv)
     except SearchError as e:
-        print(f"gunshot search: error: {e}", file=sys.stderr)
-        return 2
+        return arguments.fail("search", e)
     return 1 if summary["queries_failed"] else 0

@@ -40,7 +40,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from gunshot_core import params
-from gunshot_core.errors import describe
+from gunshot_core.errors import InputError, describe
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ ORIGIN_AUDIO = "audio"
 _SPEC = re.compile(r"^(?P<path>.+)@(?P<start>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
 
 
-class SearchError(Exception):
+class SearchError(InputError):
     """A problem with the job's own inputs (no embeddings, bad flags): reported as one clear message."""
 
 

@@ -24,6 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
+from gunshot_core.errors import InputError
 from pipelines import options as pipelines_options
 from pipelines import schemas
 from pipelines.io import counters, launch, matching, sharded, tables
@@ -187,7 +188,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     try:
         config = Config(args)
         inputs = resolve_inputs(config)
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:  # an input, not a flag: one line (gunshot_core.cli), no usage
+        raise InputError(str(e)) from e
+    except ValueError as e:
         parser.error(str(e))
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session

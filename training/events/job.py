@@ -243,8 +243,7 @@ def main(argv=None) -> int:
     try:
         result = evaluate_events(args)
     except (FileNotFoundError, ValueError, GunshotError) as e:
-        print(f"evaluate-events: {e}", file=sys.stderr)
-        return 1
+        return arguments.fail("evaluate-events", e)
     summary = {}
     for name, s in result["scorers"].items():
         point = s[RUN_THRESHOLD]
