@@ -1,0 +1,221 @@
+"""Every `gunshot` subcommand meets a user error with one line, no traceback and exit status 2.
+
+For each command in gunshot_core.cli.COMMANDS: a missing input, a mistyped flag and (for the commands
+that load model files) missing model files. The commands run in this process through the dispatcher
+(`gunshot_core.cli.main(argv)`, as the `gunshot` program calls it); two run as the real program in a
+subprocess. A command added to COMMANDS without cases here fails `test_every_command_has_cases`.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gunshot_core import cli
+from tests.conftest import REPO
+
+EXAMPLE = str(REPO / "examples" / "pistol_shot.wav")
+NOWHERE = "/nonexistent/gunshot-test"
+
+# command -> (missing input, mistyped flag (typo, suggested flag), missing models or None)
+CASES = {
+    "score": (
+        ["score", f"{NOWHERE}/missing.flac"],
+        (["score", EXAMPLE, "--jsno"], "--jsno", "--json"),
+        ["score", EXAMPLE, f"--checkpoint={NOWHERE}/vggish.ckpt"],
+    ),
+    "models": (
+        ["models", "info", f"{NOWHERE}/head.h5"],
+        (["models", "list", "--verfy"], "--verfy", "--verify"),
+        ["models", "info", "vggish_model.ckpt"],  # with $GUNSHOT_VGGISH_CHECKPOINT pointing nowhere
+    ),
+    "subset": (
+        ["subset", f"--input={NOWHERE}/*.tfrecord", "--output={out}"],
+        (
+            ["subset", f"--input={NOWHERE}/*.tfrecord", "--output={out}", "--postive_classes=Speech"],
+            "--postive_classes",
+            "--positive_classes",
+        ),  # fmt: skip
+        None,  # reads embedding records: no model files
+    ),
+    "batch": (
+        ["batch", f"--input={NOWHERE}/missing.wav", "--output={out}"],
+        (["batch", f"--input={EXAMPLE}", "--outptu={out}"], "--outptu", "--output"),
+        ["batch", f"--input={EXAMPLE}", "--output={out}", f"--pca={NOWHERE}/pca.npz"],
+    ),
+    "report": (
+        ["report", f"--scores={NOWHERE}", "--output={out}"],
+        (["report", f"--scores={NOWHERE}", "--output={out}", "--tpo=3"], "--tpo", "--top"),
+        None,  # reads tables and audio: no model files
+    ),
+    "search": (
+        ["search", f"--embeddings={NOWHERE}", f"--query={EXAMPLE}", "--output={out}"],
+        (["search", f"--embeddings={NOWHERE}", f"--qeury={EXAMPLE}", "--output={out}"], "--qeury", "--query"),
+        None,  # a query that needs VGGish without model files is a failed query (exit 1), not a usage error
+    ),
+    "dataset": (
+        ["dataset", f"--embeddings={NOWHERE}/*.tfrecord", f"--annotations={NOWHERE}.csv", "--output={out}"],
+        (
+            ["dataset", f"--audio={EXAMPLE}", "--annotations=a.csv", "--output={out}", "--postive=gunshot"],
+            "--postive",
+            "--positive",
+        ),  # fmt: skip
+        [
+            "dataset",
+            f"--audio={EXAMPLE}",
+            f"--annotations={NOWHERE}.csv",
+            "--output={out}",
+            f"--checkpoint={NOWHERE}/vggish.ckpt",
+        ],  # fmt: skip
+    ),
+    "transform": (
+        ["transform", f"--train={NOWHERE}/*.tfrecord", "--output={out}"],
+        (
+            ["transform", f"--train={NOWHERE}/*.tfrecord", "--output={out}", "--frmaes=10"],
+            "--frmaes",
+            "--frames",
+        ),
+        None,  # reads records: no model files
+    ),
+    "train": (
+        ["train", f"--transformed={NOWHERE}", "--output={out}"],
+        (["train", f"--transfromed={NOWHERE}", "--output={out}"], "--transfromed", "--transformed"),
+        None,  # reads transformed records: no model files
+    ),
+    "evaluate": (
+        ["evaluate", f"--model={EXAMPLE}", f"--data={NOWHERE}/*.tfrecord", "--output={out}"],
+        (["evaluate", f"--modle={NOWHERE}", f"--data={NOWHERE}", "--output={out}"], "--modle", "--model"),
+        [
+            "evaluate",
+            f"--model={NOWHERE}/head.h5",
+            f"--data={EXAMPLE}",
+            f"--tags={EXAMPLE}",
+            "--output={out}",
+        ],
+    ),
+    "analyze": (
+        ["analyze", f"--data={NOWHERE}/*.tfrecord", "--output={out}"],
+        (["analyze", f"--data={NOWHERE}/*.tfrecord", "--output={out}", "--sampel=5"], "--sampel", "--sample"),
+        None,  # reads records: no model files
+    ),
+    "evaluate-events": (
+        ["evaluate-events", f"--scores=a={NOWHERE}", f"--annotations={NOWHERE}/*.txt", "--output={out}"],
+        (
+            [
+                "evaluate-events",
+                f"--scores=a={NOWHERE}",
+                f"--annotations={NOWHERE}",
+                "--output={out}",
+                "--tolerance_secnods=1",
+            ],
+            "--tolerance_secnods",
+            "--tolerance_seconds",
+        ),  # fmt: skip
+        None,  # reads scoring runs: no model files
+    ),
+}
+
+
+def test_every_command_has_cases():
+    assert set(CASES) == set(cli.COMMANDS)
+
+
+@pytest.fixture(autouse=True)
+def _models_nowhere(monkeypatch, tmp_path):
+    """Model lookups find nothing unless a case names a file: no installed models, no overrides."""
+    monkeypatch.setenv("GUNSHOT_MODELS_DIR", str(tmp_path / "no-models"))
+    for name in ("GUNSHOT_VGGISH_CHECKPOINT", "GUNSHOT_PCA_PARAMS", "GUNSHOT_HEAD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _run(argv, tmp_path, capsys):
+    argv = [a.replace("{out}", str(tmp_path / "out")) for a in argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own exit (usage errors)
+        code = e.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()], err
+
+
+def _assert_one_line(name, code, lines, err):
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"gunshot {name}: error: "), err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_missing_input_is_one_line(name, tmp_path, capsys):
+    code, lines, err = _run(CASES[name][0], tmp_path, capsys)
+    _assert_one_line(name, code, lines, err)
+    assert not os.path.exists(tmp_path / "out" / "run.json")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_mistyped_flag_names_the_closest_one(name, tmp_path, capsys):
+    argv, typo, meant = CASES[name][1]
+    code, lines, err = _run(argv, tmp_path, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    usage = f"usage: gunshot {name}"
+    assert len(lines) == 2 and lines[0].startswith(usage) and len(lines[0]) < 200, err
+    assert lines[1] == f"gunshot {name}: error: unrecognized flag {typo}; did you mean {meant}?", err
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[2] is not None])
+def test_missing_models_are_one_line(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GUNSHOT_VGGISH_CHECKPOINT", f"{NOWHERE}/vggish.ckpt")
+    code, lines, err = _run(CASES[name][2], tmp_path, capsys)
+    _assert_one_line(name, code, lines, err)
+    assert NOWHERE in lines[0], err  # names the file it looked for
+
+
+def test_top_level_help_lists_every_command_and_framepool(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in CASES) and "framepool" in out
+    assert cli.main(["scroe"]) == 2
+    assert "did you mean 'score'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["batch", "train"])
+def test_help_names_the_gunshot_program(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([name, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: gunshot {name} ")
+
+
+def test_verbose_adds_the_traceback(tmp_path, capsys):
+    code, _, err = _run(CASES["batch"][0] + ["--verbose"], tmp_path, capsys)
+    assert (
+        code == 2 and "Traceback" in err and err.rstrip().splitlines()[-1].startswith("gunshot batch: error:")
+    )
+
+
+def _program(args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNSHOT_", "PYTHON"))}
+    env.update(PYTHONPATH=str(REPO), GUNSHOT_MODELS_DIR=str(tmp_path / "no-models"))
+    return subprocess.run(
+        [sys.executable, "-m", "gunshot_core.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_program_batch_without_models_and_with_a_missing_input(tmp_path):
+    """The real program: missing model files found before Beam starts; then a missing input."""
+    done = _program(["batch", f"--input={EXAMPLE}", f"--output={tmp_path / 'o'}"], tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("gunshot batch: error: vggish_model.ckpt not found"), done.stderr
+    assert "gunshot models download" in lines[0]
+    done = _program(["score", f"{NOWHERE}/missing.flac"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip() == f"gunshot score: error: no such file: {NOWHERE}/missing.flac (check the path)"
+    )
