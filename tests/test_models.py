@@ -197,6 +197,54 @@ def test_retries_exhausted_raise(server, monkeypatch, tmp_path):
     assert len(server.log) == 3 and not (tmp_path / "models" / models.PCA_NAME).exists()
 
 
+def test_retries_exhausted_mention_only_a_part_file_that_exists(server, monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "RETRIES", 1)
+    server.fail_500[models.PCA_NAME] = 10
+    with pytest.raises(DownloadError) as info:
+        models.download([models.PCA_NAME], url=server.url, progress=False)
+    assert ".part" not in str(info.value) and "when the connection works" in str(info.value)
+    assert not list((tmp_path / "models").glob("*.part"))
+
+
+def test_offline_download_fails_at_once(monkeypatch, tmp_path, capsys):
+    """A host name that cannot be resolved (no network) is not retried for half a minute."""
+    import socket
+    import urllib.error
+
+    calls = []
+
+    def offline(request, timeout=None):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr(models.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(models, "RETRY_BACKOFF_SECONDS", 10.0)  # a retry would show as a slow test
+    assert models.main(["download", "--base-url", "https://mirror.invalid", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(calls) == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("gunshot models: error: cannot reach mirror.invalid") and "no network?" in err
+    assert ".part" not in err and not list((tmp_path / "models").glob("*.part"))
+
+
+def test_list_honours_the_environment_overrides(tmp_path, monkeypatch, capsys):
+    ckpt, pca = tmp_path / "my.ckpt", tmp_path / "my_pca.npz"
+    ckpt.write_bytes(b"c" * 10)
+    pca.write_bytes(b"p" * 7)
+    monkeypatch.setenv(models.ENV_CHECKPOINT, str(ckpt))
+    monkeypatch.setenv(models.ENV_PCA, str(pca))
+    assert models.main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.endswith(str(ckpt)))
+    assert line.split()[0] == "ok" and "$GUNSHOT_VGGISH_CHECKPOINT" in line and " 10 B " in line
+    assert str(pca) in out and "missing" not in out
+    monkeypatch.setenv(models.ENV_PCA, str(tmp_path / "gone.npz"))
+    assert models.main(["list"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        "missing" in captured.out and f"$GUNSHOT_PCA_PARAMS points to {tmp_path / 'gone.npz'}" in captured.err
+    )
+
+
 def test_not_found_is_not_retried(server, tmp_path):
     del server.files[models.PCA_NAME]
     with pytest.raises(DownloadError, match="HTTP 404"):
