@@ -77,6 +77,8 @@ _SPURIOUS_WARNINGS = (
     # Beam's workers re-parsing the launch flags (ours were checked by pipelines.options.split_args).
     "Discarding unparseable args",
     "No semi_persistent_directory found",
+    # tf.Transform: advice about its own input format (TFXIO), once per analyze/transform step.
+    "which will not provide optimal performance. Consider",
 )
 # Environment variable that carries quiet mode into worker processes (read in gunshot_core/__init__).
 QUIET_ENV = "GUNSHOT_QUIET_NATIVE_LOGS"

@@ -24,13 +24,12 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from gunshot_core import audio
+from gunshot_core import progress as progress_lib
 from gunshot_core.errors import AudioDecodeError
 from pipelines.scoring import sources
 
@@ -232,34 +231,8 @@ def sub_clip(clip: Clip, start_seconds: float, end_seconds: float) -> Clip:
     )
 
 
-class Progress:
-    """A progress line on stderr: rewritten in place on a terminal, a new line every 10% otherwise."""
-
-    def __init__(self, total: int, label: str, stream=None):
-        self.total = total
-        self.label = label
-        self.done = 0
-        self._stream = stream or sys.stderr
-        self._tty = hasattr(self._stream, "isatty") and self._stream.isatty()
-        self._started = time.monotonic()
-        self._last_decile = -1
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        decile = (10 * self.done) // max(1, self.total)
-        if not self._tty and decile == self._last_decile and self.done != self.total:
-            return
-        self._last_decile = decile
-        width = 30
-        filled = (width * self.done) // max(1, self.total)
-        line = (
-            f"{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-            f" {time.monotonic() - self._started:.1f} s"
-        )
-        self._stream.write(("\r" + line) if self._tty else line + "\n")
-        if self._tty and self.done >= self.total:
-            self._stream.write("\n")
-        self._stream.flush()
+# A bar on a terminal, a few plain lines in a log (not one per item): see gunshot_core.progress.
+Progress = progress_lib.Progress
 
 
 def map_with_progress(
