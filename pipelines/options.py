@@ -9,7 +9,6 @@ would otherwise swallow; `add_switch` declares a boolean option that takes `--fl
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Sequence
 
@@ -57,9 +56,8 @@ def split_args(
     return parser.parse_known_args(argv)
 
 
-@functools.cache
 def beam_flags() -> frozenset[str]:
-    """Every `--flag` of Apache Beam's PipelineOptions classes (those importable here)."""
+    """Every `--flag` of Apache Beam's PipelineOptions classes imported so far (a few ms)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     known_beam = set()
