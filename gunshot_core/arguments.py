@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -132,6 +133,55 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(USAGE_ERROR, f"{self.short_usage()}\n{self.prog}: error: {message}\n")
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for the errors that are about the user's input, not a bug: printed as one line, exit 2.
+
+    GunshotError (a missing input, missing model files, a failed download, ...), a missing file or
+    folder the user named (FileNotFoundError, NotADirectoryError, PermissionError), and TensorFlow's
+    NotFoundError / PermissionDeniedError on such a path.
+    """
+    from gunshot_core.errors import GunshotError
+
+    if isinstance(e, (GunshotError, FileNotFoundError, NotADirectoryError, PermissionError)):
+        return True
+    tf = sys.modules.get("tensorflow")
+    tf_errors = getattr(tf, "errors", None)
+    return tf_errors is not None and isinstance(e, (tf_errors.NotFoundError, tf_errors.PermissionDeniedError))
+
+
+def run_program(command: str, function, argv=None) -> int:
+    """Runs a command's `run`/`main` for `python -m ...`: a user error is one line (`fail`), status 2.
+
+    Args:
+      command: the `gunshot` subcommand it is, e.g. "batch".
+      function: the command's run(argv) or main(argv) (a non-int result counts as success).
+      argv: arguments without the program name (None: sys.argv[1:]).
+    Returns:
+      the exit status.
+    """
+    errors_to = own_stderr()
+    try:
+        result = function(argv)
+    except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+        if not is_user_error(e):
+            raise
+        return fail(command, e, file=errors_to)
+    return result if isinstance(result, int) else 0
+
+
+def own_stderr():
+    """A text stream on a duplicate of file descriptor 2 as it is now (the terminal or the log).
+
+    The error line of a program goes there, so it reaches the user even while a background
+    `import tensorflow` has descriptor 2 redirected to filter its start-up lines
+    (gunshot_core.logs.filtered_stderr). None when there is no usable descriptor 2.
+    """
+    try:
+        return os.fdopen(os.dup(2), "w", buffering=1)
+    except (OSError, ValueError):
+        return None
 
 
 def error_line(command: str, error: BaseException) -> str:

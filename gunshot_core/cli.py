@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     # The error line goes to the terminal's stderr even while a background import of TensorFlow has
     # file descriptor 2 redirected to filter its start-up lines (gunshot_core.logs.filtered_stderr).
-    errors_to = _own_stderr() if as_program else None
+    errors_to = arguments.own_stderr() if as_program else None
     try:
         with startup.imports_without_gc(freeze=as_program):  # Beam, TensorFlow: see gunshot_core.startup
             module = importlib.import_module(module_name)
@@ -100,38 +100,12 @@ def main(argv=None) -> int:
         # Beam `run` functions return a PipelineResult or a summary; the other mains an exit code.
         status = result if isinstance(result, int) else 0
     except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
-        if not is_user_error(e):
+        if not arguments.is_user_error(e):
             raise
         status = arguments.fail(name, e, file=errors_to)
     if as_program:
         startup.exit_process(status)
     return status
-
-
-def is_user_error(e: BaseException) -> bool:
-    """True for the errors that are about the user's input, not a bug: printed as one line, exit 2.
-
-    GunshotError (a missing input, missing model files, a failed download, ...), a missing file or
-    folder the user named (FileNotFoundError, NotADirectoryError, PermissionError), and TensorFlow's
-    NotFoundError / PermissionDeniedError on such a path.
-    """
-    from gunshot_core.errors import GunshotError
-
-    if isinstance(e, (GunshotError, FileNotFoundError, NotADirectoryError, PermissionError)):
-        return True
-    tf = sys.modules.get("tensorflow")
-    tf_errors = getattr(tf, "errors", None)
-    return tf_errors is not None and isinstance(e, (tf_errors.NotFoundError, tf_errors.PermissionDeniedError))
-
-
-def _own_stderr():
-    """A text stream on a duplicate of file descriptor 2 as it is now (the terminal or the log)."""
-    import os
-
-    try:
-        return os.fdopen(os.dup(2), "w", buffering=1)
-    except (OSError, ValueError):  # no usable descriptor 2 (a detached process)
-        return None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ The job itself is the package `pipelines.scoring`, one module per stage (see its
 
 import sys
 
-from gunshot_core import logs, startup
+from gunshot_core import arguments, logs, startup
 
 # Beam and the scoring modules create ~300,000 long-lived objects: no garbage collection meanwhile,
 # and, run as a command, none over them later (see gunshot_core.startup).
@@ -20,5 +20,4 @@ __all__ = ["run"]
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    run()
-    startup.exit_process(0)
+    startup.exit_process(arguments.run_program("batch", run))  # user errors: one line, status 2

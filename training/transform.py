@@ -535,5 +535,5 @@ def write_info(args) -> dict:
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    run()
-    startup.exit_process(0)  # a finished run ends without the interpreter's teardown
+    # A finished run ends without the interpreter's teardown; user errors: one line, status 2.
+    startup.exit_process(arguments.run_program("transform", run))
