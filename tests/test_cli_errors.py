@@ -129,6 +129,29 @@ def _models_nowhere(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_logging_and_environment(monkeypatch):
+    """The dispatcher configures logging and quiet-mode variables as for a program: undo it after."""
+    import logging
+
+    from gunshot_core import logs
+
+    for name in (logs.QUIET_ENV, "TF_CPP_MIN_LOG_LEVEL"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:  # recorded as unset, so monkeypatch removes what the command sets
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+    names = ["", *logs.PROJECT_LOGGERS, *logs._LIBRARY_LOGGERS, *logs._LIBRARY_INFO_KEPT]
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(logging.getLogger().handlers)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger().handlers[:] = handlers
+    logs._remove_hooks()
+
+
 def _run(argv, tmp_path, capsys):
     argv = [a.replace("{out}", str(tmp_path / "out")) for a in argv]
     try:
@@ -205,6 +228,38 @@ def _program(args, tmp_path):
         text=True,
         timeout=300,
     )
+
+
+def test_batch_on_an_empty_folder_or_input_list_is_one_line(random_vggish, tmp_path, capsys):
+    ckpt, pca = random_vggish
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.txt").write_text("# nothing yet\n")
+    models = [f"--checkpoint={ckpt}", f"--pca={pca}", "--output={out}"]
+    for inputs, text in (
+        ([f"--input={tmp_path / 'empty'}"], "no recordings to score: nothing matches"),
+        ([f"--input_list={tmp_path / 'list.txt'}"], "lists no inputs"),
+        ([f"--input_list={tmp_path / 'missing.txt'}"], "cannot be read"),
+    ):
+        code, lines, err = _run(["batch", *inputs, *models], tmp_path, capsys)
+        _assert_one_line("batch", code, lines, err)
+        assert text in lines[0], err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_program_batch_with_a_missing_input_says_so(random_vggish, tmp_path):
+    """At the default log level `gunshot batch --input missing.wav` used to print nothing and exit 1."""
+    ckpt, pca = random_vggish
+    args = [
+        "batch",
+        f"--input={tmp_path / 'missing.wav'}",
+        "--output=o",
+        f"--checkpoint={ckpt}",
+        f"--pca={pca}",
+    ]
+    done = _program(args, tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("gunshot batch: error: no recordings to score: nothing matches"), done.stderr
 
 
 def test_the_program_batch_without_models_and_with_a_missing_input(tmp_path):
