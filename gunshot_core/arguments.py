@@ -7,9 +7,10 @@ anything else is checked; an error prints one short usage line and one error lin
 list stays in `--help`).
 
 Errors that are not about flags (a missing input, missing model files) are exceptions of
-`gunshot_core.errors.GunshotError`; `gunshot_core.cli` (or a command's `main`, through `fail`) turns
-them into the single line `gunshot COMMAND: error: MESSAGE` and exit status 2. The traceback is shown
-only with `--verbose` (or `--log_level DEBUG`).
+`gunshot_core.errors.GunshotError`; `gunshot_core.cli` (a command's `main` through `fail`, a
+`python -m` entry point through `run_program`) turns them into the single line
+`gunshot COMMAND: error: MESSAGE` and exit status 2. The traceback is shown only with `--verbose`
+(or `--log_level DEBUG`).
 
 Exit statuses of every command: 0 done; 1 done, but some inputs failed (error rows, a failed query);
 2 nothing was done: a usage error, a missing or empty input, missing model files.
@@ -60,7 +61,7 @@ def unknown_flags(
     for item in argv:
         if item == "--":
             break
-        if not item.startswith("--") or item == "--":
+        if not item.startswith("--"):
             continue
         flag = item.split("=", 1)[0]
         if flag in extra or flag in own:
