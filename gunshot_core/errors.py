@@ -29,6 +29,14 @@ class DownloadError(GunshotError):
     """A model download failed after all retries, or its checksum did not match."""
 
 
+class InputError(GunshotError):
+    """A command's input as a whole is missing, empty or unreadable (nothing to work on).
+
+    The message names the input and says what to give instead; `gunshot` prints it as one line and
+    exits with status 2. Single bad recordings inside a good input are error rows, not this.
+    """
+
+
 # ---- Error text for tables ------------------------------------------------------------------------
 
 # `<_io.BytesIO object at 0x7fa207f549f0>` -> `<_io.BytesIO object>`; other long hex numbers -> `0x?`.
