@@ -125,6 +125,29 @@ def test_eval_split_of_the_transform_is_the_validation_and_the_summary_has_metri
     assert summary["threshold"] == card["threshold"] == validation["threshold"]
 
 
+def test_evaluate_headlines_the_heads_own_threshold_and_reports_youden_beside_it(
+    transformed, tmp_path, capsys
+):
+    from training import evaluate
+
+    with_eval, _ = transformed
+    head = tmp_path / "head"
+    assert _train(with_eval, head, "--epochs", "1") == 0
+    card = _card(head)
+    capsys.readouterr()
+    data = with_eval.parent / "eval"
+    argv = ["--model", str(head), "--data", str(data), "--output", str(tmp_path / "e"), "--bootstrap", "0"]
+    assert evaluate.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["threshold"] == card["threshold"] and summary["threshold_rule"].startswith("head")
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert summary["youden_j"] == {k: metrics["youden_j"][k] for k in summary["youden_j"]}
+    assert metrics["chosen"] == metrics["at_card_threshold"]
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert f"Threshold {card['threshold']:.4f}: head (card threshold)" in report
+    assert "Youden's J on this data would pick" in report
+
+
 def test_nothing_to_hold_out_warns_with_the_fix_or_is_refused(transformed, tmp_path, caplog, monkeypatch):
     from training import data
 
