@@ -89,6 +89,17 @@ def _train(tdir, out, *extra):
     return train.main([*argv, "--batch_size", "16", "--verbose", "0", *extra])
 
 
+def _refused(capsys, tdir, out, *extra) -> str:
+    """Runs train.main expecting a refusal: exit 2 and one error line, which it returns."""
+    capsys.readouterr()
+    assert _train(tdir, out, *extra) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gunshot train: error: "), captured.err
+    assert not captured.out
+    return lines[0]
+
+
 def _card(out) -> dict:
     return json.loads((out / "card.json").read_text())
 
@@ -148,15 +159,17 @@ def test_evaluate_headlines_the_heads_own_threshold_and_reports_youden_beside_it
     assert "Youden's J on this data would pick" in report
 
 
-def test_nothing_to_hold_out_warns_with_the_fix_or_is_refused(transformed, tmp_path, caplog, monkeypatch):
-    from training import data
+def test_nothing_to_hold_out_warns_with_the_fix_or_is_refused(
+    transformed, tmp_path, caplog, monkeypatch, capsys
+):
+    from training import data, train
 
     _, no_eval = transformed
     monkeypatch.setattr(
         data, "load_groups", lambda pattern: {f"sites/{s}/{s}_rec00.wav": "site1" for s in SITES}
     )
-    with pytest.raises(InputError, match="nothing can be held out.*--eval"):
-        _train(no_eval, tmp_path / "refused", "--validation", "train")
+    line = _refused(capsys, no_eval, tmp_path / "refused", "--validation", "train")
+    assert "nothing can be held out" in line and "--eval" in line
     with caplog.at_level(logging.WARNING):
         assert _train(no_eval, tmp_path / "head") == 0
     warning = [
@@ -168,19 +181,20 @@ def test_nothing_to_hold_out_warns_with_the_fix_or_is_refused(transformed, tmp_p
     card = _card(tmp_path / "head")
     assert card["training"]["validation"]["split"] is None and "validation" not in card["metrics"]
     assert card["metrics"]["training"]["clips"] == WINDOWS["train"] * len(SITES)
-    with pytest.raises(InputError, match="no eval split"):
-        _train(no_eval, tmp_path / "refused", "--validation", "eval")
+    assert "no eval split" in _refused(capsys, no_eval, tmp_path / "refused", "--validation", "eval")
+    with pytest.raises(InputError, match="no eval split"):  # the library function raises it
+        train.train(train.parse_args(["--transformed", str(no_eval), "--output", str(tmp_path / "r"),
+                                      "--validation", "eval"]))  # fmt: skip
 
 
-def test_train_refuses_an_existing_head_unless_overwrite(transformed, tmp_path):
+def test_train_refuses_an_existing_head_unless_overwrite(transformed, tmp_path, capsys):
     with_eval, _ = transformed
     head = tmp_path / "head"
     assert _train(with_eval, head, "--epochs", "1") == 0
     before = (head / "card.json").read_bytes()
-    with pytest.raises(
-        InputError, match=r"already holds a head \(card.json, model.keras\); pass --overwrite"
-    ):
-        _train(with_eval, head, "--epochs", "1", "--seed", "3")
+    line = _refused(capsys, with_eval, head, "--epochs", "1", "--seed", "3")
+    assert line.endswith(f"{head} already holds a head (card.json, model.keras); pass --overwrite to "
+                         "replace it, or choose another --output")  # fmt: skip
     assert (head / "card.json").read_bytes() == before
     assert _train(with_eval, head, "--epochs", "1", "--seed", "3", "--overwrite") == 0
     assert _card(head)["training"]["seed"] == 3

@@ -215,7 +215,11 @@ def make_dataset(
         ds = ds.filter(lambda x, y, w, v: v)
     elif subset != "all":
         raise ValueError(f"subset must be train, validation or all, got {subset!r}")
-    ds = ds.map((lambda x, y, w, v: (x, y, w)) if weighted else (lambda x, y, w, v: (x, y)))
+
+    def drop_flag(x, y, w, v):  # a named function: AutoGraph cannot tell two lambdas on one line apart
+        return (x, y, w) if weighted else (x, y)
+
+    ds = ds.map(drop_flag)
     if cache == "memory":
         ds = ds.cache()
     elif cache != "none":
@@ -722,6 +726,9 @@ def main(argv=None) -> int:
     try:
         with _op_determinism():
             card = train(args)
+    except InputError as e:  # nothing trained: one line, status 2 (as `gunshot` prints user errors)
+        print(f"gunshot train: error: {e}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1
