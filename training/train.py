@@ -181,13 +181,9 @@ def make_dataset(
     width = params.EMBEDDING_SIZE
     # A raw zero frame after the z-score: the padding value a served head sees for missing frames.
     pad_frame = tf.constant(_zero_frame(transform_dir, stored), tf.float32)
-    ids = sorted(held_out) or [""]
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(ids), tf.constant([bool(held_out)] * len(ids)), tf.string, tf.bool
-        ),
-        default_value=False,
-    )
+    # Membership by comparison with the sorted held-out ids: stateless, so tf.data keeps the parse
+    # map parallel (a lookup table is a resource its optimiser handles less well).
+    held_out_ids = tf.constant(sorted(held_out), tf.string, shape=[len(held_out)])
 
     def parse(serialized):
         ex = tf.io.parse_example(serialized, spec)
@@ -197,7 +193,8 @@ def make_dataset(
         elif frames > stored:
             pad = tf.tile(pad_frame[tf.newaxis, tf.newaxis], [tf.shape(x)[0], frames - stored, 1])
             x = tf.concat([x, pad], axis=1)
-        validation = table.lookup(ex[data.VIDEO_ID])
+        ids = ex[data.VIDEO_ID]
+        validation = tf.reduce_any(tf.equal(ids[:, tf.newaxis], held_out_ids[tf.newaxis, :]), axis=1)
         weight = ex[data.WEIGHT] if weighted else tf.ones_like(validation, tf.float32)
         return x, tf.cast(ex[data.LABEL], tf.float32), weight, validation
 
