@@ -170,6 +170,7 @@ def test_nothing_to_hold_out_warns_with_the_fix_or_is_refused(
     )
     line = _refused(capsys, no_eval, tmp_path / "refused", "--validation", "train")
     assert "nothing can be held out" in line and "--eval" in line
+    assert not (tmp_path / "refused").exists()  # a refused run leaves nothing behind
     with caplog.at_level(logging.WARNING):
         assert _train(no_eval, tmp_path / "head") == 0
     warning = [

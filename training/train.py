@@ -527,9 +527,8 @@ def train(args, extra_callbacks=()) -> dict:
     frames = args.frames or stored_frames
     mean, std = transform.frame_statistics(args.transformed, stored_frames)
     config = head_config(args)
-    os.makedirs(args.output, exist_ok=True)
-
     plan = plan_validation(args.transformed, info, args.validation, args.validation_fraction)
+    os.makedirs(args.output, exist_ok=True)
     common = dict(
         frames=frames,
         batch_size=args.batch_size,
