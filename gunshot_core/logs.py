@@ -45,6 +45,7 @@ the input in it.
 """
 
 import argparse
+import atexit
 import contextlib
 import importlib.abc
 import importlib.machinery
@@ -245,9 +246,53 @@ def configure_logging(args: argparse.Namespace | None = None) -> None:
         _install_tensorflow_hook(quiet)
 
 
+class _Capture:
+    """File descriptor 2 redirected into a temporary file; `release` restores it exactly once and
+    passes on what was captured, minus the known noise."""
+
+    def __init__(self, saved: int, capture, drop_gpu_errors: bool):
+        self._saved = saved
+        self._capture = capture
+        self._drop_gpu_errors = drop_gpu_errors
+        self._lock = threading.Lock()
+        self._released = False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            _flush_stderr()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._capture.seek(0)
+            kept = _drop_native_noise(self._capture.read().decode("utf-8", "replace"), self._drop_gpu_errors)
+            if kept:
+                os.write(2, kept.encode("utf-8", "replace"))
+
+
+# Captures in progress. A process that ends while one is open (a TensorFlow import in a background
+# thread that outlives a short job) would otherwise exit with its last lines, the summary or the
+# error, still in the temporary file: they are released at exit (atexit, which
+# `startup.exit_process` runs too).
+_open_captures: list = []
+
+
+@atexit.register
+def _release_open_captures() -> None:
+    while _open_captures:
+        try:
+            _open_captures.pop().release()
+        except (OSError, ValueError):  # a closed descriptor or file: nothing left to pass on
+            pass
+
+
 @contextlib.contextmanager
 def filtered_stderr(drop_gpu_errors: bool = True):
     """Captures file descriptor 2 (native and Python writes) and passes on all but known noise.
+
+    What is captured is passed on when the block ends, or at process exit if the block is still open
+    then (e.g. in a daemon thread).
 
     Args:
       drop_gpu_errors: also drop the native "no CUDA device" errors (cuInit, factory registration).
@@ -260,16 +305,14 @@ def filtered_stderr(drop_gpu_errors: bool = True):
         return
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
+        state = _Capture(saved, capture, drop_gpu_errors)
+        _open_captures.append(state)
         try:
             yield
         finally:
-            _flush_stderr()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = _drop_native_noise(capture.read().decode("utf-8", "replace"), drop_gpu_errors)
-            if kept:
-                os.write(2, kept.encode("utf-8", "replace"))
+            state.release()
+            if state in _open_captures:
+                _open_captures.remove(state)
 
 
 def _flush_stderr() -> None:

@@ -211,3 +211,31 @@ def test_configure_if_run_as_module_acts_only_for_its_package(monkeypatch):
     )
     logs.configure_if_run_as_module("training")
     assert [vars(c) for c in calls] == [{"verbose": False, "log_level": "DEBUG"}]
+
+
+@pytest.mark.parametrize("ending", ["sys.exit(2)", "startup.exit_process(2)"])
+def test_lines_written_while_a_background_capture_is_open_reach_stderr_at_exit(ending):
+    # A short job can end while a background thread still imports TensorFlow under filtered_stderr:
+    # the job's last lines (its error, its summary) went into the capture and were lost.
+    program = f"""
+import logging, sys, threading
+from gunshot_core import logs, startup
+entered, never = threading.Event(), threading.Event()
+def hold():
+    with logs.filtered_stderr():
+        entered.set()
+        never.wait()
+threading.Thread(target=hold, daemon=True).start()
+entered.wait()
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+logging.error("no training example was made (the error line)")
+print("I0000 00:00:00.000000  1 cpu_feature_guard.cc:1] noise", file=sys.stderr)
+print('{{"summary": 1}}')
+{ending}
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stdout.strip() == '{"summary": 1}'
+    assert done.stderr.splitlines() == ["no training example was made (the error line)"]

@@ -286,12 +286,17 @@ def test_metrics_agree_with_sklearn(subset_dir, trained, evaluated):
     tn = int(((pred == 0) & (y == 0)).sum())
     assert chosen["confusion_matrix"] == [[tn, len(y) - y.sum() - tn], [y.sum() - tp, tp]]
 
-    # Youden's J of the chosen threshold is the best over every candidate threshold.
+    # The headline threshold is the head's own; Youden's J on this data is reported beside it and is
+    # the best over every candidate threshold.
+    assert t == json.loads(open(os.path.join(trained, "card.json")).read())["threshold"]
+
     def youden(th):
         p = scores >= th
         return p[y == 1].mean() - p[y == 0].mean()
 
-    assert youden(t) == pytest.approx(max(youden(th) for th in np.unique(scores)), abs=1e-9)
+    tj = result["youden_j"]["threshold"]
+    assert youden(tj) == pytest.approx(max(youden(th) for th in np.unique(scores)), abs=1e-9)
+    assert result["youden_j"]["accuracy"] == pytest.approx(skm.accuracy_score(y, scores >= tj))
     # The per-label table counts errors per AudioSet class of the clips.
     rows = list(csv.DictReader(open(os.path.join(out, "per_label.csv"))))
     speech = labels_lib.ClassCatalog.from_files().resolve("Speech").index

@@ -182,6 +182,33 @@ def load_tag_table(pattern: str) -> dict[str, str]:
     return out
 
 
+TAG_TABLE_GROUP = "group"  # the dataset builder's recording group (e.g. the site); no such column: none
+
+
+def load_groups(pattern: str) -> dict[str, str]:
+    """{video_id: group} from tag tables that have a `group` column (the dataset builder's `examples`
+    table: group = its --group_pattern match, e.g. the site); {} for tables without one (the subset
+    builder's: there each video is its own group) or when nothing matches.
+
+    Args:
+      pattern: glob(s) of Parquet tag tables, comma-separated.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = {}
+    for path in match_files(pattern):
+        with tf.io.gfile.GFile(path, "rb") as f:
+            buffer = pa.py_buffer(f.read())
+        if TAG_TABLE_GROUP not in pq.read_schema(pa.BufferReader(buffer)).names:
+            continue
+        table = pq.read_table(pa.BufferReader(buffer), columns=[TAG_TABLE_VIDEO_ID, TAG_TABLE_GROUP])
+        ids = table.column(TAG_TABLE_VIDEO_ID).to_pylist()
+        for v, g in zip(ids, table.column(TAG_TABLE_GROUP).to_pylist(), strict=True):
+            out.setdefault(v, g)
+    return out
+
+
 def read_file_records(path: str):
     """Yields every record slot of one TFRecord file (local or gs://, plain or gzip).
 

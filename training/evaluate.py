@@ -5,7 +5,9 @@
 The head is loaded with `gunshot_core.heads.load_head` (a trained artifact MDIR or an original .h5
 head) and fed the stored uint8 frames exactly as `gunshot score` feeds it. EDIR receives:
 
-    metrics.json      metrics at the chosen threshold (with bootstrap 95% intervals) and at the card's
+    metrics.json      metrics at the chosen threshold (by default the head's own, the one `gunshot score`
+                      and `gunshot batch` run with; with bootstrap 95% intervals) and at the threshold
+                      Youden's J picks on this data (`youden_j`, for comparison)
     scores.parquet    one row per clip: video_id, start_time_seconds, tag, label, score, predicted
     per_label.csv     per AudioSet label: clips, errors, error rate, mean score (which negatives fool it)
     errors.csv        records that could not be evaluated (source, reason, message)
@@ -53,8 +55,8 @@ def parse_args(argv):
     choice.add_argument(
         "--target_recall",
         type=float,
-        help="choose the highest threshold whose recall reaches this value (default: maximise Youden's J "
-        "on this data, like the original's ROC pick)",
+        help="choose the highest threshold whose recall reaches this value (default: the head's own "
+        "threshold, the one `gunshot score`/`batch` use; Youden's J on this data is reported beside it)",
     )
     choice.add_argument("--threshold", type=float, help="use this threshold instead of choosing one")
     parser.add_argument(
@@ -95,6 +97,10 @@ def score_clips(head, frames: list) -> np.ndarray:
                 head.predict(np.stack([frames[i] for i in chunk])), np.float32
             ).reshape(-1)
     return scores
+
+
+# The rule of the default threshold: the head's own (card.json; 0.536 for an original .h5 head).
+HEAD_RULE = "head (card threshold)"
 
 
 def choose_threshold(
@@ -324,13 +330,23 @@ def _ci(ci, name, pct=True):
 def write_report(out_dir: str, result: dict, per_label: list[dict], plots: list[str]) -> str:
     """Writes report.md (Markdown, PNGs embedded by relative path); returns its path."""
     chosen, ci, card = result["chosen"], result["confidence_intervals"], result.get("at_card_threshold")
+    youden = result.get("youden_j")
+    if card and abs(card["threshold"] - chosen["threshold"]) < 1e-12:
+        card = None  # the chosen threshold is the card's: one row
     lines = [
         f"# Evaluation of `{result['model_name']}`",
         "",
         f"Data: `{result['data']}` - {chosen['clips']} clips ({chosen['positives']} {result['positive_tag']}), "
         f"{result['unusable_records']} unusable records (errors.csv).",
-        f"Threshold {chosen['threshold']:.4f} chosen by {result['threshold_rule']}"
-        + (f"; the card's threshold is {card['threshold']:.4f}." if card else "."),
+        f"Threshold {chosen['threshold']:.4f}: {result['threshold_rule']}"
+        + (f"; the card's threshold is {card['threshold']:.4f}." if card else ".")
+        + (
+            f" Youden's J on this data would pick {youden['threshold']:.4f} (accuracy "
+            f"{_fmt(youden['accuracy'])}, recall {_fmt(youden['recall'])}): tuned on the evaluated clips "
+            "themselves, so optimistic; shown for comparison."
+            if youden
+            else ""
+        ),
         "",
         "## Comparison with the original project",
         "",
@@ -340,7 +356,8 @@ def write_report(out_dir: str, result: dict, per_label: list[dict], plots: list[
     for r in ORIGINAL_RESULTS:
         thr = f"{r['threshold']:.3f}" if r["threshold"] is not None else "-"
         lines.append(f"| {r['model']} | {r['clips']} | {thr} | {_fmt(r['accuracy'])} | - | - | - | - |")
-    rows = [("chosen threshold", chosen)] + ([("card threshold", card)] if card else [])
+    rows = [(result["threshold_rule"], chosen)] + ([("card threshold", card)] if card else [])
+    rows += [("Youden's J on this data", youden)] if youden else []
     for what, m in rows:
         lines.append(
             f"| {result['model_name']} ({what}) | {m['clips']} | {m['threshold']:.3f} | {_fmt(m['accuracy'])} | "
@@ -415,12 +432,16 @@ def evaluate(args) -> dict:
     logging.info("scoring %d clips with %r", len(clips), head)
     scores = score_clips(head, clips.frames)
     labels = clips.labels
+    two_classes = len(np.unique(labels)) == 2
     if args.threshold is not None:
         threshold, rule = float(args.threshold), "--threshold"
-    elif len(np.unique(labels)) == 2:
+    elif args.target_recall is not None and two_classes:
         threshold, rule = choose_threshold(labels, scores, args.target_recall)
     else:
-        threshold, rule = head.threshold, "card (only one class in the data)"
+        threshold, rule = head.threshold, HEAD_RULE
+    youden = None
+    if two_classes:
+        youden = binary_metrics(labels, scores, choose_threshold(labels, scores, None)[0])
     chosen = binary_metrics(labels, scores, threshold)
     intervals = bootstrap_intervals(labels, scores, threshold, args.bootstrap, args.seed)
     predicted = (scores >= threshold).astype(np.int64)
@@ -439,6 +460,7 @@ def evaluate(args) -> dict:
         "bootstrap_resamples": args.bootstrap,
         "bootstrap_seed": args.seed,
         "at_card_threshold": binary_metrics(labels, scores, head.threshold),
+        "youden_j": youden,
         "original_reported": list(ORIGINAL_RESULTS),
     }
     table = pa.table(
@@ -470,14 +492,29 @@ def evaluate(args) -> dict:
     plots = _plots(args.output, labels, scores, threshold, history, result["model_name"], args.positive_tag)
     report = write_report(args.output, result, per_label, plots)
     logging.info(
-        "accuracy %.4f recall %.4f at threshold %.4f (%s); report %s",
+        "accuracy %.4f recall %.4f at threshold %.4f (%s)%s; report %s",
         chosen["accuracy"],
         chosen["recall"],
         threshold,
         rule,
+        ""
+        if youden is None
+        else f"; Youden's J on this data: threshold {youden['threshold']:.4f}, "
+        f"accuracy {youden['accuracy']:.4f}, recall {youden['recall']:.4f}",
         report,
     )
     return result
+
+
+def summary_line(result: dict) -> dict:
+    """The one-line JSON summary: metrics at the chosen threshold (the head's own unless --threshold or
+    --target_recall), its rule, and the same metrics at Youden's J threshold on this data."""
+    keys = ("clips", "threshold", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+    out = {k: result["chosen"][k] for k in keys}
+    out["threshold_rule"] = result["threshold_rule"]
+    youden = result.get("youden_j")
+    out["youden_j"] = None if youden is None else {k: youden[k] for k in keys[1:6]}
+    return out
 
 
 def main(argv=None) -> int:
@@ -486,15 +523,7 @@ def main(argv=None) -> int:
         result = evaluate(args)
     except (FileNotFoundError, ValueError, GunshotError) as e:
         return arguments.fail("evaluate", e)
-    chosen = result["chosen"]
-    print(
-        json.dumps(
-            {
-                k: chosen[k]
-                for k in ("clips", "threshold", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
-            }
-        )
-    )
+    print(json.dumps(summary_line(result)))
     return 0
 
 

@@ -11,6 +11,7 @@ baked in as a Normalization layer) and `card.json` (gunshot_core.heads.HeadCard)
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,10 +21,13 @@ import sys
 import numpy as np
 
 from gunshot_core import arguments, logs, params, startup
-from gunshot_core.errors import GunshotError
+from gunshot_core.errors import GunshotError, InputError
 from training import data, models
 
 HASH_BUCKETS = 10000
+VALIDATION_CHOICES = ("auto", "eval", "train", "none")
+# Held-out group names listed in the log and the card (the count is always complete).
+LISTED_GROUPS = 20
 
 
 def parse_args(argv):
@@ -66,10 +70,20 @@ def parse_args(argv):
         "--patience", type=int, default=5, help="early-stopping patience in epochs (%(default)s)"
     )
     fit.add_argument(
+        "--validation",
+        choices=VALIDATION_CHOICES,
+        default="auto",
+        help="what early stopping and the card's threshold are validated on: eval = the --eval split given "
+        "to transform; train = groups held out of the training split (the `group` of a `gunshot dataset` "
+        "(e.g. the site), else the video/recording); none; auto = eval when the transform has one, else "
+        "train, else none with a warning (%(default)s)",
+    )
+    fit.add_argument(
         "--validation_fraction",
         type=float,
         default=0.1,
-        help="share of training videos held out for validation, by a hash of video_id (%(default)s)",
+        help="--validation train: share of the training split's groups held out, by a hash of the group; "
+        "at least one group, never all (%(default)s)",
     )
     fit.add_argument("--class_weight", choices=("balanced", "none"), default="balanced", help="(%(default)s)")
     fit.add_argument("--frames", type=int, help="frames per clip (default: the transform's, 10)")
@@ -86,7 +100,12 @@ def parse_args(argv):
     fit.add_argument(
         "--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output (%(default)s)"
     )
-    fit.add_argument("--overwrite", action="store_true", help="discard an interrupted run's backup in MDIR")
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the head already in MDIR (without it such an MDIR is refused) and discard an "
+        "interrupted run's backup",
+    )
     card = parser.add_argument_group("card")
     card.add_argument("--head_id", help="id written into the card (default: gunshot-<model>-seed<seed>)")
     card.add_argument("--vggish_sha256", help="sha256 of the VGGish checkpoint the embeddings were made with")
@@ -106,8 +125,6 @@ def parse_args(argv):
 
 def head_config(args) -> models.HeadConfig:
     """The preset of --model with the architecture flags given on the command line applied."""
-    import dataclasses
-
     overrides = {
         k: getattr(args, k)
         for k in ("units", "layers", "hidden", "dropout", "activation", "recurrent_activation", "pooling")
@@ -124,7 +141,7 @@ def make_dataset(
     *,
     frames: int,
     subset: str,
-    validation_fraction: float,
+    held_out: frozenset = frozenset(),
     batch_size: int,
     seed: int,
     shuffle: bool,
@@ -134,9 +151,10 @@ def make_dataset(
     """The tf.data pipeline over transformed examples.
 
     Reads the split's files in parallel (deterministic interleave), parses batches of examples,
-    keeps the `subset` ("train", "validation" or "all") chosen by a hash of the video id (so all
-    clips of one video fall on the same side, and the split does not depend on file order), pads or
-    truncates to `frames`, caches, shuffles with `seed` (reshuffled every epoch) and prefetches.
+    keeps the `subset`: "train" (the clips whose video id is not in `held_out`), "validation" (those
+    whose video id is) or "all", pads or truncates to `frames`, caches, shuffles with `seed`
+    (reshuffled every epoch) and prefetches. `held_out` comes from `plan_validation` (whole groups,
+    so all clips of one recording or site fall on the same side; it never depends on file order).
 
     Returns:
       tf.data.Dataset of (float32 [batch, frames, 128] z-scored frames, float32 [batch] labels), plus
@@ -146,9 +164,12 @@ def make_dataset(
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    files = sorted(tf.io.gfile.glob(os.path.join(transform_dir, "transformed", f"{split}-*")))
+    files = _split_files(transform_dir, split)
     if not files:
-        raise FileNotFoundError(f"no transformed {split} data in {transform_dir}/transformed/")
+        raise InputError(
+            f"no transformed {split} data in {transform_dir}/transformed/: pass the --output folder of "
+            "`gunshot transform` as --transformed"
+        )
     output = tft.TFTransformOutput(transform_dir)
     spec = output.transformed_feature_spec()
     weighted = data.WEIGHT in spec and has_example_weights(transform_dir)
@@ -159,7 +180,9 @@ def make_dataset(
     width = params.EMBEDDING_SIZE
     # A raw zero frame after the z-score: the padding value a served head sees for missing frames.
     pad_frame = tf.constant(_zero_frame(transform_dir, stored), tf.float32)
-    threshold = int(round(validation_fraction * HASH_BUCKETS))
+    # Membership by comparison with the sorted held-out ids: stateless, so tf.data keeps the parse
+    # map parallel (a lookup table is a resource its optimiser handles less well).
+    held_out_ids = tf.constant(sorted(held_out), tf.string, shape=[len(held_out)])
 
     def parse(serialized):
         ex = tf.io.parse_example(serialized, spec)
@@ -169,9 +192,10 @@ def make_dataset(
         elif frames > stored:
             pad = tf.tile(pad_frame[tf.newaxis, tf.newaxis], [tf.shape(x)[0], frames - stored, 1])
             x = tf.concat([x, pad], axis=1)
-        bucket = tf.strings.to_hash_bucket_fast(ex[data.VIDEO_ID], HASH_BUCKETS)
-        weight = ex[data.WEIGHT] if weighted else tf.ones_like(bucket, tf.float32)
-        return x, tf.cast(ex[data.LABEL], tf.float32), weight, bucket
+        ids = ex[data.VIDEO_ID]
+        validation = tf.reduce_any(tf.equal(ids[:, tf.newaxis], held_out_ids[tf.newaxis, :]), axis=1)
+        weight = ex[data.WEIGHT] if weighted else tf.ones_like(validation, tf.float32)
+        return x, tf.cast(ex[data.LABEL], tf.float32), weight, validation
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.interleave(
@@ -182,12 +206,16 @@ def make_dataset(
     )
     ds = ds.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     if subset == "train":
-        ds = ds.filter(lambda x, y, w, b: b >= threshold)
+        ds = ds.filter(lambda x, y, w, v: tf.logical_not(v))
     elif subset == "validation":
-        ds = ds.filter(lambda x, y, w, b: b < threshold)
+        ds = ds.filter(lambda x, y, w, v: v)
     elif subset != "all":
         raise ValueError(f"subset must be train, validation or all, got {subset!r}")
-    ds = ds.map((lambda x, y, w, b: (x, y, w)) if weighted else (lambda x, y, w, b: (x, y)))
+
+    def drop_flag(x, y, w, v):  # a named function: AutoGraph cannot tell two lambdas on one line apart
+        return (x, y, w) if weighted else (x, y)
+
+    ds = ds.map(drop_flag)
     if cache == "memory":
         ds = ds.cache()
     elif cache != "none":
@@ -195,6 +223,136 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _split_files(transform_dir: str, split: str) -> list[str]:
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(os.path.join(transform_dir, "transformed", f"{split}-*")))
+
+
+def split_video_ids(transform_dir: str, split: str) -> list[str]:
+    """The distinct video ids (AudioSet videos; recordings of a `gunshot dataset`) of a transformed split."""
+    import tensorflow as tf
+
+    files = _split_files(transform_dir, split)
+    if not files:
+        return []
+    spec = {data.VIDEO_ID: tf.io.FixedLenFeature([], tf.string)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
+    ds = ds.map(lambda s: tf.io.parse_example(s, spec)[data.VIDEO_ID])
+    return sorted({v.decode() for batch in ds for v in batch.numpy()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationPlan:
+    """What a training run validates on (`plan_validation`).
+
+    Attributes:
+      split: "eval" (the transform's eval split), "train" (groups held out of the training split) or
+        None (no validation: no early stopping on a validation loss, threshold 0.5).
+      held_out: video ids of the training split held out for validation (split "train").
+      groups: groups in the training split; held_out_groups: the held-out ones, sorted.
+      grouped_by: "group" (the dataset builder's `group` column, e.g. the site) or "video_id".
+      reason: why, for the log and the card.
+    """
+
+    split: str | None
+    held_out: frozenset = frozenset()
+    groups: int = 0
+    held_out_groups: tuple = ()
+    grouped_by: str = "video_id"
+    reason: str = ""
+
+    def summary(self) -> dict:
+        return {
+            "split": self.split,
+            "grouped_by": self.grouped_by if self.split == "train" else None,
+            "groups": self.groups,
+            "held_out_groups": len(self.held_out_groups),
+            "held_out_group_names": list(self.held_out_groups[:LISTED_GROUPS]),
+            "reason": self.reason,
+        }
+
+
+def _train_tag_tables(info: dict) -> list[str]:
+    patterns = [s.get("tags_pattern") for s in info.get("train_sources") or []]
+    patterns = [p for p in patterns if p] or ([info["tags_pattern"]] if info.get("tags_pattern") else [])
+    return patterns
+
+
+def held_out_groups(groups: list[str], fraction: float) -> list[str]:
+    """The groups held out for validation: those whose hash bucket is below `fraction`, at least one
+    and never all of them (needs two groups or more).
+
+    The bucket is `tf.strings.to_hash_bucket_fast(group, HASH_BUCKETS)`, so with the video id as
+    the group the choice is the same as the hash-of-video_id split of earlier versions whenever
+    that one held anything out.
+    """
+    import tensorflow as tf
+
+    groups = sorted(set(groups))
+    if len(groups) < 2:
+        return []
+    buckets = tf.strings.to_hash_bucket_fast(tf.constant(groups), HASH_BUCKETS).numpy().tolist()
+    order = sorted(zip(buckets, groups, strict=True))
+    threshold = int(round(fraction * HASH_BUCKETS))
+    chosen = [g for b, g in order if b < threshold]
+    if not chosen:
+        chosen = [order[0][1]]
+    if len(chosen) == len(groups):
+        chosen = chosen[:-1]
+    return sorted(chosen)
+
+
+def plan_validation(transform_dir: str, info: dict, mode: str, fraction: float) -> ValidationPlan:
+    """Chooses the validation data of a run (`--validation`, see parse_args).
+
+    Raises:
+      InputError: `--validation eval` without an eval split, or `--validation train` when the training
+        split has fewer than two groups (nothing can be held out).
+    """
+    if mode == "none":
+        return ValidationPlan(None, reason="--validation none")
+    has_eval = bool(_split_files(transform_dir, "eval"))
+    if mode == "eval" or (mode == "auto" and has_eval):
+        if not has_eval:
+            raise InputError(
+                f"--validation eval: {transform_dir} has no eval split; rerun `gunshot transform` with "
+                "--eval (e.g. the eval folder of `gunshot dataset --split eval=0.25`), or use "
+                "--validation train"
+            )
+        return ValidationPlan(
+            "eval", reason=f"the eval split given to transform ({info.get('eval_pattern')})"
+        )
+    if mode == "auto" and fraction == 0:
+        return ValidationPlan(None, reason="--validation_fraction 0")
+    if fraction == 0:
+        raise InputError("--validation train needs --validation_fraction > 0")
+    video_ids = split_video_ids(transform_dir, "train")
+    groups = {}
+    for pattern in _train_tag_tables(info):
+        groups.update(data.load_groups(pattern))
+    grouped_by = "group" if any(v in groups for v in video_ids) else "video_id"
+    group_of = {v: groups.get(v, v) for v in video_ids}
+    names = sorted(set(group_of.values()))
+    chosen = held_out_groups(names, fraction)
+    if not chosen:
+        fix = (
+            "give `gunshot transform` an --eval split (e.g. from `gunshot dataset --split train=0.75 --split "
+            "eval=0.25`), or recordings from more sites (`gunshot dataset --group_pattern`)"
+        )
+        message = (
+            f"nothing can be held out for validation: the training split has {len(names)} "
+            f"{grouped_by.replace('_', ' ')}(s) ({', '.join(names[:3])}) and no eval split; {fix}"
+        )
+        if mode == "train":
+            raise InputError(f"--validation train: {message}")
+        return ValidationPlan(None, groups=len(names), grouped_by=grouped_by, reason=message)
+    chosen_set = set(chosen)
+    held_out = frozenset(v for v, g in group_of.items() if g in chosen_set)
+    reason = f"{len(chosen)} of {len(names)} {grouped_by}s held out of the training split"
+    return ValidationPlan("train", held_out, len(names), tuple(chosen), grouped_by, reason)
 
 
 def has_example_weights(transform_dir: str) -> bool:
@@ -289,6 +447,53 @@ def _op_determinism():
             tf_config.disable_op_determinism()
 
 
+def refuse_existing_head(output: str, overwrite: bool) -> None:
+    """Refuses to write over a finished head in `output` unless `overwrite`.
+
+    An interrupted run (`backup/` in the folder) is resumed, not refused.
+
+    Raises:
+      InputError: `output` holds a card.json or model.keras and no backup, and not `overwrite`.
+    """
+    from gunshot_core import heads
+
+    if overwrite or os.path.isdir(os.path.join(output, "backup")):
+        return
+    found = [
+        n for n in (heads.CARD_FILENAME, heads.MODEL_FILENAME) if os.path.exists(os.path.join(output, n))
+    ]
+    if found:
+        raise InputError(
+            f"{output} already holds a head ({', '.join(found)}); pass --overwrite to replace it, or "
+            "choose another --output"
+        )
+
+
+def log_validation(plan: ValidationPlan, labels) -> None:
+    """One INFO line saying what the run validates on, or a warning with the fix when nothing."""
+    if plan.split is None:
+        if plan.reason.startswith("--validation"):
+            logging.info("validation: none (%s): no early stopping, threshold 0.5", plan.reason)
+        else:
+            logging.warning(
+                "VALIDATION: none, %s. Without it: no early stopping, threshold 0.5.", plan.reason
+            )
+        return
+    positives = int(np.sum(labels))
+    logging.info(
+        "validation: %s: %d clips (%d positive)%s",
+        plan.reason,
+        len(labels),
+        positives,
+        f"; held out: {', '.join(plan.held_out_groups[:LISTED_GROUPS])}" if plan.split == "train" else "",
+    )
+    if plan.split == "eval":
+        logging.info(
+            "validation: the threshold is tuned on the eval split: measure on another split "
+            "(`gunshot dataset --split test=...`) for numbers not tuned on"
+        )
+
+
 def import_h5(args) -> int:
     from gunshot_core import heads
 
@@ -306,10 +511,12 @@ def train(args, extra_callbacks=()) -> dict:
       args: parsed command line (parse_args).
       extra_callbacks: Keras callbacks run after the job's own (progress hooks, tests).
     """
+    from gunshot_core import heads
+
+    refuse_existing_head(args.output, args.overwrite)
     import keras
     import tensorflow as tf
 
-    from gunshot_core import heads
     from training import transform
 
     keras.utils.set_random_seed(args.seed)
@@ -319,20 +526,25 @@ def train(args, extra_callbacks=()) -> dict:
     frames = args.frames or stored_frames
     mean, std = transform.frame_statistics(args.transformed, stored_frames)
     config = head_config(args)
+    plan = plan_validation(args.transformed, info, args.validation, args.validation_fraction)
     os.makedirs(args.output, exist_ok=True)
-
     common = dict(
         frames=frames,
-        validation_fraction=args.validation_fraction,
         batch_size=args.batch_size,
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
         cache=args.cache,
     )
-    train_ds = make_dataset(args.transformed, "train", subset="train", shuffle=True, **common)
+    train_ds = make_dataset(
+        args.transformed, "train", subset="train", held_out=plan.held_out, shuffle=True, **common
+    )
     val_ds = None
-    if args.validation_fraction > 0:
-        val_ds = make_dataset(args.transformed, "train", subset="validation", shuffle=False, **common)
+    if plan.split == "eval":
+        val_ds = make_dataset(args.transformed, "eval", subset="all", shuffle=False, **common)
+    elif plan.split == "train":
+        val_ds = make_dataset(
+            args.transformed, "train", subset="validation", held_out=plan.held_out, shuffle=False, **common
+        )
     weighted = has_example_weights(args.transformed)
     train_labels, train_weights = _labels_and_weights(train_ds)
     val_labels = _labels_of(val_ds) if val_ds is not None else np.zeros(0, np.int64)
@@ -362,9 +574,10 @@ def train(args, extra_callbacks=()) -> dict:
         len(val_labels),
         class_weight,
     )
+    log_validation(plan, val_labels)
     if val_ds is not None and len(val_labels) == 0:
         logging.warning(
-            "validation split is empty (validation_fraction=%s); no early stopping", args.validation_fraction
+            "VALIDATION: the %s split holds no usable clip: no early stopping, threshold 0.5", plan.split
         )
         val_ds = None
     # The sizes are known now: tell Keras, so progress shows totals and epochs end cleanly.
@@ -422,17 +635,20 @@ def train(args, extra_callbacks=()) -> dict:
     )
     with open(os.path.join(args.output, "history.csv")) as f:
         epochs_run = max(0, sum(1 for _ in f) - 1)  # a resumed run appends to the interrupted run's rows
+    last = {k: float(v[-1]) for k, v in history.history.items() if v and not k.startswith("val_")}
     del history
 
-    # Threshold and metrics on the validation split (never on the evaluation data).
-    metrics = {}
+    # Threshold and metrics on the validation data (`plan`: the eval split, or held-out groups).
+    metrics = {"training": {"clips": int(len(train_labels)), "last_epoch": last}}
     threshold = 0.5
     if val_ds is not None:
         val_scores = training_model.predict(val_ds.map(lambda x, y, *w: x), verbose=0).reshape(-1)
         threshold = youden_threshold(val_labels, val_scores)
         predicted = (val_scores >= threshold).astype(np.int64)
         metrics["validation"] = {
+            "split": plan.split,
             "clips": int(len(val_labels)),
+            "positives": int(val_labels.sum()),
             "accuracy": float((predicted == val_labels).mean()),
             "threshold": threshold,
             "threshold_rule": "youden_j",
@@ -469,6 +685,7 @@ def train(args, extra_callbacks=()) -> dict:
             "seed": args.seed,
             "class_weight": class_weight and {str(k): v for k, v in class_weight.items()},
             "validation_fraction": args.validation_fraction,
+            "validation": plan.summary(),
             "train_clips": counts,
             "validation_clips": int(len(val_labels)),
             "transform_fn": {

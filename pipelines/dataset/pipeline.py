@@ -18,12 +18,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from pipelines.dataset import annotation_io, examples, options, recordings, splitting, writing
+from gunshot_core.errors import InputError
+from pipelines.dataset import annotation_io, examples, options, planning, recordings, splitting, writing
 from pipelines.io import counters, files, launch, sharded, tables
 from pipelines.scoring import sources
 
 _LOG = logging.getLogger(__name__)
 RECORDING_STATS = "recording_stats"
+# Error rows shown on the console (all of them are in the errors table).
+SHOWN_ERRORS = 5
 
 
 class _AddSplit:
@@ -148,8 +151,48 @@ def finish(args, config: options.Config) -> dict:
     return stats
 
 
+def first_errors(output: str, n: int = SHOWN_ERRORS) -> list[str]:
+    """The messages of the first `n` error rows but `ignored` labels (in the table's order: by source,
+    file, line): `file:line: ...` for an annotation row, the recording or pattern otherwise."""
+    import pyarrow.compute as pc
+
+    table = tables.read_table(output, writing.ERRORS)
+    table = table.filter(pc.not_equal(table.column("reason"), planning.IGNORED))
+    out = []
+    for row in table.slice(0, n).to_pylist():
+        message = row["message"]
+        where = row.get("annotation_file")
+        if where and not message.startswith(where):
+            line = row.get("annotation_line")
+            message = f"{where}:{line if line is not None else '-'}: {message}"
+        out.append(f"{message} ({row['reason']})")
+    return out
+
+
+def empty_dataset_message(args, stats: dict, first: list[str]) -> str:
+    """One line saying why no example was made: what was read, the error counts, the first errors."""
+    inputs = args.embeddings or ", ".join(sorted(args.audio) + sorted(args.audio_list)) or "-"
+    parts = [
+        f"no training example was made (output {args.output}): {stats['recordings']['used']} recordings "
+        f"used from {inputs}, annotations {', '.join(sorted(args.annotations))}",
+    ]
+    if stats["errors"]:
+        parts.append(f"error rows {stats['errors']}, first: {' | '.join(first[:3])}")
+    else:
+        parts.append("no annotation file or recording was found")
+    parts.append(
+        "check the --annotations and --audio/--embeddings paths, the labels (--positive/--negative) "
+        "and that annotation file names match the recordings"
+    )
+    return "; ".join(parts)
+
+
 def run(argv=None, save_main_session=True, test_pipeline=None):
-    """Runs the dataset job; returns the stats.json dict."""
+    """Runs the dataset job; returns the stats.json dict.
+
+    Raises:
+      InputError: the run made no example (its tables and stats.json are still written).
+    """
     args, beam_args = options.parse_known_args(argv)
     config = options.make_config(args)
     scoring_config = None if args.embeddings else options.scoring_config(args)
@@ -176,11 +219,18 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         time.monotonic() - started,
         args.output,
     )
+    first = first_errors(args.output)
     if not stats["examples"]:
+        raise InputError(empty_dataset_message(args, stats, first))
+    if first:
         _LOG.warning(
-            "dataset: no examples; see the errors table in %s (labels, recording names, --audio inputs)",
+            "dataset: %d error rows %s (all in %s/errors-*.parquet); first:",
+            sum(stats["errors"].values()),
+            stats["errors"],
             args.output,
         )
+        for line in first:
+            _LOG.warning("  %s", line)
     if stats["leakage"]["groups"] or stats["leakage"]["recording_names"]:
         _LOG.warning("dataset: leakage across splits: %s", stats["leakage"])
     return stats

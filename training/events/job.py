@@ -1,7 +1,8 @@
 """The `gunshot evaluate-events` job: flags -> the stages of `training.events` -> --output.
 
 `main(argv)` parses the flags, runs `evaluate_events` and prints each scorer's figures at its run
-threshold as one JSON line; exit code 1 on a missing or unreadable input.
+threshold as one JSON line; exit code 1 on a missing or unreadable input, 2 (one line naming the files,
+lines and recordings) when nothing can be evaluated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import sys
 
 from gunshot_core import arguments, logs
-from gunshot_core.errors import GunshotError
+from gunshot_core.errors import GunshotError, InputError
 from training.events.figures import (
     RUN_THRESHOLD,
     TARGET_RECALL,
@@ -35,6 +36,9 @@ from training.events.outputs import (
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_POSITIVE = ("gunshot",)
+# Unusable annotation rows shown on the console (all of them are in errors.csv), names in a message.
+SHOWN_ERRORS = 5
+SHOWN_NAMES = 3
 
 
 _SWEEP_FIELDS = (
@@ -56,14 +60,24 @@ def evaluate_events(args) -> dict:
             errors.append(
                 {"scorer": "", "source": e.annotation_file, "reason": e.reason, "message": e.message}
             )
-    if not any(p.rows or p.recording_keys for _, p in parsed):
-        raise ValueError(f"no annotation could be read from {args.annotations} ({len(errors)} errors)")
+    # A file counts when it holds a row, or covers a recording without any error (an empty table says
+    # "annotated, nothing there"; a table whose every row is bad says nothing).
+    if not any(p.rows or (p.recording_keys and not p.errors) for _, p in parsed):
+        lines = error_lines(errors)
+        more = f" (and {len(errors) - len(lines)} more)" if len(errors) > len(lines) else ""
+        raise InputError(
+            f"no annotation could be read from {', '.join(args.annotations)}: "
+            + (" | ".join(lines[:SHOWN_NAMES]) if lines else "no annotation file found")
+            + more
+        )
     runs = []
     for name, directory in parse_scores(args.scores):
         _LOG.info("reading scoring run %s from %s", name, directory)
         runs.append(
             load_run(name, directory, parsed, positive, args.group_pattern, args.all_annotated, errors)
         )
+    runs = _runs_with_recordings(runs, parsed)
+    _warn_errors(errors)
     sources = [{r.source for r in run.recordings} for run in runs]
     if any(s != sources[0] for s in sources):
         _LOG.warning("the scoring runs cover different annotated recordings; compare with care")
@@ -141,6 +155,62 @@ def evaluate_events(args) -> dict:
             run.name, format_value(fig["recall"]), format_value(fig["false_alarms_per_hour"]), run.threshold, report,
         )  # fmt: skip
     return result
+
+
+def error_lines(errors: list[dict], n: int = SHOWN_ERRORS) -> list[str]:
+    """`file:line: what is wrong (reason)` of the first `n` error rows, for the console."""
+    out = []
+    for e in errors[:n]:
+        message = e["message"] if e["message"].startswith(e["source"]) else f"{e['source']}: {e['message']}"
+        out.append(f"{message} ({e['reason']})")
+    return out
+
+
+def _warn_errors(errors: list[dict]) -> None:
+    if not errors:
+        return
+    ordered = sorted(errors, key=lambda e: (e["source"], e["scorer"], e["message"]))
+    _LOG.warning("%d annotation rows could not be used (all in errors.csv); first:", len(errors))
+    for line in error_lines(ordered):
+        _LOG.warning("  %s", line)
+
+
+def _annotated_names(parsed) -> list[str]:
+    return sorted(
+        {r.recording_key for _, p in parsed for r in p.rows}
+        | {k for _, p in parsed for k in p.recording_keys}
+    )
+
+
+def _runs_with_recordings(runs: list, parsed) -> list:
+    """The runs that hold at least one annotated recording; the others are named in a warning.
+
+    Raises:
+      InputError: no run holds any annotated recording (nothing can be evaluated).
+    """
+    from training.events.inputs import _table
+
+    empty = [run for run in runs if not run.recordings]
+    if not empty:
+        return runs
+    names = _annotated_names(parsed)
+    described = []
+    for run in empty:
+        sources = sorted(_table(run.directory, "recordings").column("source").to_pylist())
+        shown = ", ".join(sources[:SHOWN_NAMES]) + (", ..." if len(sources) > SHOWN_NAMES else "")
+        described.append(
+            f"run {run.name!r} ({run.directory}) has {len(sources)} recordings ({shown or 'none'})"
+        )
+    text = (
+        f"none of the {len(names)} annotated recordings "
+        f"({', '.join(names[:SHOWN_NAMES])}{', ...' if len(names) > SHOWN_NAMES else ''}) is in the scoring "
+        f"run: {'; '.join(described)}; score the annotated recordings with `gunshot batch`, or give the "
+        "annotations of the scored ones"
+    )
+    if len(empty) == len(runs):
+        raise InputError(text)
+    _LOG.warning("left out of the comparison: %s", text)
+    return [run for run in runs if run.recordings]
 
 
 def _sweep_schema():
