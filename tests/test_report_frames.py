@@ -20,7 +20,7 @@ import soundfile
 
 from gunshot_core import heads, params
 from pipelines import score
-from pipelines.report import build
+from pipelines.report import build, plots
 from tests import field_sites
 from tests.browser import assert_page_ok, chromium  # noqa: F401 (fixture)
 
@@ -75,8 +75,21 @@ def frame_run(random_vggish, tmp_path_factory):
     score.run([f"--input={wav.parent}", f"--output={output}", f"--checkpoint={ckpt}", f"--pca={pca}",
                f"--head={head}", f"--threshold={threshold!r}"])  # fmt: skip
     report_dir = root / "report"
-    report = build.run(["--scores", str(output), "--output", str(report_dir), "--workers", "2"])
-    return {"run": output, "report_dir": report_dir, "report": report, "wav": wav, "threshold": threshold}
+    drawn = {"spectrogram": {}, "timeline": {}}
+
+    def recorder(kind, draw):
+        def wrapped(path, *a, **k):
+            drawn[kind][pathlib.Path(path).name] = k
+            return draw(path, *a, **k)
+
+        return wrapped
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "spectrogram_png", recorder("spectrogram", plots.spectrogram_png))
+        patch.setattr(plots, "timeline_png", recorder("timeline", plots.timeline_png))
+        report = build.run(["--scores", str(output), "--output", str(report_dir), "--workers", "2"])
+    return {"run": output, "report_dir": report_dir, "report": report, "wav": wav, "drawn": drawn,
+            "duration": site.mix.size / RATE}  # fmt: skip
 
 
 def test_frame_events_are_short(frame_run):
@@ -123,3 +136,57 @@ def test_every_event_page_has_its_own_clip_and_score(frame_run, chromium):  # no
     assert shown == pytest.approx([round(p, 4) for p in peaks], abs=1e-4)
     listing = chromium.inspect(report_dir / "events.html", screenshot="report-frames-events")
     assert [float(row[-1]) for row in listing.tables["events"]] == pytest.approx(shown, abs=1e-4)
+
+
+def test_spectrogram_marks_the_event_and_the_timeline_stays_in_the_recording(frame_run):
+    """Event bounds narrower than the window are marked; the score timeline ends with the recording."""
+    drawn = frame_run["drawn"]
+    for item in frame_run["report"]["events"]:
+        marks = drawn["spectrogram"][item["spectrogram"]]["marks"]
+        assert (pytest.approx(item["start_seconds"]), pytest.approx(item["end_seconds"]), "event") in marks
+        lo, hi = drawn["timeline"][item["timeline"]]["span"]
+        assert 0 <= lo <= item["start_seconds"] and item["end_seconds"] <= hi <= frame_run["duration"] + 1e-6
+
+
+def test_summary_raven_and_timelines_read_well(frame_run, chromium):  # noqa: F811
+    report_dir = frame_run["report_dir"]
+    manifest = json.loads((frame_run["run"] / "run.json").read_text())
+    head_sha = frame_run["report"]["runs"][0]["provenance"]["head_sha256"]
+    assert len(head_sha) == 64
+    index = chromium.inspect(report_dir / "index.html", screenshot="report-frames-summary")
+    summary = {row[0]: row[1] for row in index.tables["summary"]}
+    # sha256s shortened, the full value on hover (and in run.json)
+    for key in ("head sha256", "VGGish sha256", "PCA sha256"):
+        assert len(summary[key]) <= build.SHORT_HASH + 1, summary[key]
+    html_text = (report_dir / "index.html").read_text()
+    assert f'title="{head_sha}"' in html_text and html_text.count(head_sha) == 1
+    assert head_sha in json.dumps(manifest)
+    # a recording without a timestamp: a score timeline per recording, not a one-column heatmap
+    images = [src for src, _ in index.images]
+    assert any("timelines-r0-g000.png" in src for src in images), images
+    assert not any("heatmap" in src for src in images), images
+    # the event's Raven selection is a table
+    item = frame_run["report"]["events"][0]
+    page = chromium.inspect(report_dir / item["page"], screenshot="report-frames-raven")
+    (row,) = page.tables["raven"]
+    header = (report_dir / build.RAVEN_FILE).read_text().splitlines()[0].split("\t")
+    assert len(row) == len(header) and header[:3] == ["Selection", "View", "Channel"]
+    assert float(row[header.index("Begin Time (s)")]) == pytest.approx(item["start_seconds"], abs=1e-3)
+
+
+def test_histogram_draws_each_runs_threshold_with_plain_log_ticks():
+    edges = np.linspace(0, 1, 51)
+    counts = {"old": np.arange(50) % 7 + 3, "new": np.arange(50) % 5 + 2}
+    figure = plots.histogram_figure(edges, counts, threshold={"old": 0.5, "new": 0.8})
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    vertical = sorted(line.get_xdata()[0] for line in axes.get_lines() if len(set(line.get_xdata())) == 1)
+    assert vertical == [0.5, 0.8]
+    low, high = axes.get_ylim()
+    labels = [
+        t.get_text() for t in axes.yaxis.get_ticklabels(which="both") if low <= t.get_position()[1] <= high
+    ]
+    labels = [t for t in labels if t]
+    assert labels and all(re.fullmatch(r"[\d,.]+", t) for t in labels), labels
+    same = plots.histogram_figure(edges, counts, threshold={"old": 0.5, "new": 0.5})
+    assert len([line for line in same.axes[0].get_lines() if len(set(line.get_xdata())) == 1]) == 1

@@ -6,10 +6,10 @@
 Writes into REPORT_DIR (a local folder; open `index.html` from the file system, no server needed):
 
 - `index.html`: per run (side by side when several --scores are given) the summary (inputs, audio
-  hours, scored/failed, detections, events, wall time, models and hashes, code version, run.json
-  parameters), the score histogram, detections per group as day x hour-of-day heatmaps (per recording
-  x hour from its start when recordings have no timestamps), the best events and the errors grouped
-  by stage and reason;
+  hours, scored/failed, detections, events, wall time, models and shortened hashes (the full sha256
+  on hover and in run.json), code version, run.json parameters), the score histogram with each run's
+  threshold, detections per group as day x hour-of-day heatmaps (for recordings without timestamps,
+  a score timeline per recording instead), the best events and the errors grouped by stage and reason;
 - `events.html` (+ `events-2.html`, ...): the top --top events, best peak score first (the events
   table's `peak_score`: the best window of the event, or its best frame for a frame-level head);
   with several runs an event is the union of overlapping events on the same recording, with each
@@ -60,6 +60,8 @@ MAX_DETAIL_ROWS = 20_000
 MAX_HEATMAP_GROUPS = 48
 INDEX_EVENTS = 20
 INDEX_HEATMAPS = 4
+#: Hex digits of a sha256 shown in the summary.
+SHORT_HASH = 12
 #: Audio kept before and after an event in its clip (seconds).
 CLIP_MARGIN_SECONDS = 1.0
 GROUPS_PER_PAGE = 8
@@ -190,6 +192,16 @@ def when_text(event: dict) -> str:
     if event.get("start_utc") is not None:
         return utc_text(event["start_utc"])
     return offset_text(event["start_seconds"])
+
+
+def short_hash(value) -> Markup | None:
+    """A sha256 as its first SHORT_HASH hex digits, the full value on hover (run.json has it too)."""
+    if not value:
+        return None
+    text = str(value)
+    if len(text) <= SHORT_HASH + 1:
+        return Markup("<code>{}</code>").format(text)
+    return Markup('<code title="{}">{}&hellip;</code>').format(text, text[:SHORT_HASH])
 
 
 def _hours(value: float) -> str:
@@ -451,9 +463,9 @@ def _summary_table(names: list[str], summaries: list[dict], manifests: list[dict
         ),
         row("model id", [p.get("model_id") for p in prov]),
         row("head", [p.get("head_name") for p in prov]),
-        row("head sha256", [p.get("head_sha256") for p in prov]),
-        row("VGGish sha256", [p.get("vggish_sha256") for p in prov]),
-        row("PCA sha256", [p.get("pca_sha256") for p in prov]),
+        row("head sha256", [short_hash(p.get("head_sha256")) for p in prov]),
+        row("VGGish sha256", [short_hash(p.get("vggish_sha256")) for p in prov]),
+        row("PCA sha256", [short_hash(p.get("pca_sha256")) for p in prov]),
         row("code version", [p.get("code_version") for p in prov]),
     ]
     return html.table(columns, rows, id="summary")
@@ -539,8 +551,12 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     for i in runs:
         edges, counts[names[i]] = tables.histogram(i)
     thresholds = [s["provenance"].get("threshold") for s in summaries]
-    threshold = thresholds[0] if len(set(thresholds)) == 1 else None
-    plots.histogram_png(os.path.join(media_dir, "histogram.png"), edges, counts, threshold=threshold)
+    plots.histogram_png(
+        os.path.join(media_dir, "histogram.png"),
+        edges,
+        counts,
+        threshold={names[i]: t for i, t in enumerate(thresholds) if t is not None},
+    )
 
     # Groups and heatmaps.
     group_sections, group_rows, index_heatmaps, heatmaps = [], [], [], []
@@ -550,7 +566,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         timed = tables.calendar(
             i, args.group_pattern, [g["grp"] for g in groups if g["detected_utc"] > 0 and g["grp"] in drawn]
         )
-        untimed = tables.per_recording(
+        untimed = tables.recording_timelines(
             i,
             args.group_pattern,
             [g["grp"] for g in groups if g["detected"] > g["detected_utc"] and g["grp"] in drawn],
@@ -566,27 +582,28 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                     cols = [str(h) for h in range(24)]
                     xlabel = "hour of day (UTC)" + ("" if data["calendar"] else "; only days with detections")
                     caption = f"{names[i]} / {grp}: detections per day x hour of day (UTC)"
-                    rows = data["rows"]
+                    draw = {"fn": plots.heatmap_png, "counts": data["counts"], "row_labels": data["rows"],
+                            "col_labels": cols, "xlabel": xlabel, "title": f"{names[i]} / {grp}"}  # fmt: skip
+                    png, alt = f"heatmap-r{i}-g{k:03d}-utc.png", f"heatmap {names[i]} {grp}"
                 else:
-                    cols = [str(h) for h in range(data["counts"].shape[1])]
-                    xlabel = "hour from the start of the recording (no timestamp)"
                     caption = (
-                        f"{names[i]} / {grp}: detections per recording x hour (recordings without timestamps)"
+                        f"{names[i]} / {grp}: window scores of the recordings without timestamps that have"
+                        " detections, most detections first (best score per stretch; dashed: threshold)"
                     )
                     if data["more"] > 0:
-                        caption += (
-                            f"; {data['more']} more recordings with detections are in the recordings table"
-                        )
-                    rows = [r.rsplit("/", 1)[-1][-40:] for r in data["rows"]]
-                heatmaps.append(
-                    {"key": (i, k), "png": f"heatmap-r{i}-g{k:03d}-{kind}.png", "caption": caption, "alt": f"heatmap {names[i]} {grp}",
-                     "draw": {"counts": data["counts"], "row_labels": rows, "col_labels": cols, "xlabel": xlabel,
-                              "title": f"{names[i]} / {grp}"}}
-                )  # fmt: skip
+                        caption += f"; {data['more']} more such recordings are in the recordings table"
+                    rows = [{**r, "label": r["source"].rsplit("/", 1)[-1][-60:] + f"  ({r['detected']} detected)"}
+                            for r in data["rows"]]  # fmt: skip
+                    draw = {"fn": plots.recording_timelines_png, "rows": rows, "threshold": thresholds[i],
+                            "title": f"{names[i]} / {grp}"}  # fmt: skip
+                    png, alt = f"timelines-r{i}-g{k:03d}.png", f"score timelines {names[i]} {grp}"
+                heatmaps.append({"key": (i, k), "png": png, "caption": caption, "alt": alt, "draw": draw})
     _LOG.info("summary, histogram and group queries: %.1f s", time.monotonic() - clock)
     clock = time.monotonic()
     drawn_maps = media.map_with_progress(
-        lambda job: plots.heatmap_png(os.path.join(media_dir, job["png"]), **job["draw"]),
+        lambda job: job["draw"]["fn"](
+            os.path.join(media_dir, job["png"]), **{k: v for k, v in job["draw"].items() if k != "fn"}
+        ),
         heatmaps,
         label="heatmaps",
         workers=args.workers,
@@ -761,7 +778,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "score histogram",
                 "Window scores"
                 + (" of each run" if len(names) > 1 else "")
-                + ", log scale; dashed: threshold.",
+                + ", log scale; dashed: "
+                + ("each run's threshold." if len(names) > 1 else "threshold."),
             ),
             id="histogram",
         ),  # fmt: skip

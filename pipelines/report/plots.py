@@ -153,35 +153,125 @@ def timeline_png(
     return _save(figure, path)
 
 
-def histogram_png(
-    path: str | os.PathLike,
+def _readable_log_axis(axis, low: float, high: float) -> None:
+    """Log-axis ticks as plain numbers (1, 10, 100, 1,000; with 2 and 5 between when the axis spans at
+    most two decades) instead of matplotlib's "4 x 10^0" minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = np.log10(max(high, 1.0)) - np.log10(max(low, 1e-3))
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def histogram_figure(
     edges: np.ndarray,
     counts: dict[str, np.ndarray],
     *,
-    threshold: float | None = None,
-) -> int:
-    """Draws score histograms (log count axis), one outline per run.
-
-    Args:
-      edges: float64 [bins + 1] bin edges.
-      counts: {run name: int64 [bins]} windows per bin.
-    """
+    threshold: float | dict[str, float] | None = None,
+):
+    """The Figure `histogram_png` writes (for tests and callers that want to draw more on it)."""
     figure = _figure()
     axes = figure.add_axes((0.08, 0.2, 0.9, 0.72))
     if not any(np.sum(values) for values in counts.values()):
         axes.text(0.5, 0.5, "no windows were scored", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel("window score", fontsize=8)
-        return _save(figure, path)
+        return figure
+    names = list(counts)
     for i, (name, values) in enumerate(counts.items()):
         # Empty bins drawn just below 1 so the log axis can show them.
         axes.stairs(np.maximum(values, 0.8), edges, color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
-    if threshold is not None:
-        axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    if isinstance(threshold, dict):
+        if len(set(threshold.values())) == 1:  # one line when every run has the same threshold
+            threshold = next(iter(threshold.values()))
+        else:
+            for name, value in threshold.items():
+                color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
+                axes.axvline(
+                    value, color=color, linestyle="--", linewidth=0.9, label=f"threshold {name} {value:g}"
+                )
+    if isinstance(threshold, int | float):
+        axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.9, label=f"threshold {threshold:g}")
     axes.set_yscale("log")
+    top = max(float(np.max(v)) for v in counts.values())
+    axes.set_ylim(0.7, max(2.0, top * 1.5))
+    _readable_log_axis(axes.yaxis, 0.7, top)
     axes.set_xlabel("window score", fontsize=8)
     axes.set_ylabel("windows", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.legend(fontsize=7, loc="upper center", frameon=False)
+    return figure
+
+
+def histogram_png(
+    path: str | os.PathLike,
+    edges: np.ndarray,
+    counts: dict[str, np.ndarray],
+    *,
+    threshold: float | dict[str, float] | None = None,
+) -> int:
+    """Draws score histograms (log count axis with plain-number ticks), one outline per run.
+
+    Args:
+      edges: float64 [bins + 1] bin edges.
+      counts: {run name: int64 [bins]} windows per bin.
+      threshold: a dashed vertical line, or {run name: threshold} for one line per run in the run's
+        colour (one grey line when they are all equal).
+    """
+    return _save(histogram_figure(edges, counts, threshold=threshold), path)
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, name) of the unit a time axis of `seconds` reads best in."""
+    if seconds > 3 * 3600:
+        return 3600.0, "hours"
+    if seconds > 600:
+        return 60.0, "minutes"
+    return 1.0, "seconds"
+
+
+def recording_timelines_png(
+    path: str | os.PathLike,
+    rows: list[dict],
+    *,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> int:
+    """Draws one strip of window scores over time per recording (recordings without timestamps).
+
+    Args:
+      rows: [{"label", "starts": float64 [n], "ends": float64 [n], "scores": float32 [n]}], drawn top
+        to bottom; times in seconds from the start of each recording.
+      threshold: a dashed horizontal line in every strip.
+    """
+    n = max(1, len(rows))
+    strip = 0.55
+    height = 0.75 + strip * n
+    figure = _figure(WIDTH_INCHES, height)
+    longest = max((float(np.max(r["ends"])) for r in rows if len(r["ends"])), default=1.0)
+    divisor, unit = _time_unit(longest)
+    bottom, top_margin = 0.45 / height, (0.3 if title else 0.1) / height
+    each = (1 - bottom - top_margin) / n
+    for k, row in enumerate(rows):
+        axes = figure.add_axes((0.08, 1 - top_margin - (k + 1) * each + 0.08 * each, 0.9, each * 0.84))
+        if len(row["starts"]):
+            x = np.append(row["starts"], row["ends"][-1]) / divisor
+            y = np.append(row["scores"], row["scores"][-1])
+            axes.step(x, y, where="post", color=COLORS[0], linewidth=0.9)
+        if threshold is not None:
+            axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.7)
+        axes.set_xlim(0, longest / divisor)
+        axes.set_ylim(0, 1.02)
+        axes.set_yticks([0, 1], ["0", "1"])
+        axes.text(0.005, 0.93, row["label"], transform=axes.transAxes, fontsize=7, va="top", color="#333")
+        axes.tick_params(labelsize=6, length=2)
+        if k < n - 1:
+            axes.set_xticklabels([])
+        else:
+            axes.set_xlabel(f"{unit} from the start of the recording", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=8, y=1 - 0.05 / height)
     return _save(figure, path)
 
 
