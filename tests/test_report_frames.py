@@ -144,8 +144,13 @@ def test_spectrogram_marks_the_event_and_the_timeline_stays_in_the_recording(fra
     for item in frame_run["report"]["events"]:
         marks = drawn["spectrogram"][item["spectrogram"]]["marks"]
         assert (pytest.approx(item["start_seconds"]), pytest.approx(item["end_seconds"]), "event") in marks
-        lo, hi = drawn["timeline"][item["timeline"]]["span"]
+        timeline = drawn["timeline"][item["timeline"]]
+        lo, hi = timeline["span"]
         assert 0 <= lo <= item["start_seconds"] and item["end_seconds"] <= hi <= frame_run["duration"] + 1e-6
+        # the frame scores are drawn too, and their best inside the event is the event's peak score
+        starts, scores = timeline["frame_series"]["run"]
+        inside = (starts >= item["start_seconds"] - 1e-6) & (starts < item["end_seconds"] - 1e-6)
+        assert float(scores[inside].max()) == pytest.approx(item["peak_scores"]["run"], abs=1e-6)
 
 
 def test_summary_raven_and_timelines_read_well(frame_run, chromium):  # noqa: F811

@@ -313,7 +313,8 @@ def make_event_media(task: dict) -> dict:
       task: {"stem", "directory", "ref" (AudioRef, "tfrecord" or None), "window" (start, end) of the
         best window overlapping the event, "event" (start, end), "peak" (start, end) of the event's
         best window or frame, "recording_seconds" (or None), "clip_seconds", "max_clip_seconds",
-        "timeline": {run name: [(start, end, score, detected)]}, "threshold", "span" (timeline x range)}.
+        "timeline": {run name: [(start, end, score, detected)]} windows, "frames": the same for the
+        frames of frame-level heads, "threshold", "span" (timeline x range)}.
     Returns:
       {"timeline": png name or None, "spectrogram", "clip": names or None, "clip_start_seconds",
       "clip_end_seconds", "clip_holds_event", "first_sample", "sample_rate", "error": text or None,
@@ -326,8 +327,12 @@ def make_event_media(task: dict) -> dict:
         name: (np.array([w[0] for w in rows], np.float64), np.array([w[2] for w in rows], np.float32))
         for name, rows in task["timeline"].items()
     }
+    # A final point at the last window's (frame's) end so the step line covers it.
+    frame_series = {
+        name: (np.array([w[0] for w in rows] + [rows[-1][1]]), np.array([w[2] for w in rows] + [rows[-1][2]]))
+        for name, rows in task.get("frames", {}).items()
+    }
     if any(len(s[0]) for s in series.values()):
-        # A final point at the last window's end so the step line covers it.
         for name, rows in task["timeline"].items():
             if rows:
                 starts, scores = series[name]
@@ -339,8 +344,10 @@ def make_event_media(task: dict) -> dict:
             threshold=task["threshold"],
             marks=[task["event"]],
             span=task["span"],
+            frame_series=frame_series,
         )
         out["timeline"] = name
+        out["timeline_frames"] = any(len(v[0]) for v in frame_series.values())
     ref = task["ref"]
     if ref is None:
         out["error"], out["error_reason"] = "the recording is not in the recordings table", "unknown_source"
@@ -648,6 +655,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         )
     windows = [tables.windows_in_spans(i, spans) for i in runs]
     frame_events = [(m or {}).get("events_from") == "frames" for m in tables.manifests]
+    frames = [tables.windows_in_spans(i, spans, "frames") if frame_events[i] else {} for i in runs]
     tasks = []
     for k, item in enumerate(events):
         primary = item["events"][item["primary"]]
@@ -685,6 +693,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "clip_seconds": args.clip_seconds,
                 "max_clip_seconds": args.max_clip_seconds,
                 "timeline": {names[i]: windows[i].get(k, []) for i in runs},
+                "frames": {names[i]: frames[i][k] for i in runs if frames[i].get(k)},
                 "threshold": {names[i]: t for i, t in enumerate(thresholds) if t is not None},
                 "span": (
                     max(0.0, spans[k][2]),
@@ -963,7 +972,8 @@ def _write_event_page(site, item, names, prev_link, next_link) -> None:
                 html.figure(
                     f"{html.MEDIA_DIR}/{result['timeline']}",
                     "score timeline",
-                    "Shaded: the event; dashed: threshold.",
+                    "Shaded: the event; dashed: threshold"
+                    + ("; thin line: the head's frame scores." if result.get("timeline_frames") else "."),
                 ),
             )
         )

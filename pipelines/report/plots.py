@@ -59,7 +59,7 @@ def spectrogram_png(
       samples: float32 [num_samples] mono audio.
       sample_rate: Hz.
       start_seconds: recording time of samples[0] (the time axis shows recording time).
-      marks: (start, end, label) spans to outline, in recording seconds.
+      marks: (start, end, label) spans to outline, in recording seconds; the first is also shaded.
       max_hz: highest frequency shown (capped at Nyquist).
       title: optional title above the plot.
     Returns:
@@ -93,6 +93,8 @@ def spectrogram_png(
         axes.text(0.5, 0.5, "too short for a spectrogram", ha="center", va="center", transform=axes.transAxes)
     for i, (begin, end, label) in enumerate(marks):
         color = ("#00e5ff", "#ffffff", "#7CFC00")[i % 3]
+        if i == 0:  # the first mark (an event) is also shaded, so a short one stands out
+            axes.axvspan(begin, end, color=color, alpha=0.18, linewidth=0)
         axes.axvline(begin, color=color, linewidth=1)
         axes.axvline(end, color=color, linewidth=1, linestyle="--")
         if label:
@@ -114,11 +116,14 @@ def timeline_png(
     threshold: float | dict[str, float] | None = None,
     marks: list[tuple[float, float]] = (),
     span: tuple[float, float] | None = None,
+    frame_series: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> int:
     """Draws window scores against recording time, one step line per run.
 
     Args:
       series: {run name: (float64 [n] window start seconds, float32 [n] scores)}.
+      frame_series: {run name: (float64 [m] frame start seconds, float32 [m] scores)}: the frame
+        scores of a frame-level head, a thin line in the run's colour.
       threshold: a dashed horizontal line (the decision threshold), or {run name: threshold} for one
         line per run in the run's colour.
       marks: (start, end) spans to shade (the event).
@@ -131,6 +136,13 @@ def timeline_png(
     for i, (name, (starts, scores)) in enumerate(series.items()):
         if len(starts):
             axes.step(starts, scores, where="post", color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
+    names = list(series)
+    for name, (starts, scores) in (frame_series or {}).items():
+        if len(starts):
+            color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
+            axes.step(
+                starts, scores, where="post", color=color, linewidth=0.7, alpha=0.6, label=f"{name} frames"
+            )
     if isinstance(threshold, dict):
         names = list(series)
         for name, value in threshold.items():
@@ -144,7 +156,8 @@ def timeline_png(
         axes.set_xlim(*span)
     # Scores near 0 (a quiet stretch, an untrained head) would be a flat line on a 0-1 axis.
     levels = list(threshold.values()) if isinstance(threshold, dict) else [threshold or 0.0]
-    top = max([float(np.max(v[1])) for v in series.values() if len(v[1])] + levels + [1e-3])
+    drawn = list(series.values()) + list((frame_series or {}).values())
+    top = max([float(np.max(v[1])) for v in drawn if len(v[1])] + levels + [1e-3])
     axes.set_ylim(0.0, min(1.02, top * 1.15))
     axes.set_xlabel("window start, seconds from the start of the recording", fontsize=8)
     axes.set_ylabel("score", fontsize=8)
@@ -246,7 +259,7 @@ def recording_timelines_png(
       threshold: a dashed horizontal line in every strip.
     """
     n = max(1, len(rows))
-    strip = 0.55
+    strip = 0.75
     height = 0.75 + strip * n
     figure = _figure(WIDTH_INCHES, height)
     longest = max((float(np.max(r["ends"])) for r in rows if len(r["ends"])), default=1.0)

@@ -33,7 +33,7 @@ from pipelines.scoring import outputs
 
 _LOG = logging.getLogger(__name__)
 
-READ_TABLES = ("windows", "recordings", "events", "errors")
+READ_TABLES = ("windows", "recordings", "events", "errors", "frames")
 HISTOGRAM_BINS = 50
 #: Recordings per group whose score timelines are drawn (recordings without timestamps).
 MAX_TIMELINE_RECORDINGS = 12
@@ -370,17 +370,21 @@ class ReportTables:
                 ORDER BY e.peak_score DESC, e.source, e.start_seconds LIMIT {int(limit)}"""
         )
 
-    def windows_in_spans(self, i: int, spans: list[tuple[int, str, float, float]]) -> dict[int, list[tuple]]:
-        """Windows of run i that overlap each span, in one join.
+    def windows_in_spans(
+        self, i: int, spans: list[tuple[int, str, float, float]], table: str = "windows"
+    ) -> dict[int, list[tuple]]:
+        """Windows (or, with table="frames", the frame scores of a frame-level head) of run i that
+        overlap each span, in one join.
 
         Args:
           spans: [(span id, source, start seconds, end seconds)].
+          table: "windows" or "frames" (empty for a run without a frames table).
         Returns:
           {span id: [(start_seconds, end_seconds, score, detected), ...] by start}.
         """
         if not spans:
             return {}
-        table = pa.table(
+        wanted = pa.table(
             {
                 "sid": pa.array([s[0] for s in spans], pa.int64()),
                 "source": pa.array([s[1] for s in spans], pa.string()),
@@ -388,11 +392,12 @@ class ReportTables:
                 "hi": pa.array([s[3] for s in spans], pa.float64()),
             }
         )
-        self.con.register("spans", table)
+        self.con.register("spans", wanted)
+        order = "frame_index" if table == "frames" else "window_index"
         rows = self.con.execute(
             f"""SELECT s.sid, w.start_seconds, w.end_seconds, w.score, w.detected
-                FROM spans s JOIN r{i}_windows w ON w.source = s.source AND w.end_seconds > s.lo AND w.start_seconds < s.hi
-                ORDER BY s.sid, w.start_seconds, w.window_index"""
+                FROM spans s JOIN r{i}_{table} w ON w.source = s.source AND w.end_seconds > s.lo AND w.start_seconds < s.hi
+                ORDER BY s.sid, w.start_seconds, w.{order}"""
         ).fetchall()
         self.con.unregister("spans")
         result: dict[int, list[tuple]] = {}
