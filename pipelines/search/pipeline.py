@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="RECORDING[@START]",
         help="an example sound: an audio file, gs:// URI, archive.zip!member or a source of the table, "
-        "and the second it starts at (default 0; snapped to the recording's 0.96 s frame grid). Taken from "
+        "and the second it starts at (snapped to the recording's 0.96 s frame grid; without @START: the "
+        "loudest --query_frames frames of the recording, see the queries table's start_from). Taken from "
         "the table when the recording is in it, else decoded and embedded with --checkpoint/--pca; repeatable",
     )
     io_group.add_argument("--output", required=True, help="output folder (local or gs://)")
