@@ -195,3 +195,22 @@ def test_histogram_draws_each_runs_threshold_with_plain_log_ticks():
     assert labels and all(re.fullmatch(r"[\d,.]+", t) for t in labels), labels
     same = plots.histogram_figure(edges, counts, threshold={"old": 0.5, "new": 0.5})
     assert len([line for line in same.axes[0].get_lines() if len(set(line.get_xdata())) == 1]) == 1
+
+
+@pytest.mark.parametrize(
+    ("event", "duration", "centre", "expected"),
+    [
+        ((10.0, 11.0), 60.0, None, (7.5, 13.5)),  # short: --clip_seconds around the event's middle
+        ((10.0, 29.2), 60.0, None, (9.0, 30.2)),  # window-head event: the event plus 1 s each side
+        ((0.2, 1.0), 60.0, None, (0.0, 6.0)),  # shifted to start with the recording
+        ((11.0, 11.9), 12.0, None, (6.0, 12.0)),  # ... and to end with it
+        ((1.0, 2.0), 4.0, None, (0.0, 4.0)),  # a recording shorter than a clip: all of it
+        ((0.0, 100.0), 600.0, 50.0, (35.0, 65.0)),  # longer than --max_clip_seconds: around `centre`
+        ((10.0, 11.0), None, None, (7.5, 13.5)),  # duration unknown
+    ],
+)
+def test_event_clip_span(event, duration, centre, expected):
+    span = build.event_clip_span(
+        event, min_seconds=6.0, max_seconds=30.0, recording_seconds=duration, centre=centre
+    )
+    assert span == pytest.approx(expected)
