@@ -264,10 +264,14 @@ def recording_timelines_png(
     figure = _figure(WIDTH_INCHES, height)
     longest = max((float(np.max(r["ends"])) for r in rows if len(r["ends"])), default=1.0)
     divisor, unit = _time_unit(longest)
+    # One score axis for all strips; scores near 0 (a quiet site, an untrained head) would be a flat
+    # line on a 0-1 axis, so it ends a little above the highest score or threshold.
+    highest = max([float(np.max(r["scores"])) for r in rows if len(r["scores"])] + [threshold or 0.0, 1e-3])
+    ceiling = min(1.02, highest * 1.15)
     bottom, top_margin = 0.45 / height, (0.3 if title else 0.1) / height
     each = (1 - bottom - top_margin) / n
     for k, row in enumerate(rows):
-        axes = figure.add_axes((0.08, 1 - top_margin - (k + 1) * each + 0.08 * each, 0.9, each * 0.84))
+        axes = figure.add_axes((0.08, 1 - top_margin - (k + 1) * each + 0.06 * each, 0.9, each * 0.72))
         if len(row["starts"]):
             x = np.append(row["starts"], row["ends"][-1]) / divisor
             y = np.append(row["scores"], row["scores"][-1])
@@ -275,9 +279,9 @@ def recording_timelines_png(
         if threshold is not None:
             axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.7)
         axes.set_xlim(0, longest / divisor)
-        axes.set_ylim(0, 1.02)
-        axes.set_yticks([0, 1], ["0", "1"])
-        axes.text(0.005, 0.93, row["label"], transform=axes.transAxes, fontsize=7, va="top", color="#333")
+        axes.set_ylim(0, ceiling)
+        axes.set_yticks([0, min(1.0, ceiling)], ["0", f"{min(1.0, ceiling):.2g}"])
+        axes.set_title(row["label"], fontsize=7, loc="left", pad=2, color="#333")
         axes.tick_params(labelsize=6, length=2)
         if k < n - 1:
             axes.set_xticklabels([])
