@@ -174,7 +174,10 @@ def frame_energy(recording: str) -> np.ndarray:
             frame = (position + np.arange(block.size)) * (1.0 / (rate * params.FRAME_SECONDS))
             index = np.floor(frame + 1e-9).astype(np.int64)
             keep = index < available
-            np.add.at(energy, index[keep], np.square(block[keep].astype(np.float64)))
+            if keep.any():  # a block spans a few consecutive frames: add them into that stretch
+                first = int(index[keep][0])
+                sums = np.bincount(index[keep] - first, weights=np.square(block[keep].astype(np.float64)))
+                energy[first : first + sums.size] += sums
             position += block.size
     return energy
 
