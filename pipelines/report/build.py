@@ -357,12 +357,13 @@ def make_event_media(task: dict) -> dict:
         out["error_reason"] = "no_audio"
         return out
     min_seconds, max_seconds = task["clip_seconds"], task["max_clip_seconds"]
-    whole = max(e1 - e0 + 2 * CLIP_MARGIN_SECONDS, min_seconds) <= max_seconds
+    length = max(e1 - e0 + 2 * CLIP_MARGIN_SECONDS, min_seconds)
+    whole = length <= max_seconds
     p0, p1 = task["peak"]
     window = task["window"]
     # Audio around the clip (with room to shift it inside the recording) and the best window.
     if whole:
-        lo, hi = e0 - max_seconds, e1 + max_seconds
+        lo, hi = e0 - length, e1 + length
     else:
         lo, hi = p0 - max_seconds, p1 + max_seconds
     if window is not None:
