@@ -151,8 +151,13 @@ def test_top_event_is_the_inserted_one_and_its_clip_is_the_source(main_run, main
     assert top["start_seconds"] <= INSERT_SECONDS < top["end_seconds"]
     assert top["best_window"][0] <= INSERT_SECONDS < top["best_window"][1]
     assert top["error"] is None and top["sample_rate"] == RATE
-    # the clip is --clip_seconds long, around the loud start of the inserted shot
-    assert top["clip_end_seconds"] - top["clip_start_seconds"] == pytest.approx(6.0, abs=1e-3)
+    # the clip is the event with a margin on each side (and so holds the inserted shot)
+    for event in report["events"]:
+        assert event["clip_holds_event"] is True
+        assert event["clip_start_seconds"] == pytest.approx(
+            event["start_seconds"] - build.CLIP_MARGIN_SECONDS
+        )
+        assert event["clip_end_seconds"] == pytest.approx(event["end_seconds"] + build.CLIP_MARGIN_SECONDS)
     assert top["clip_start_seconds"] <= INSERT_SECONDS + 1.0 <= top["clip_end_seconds"]
     source, _ = soundfile.read(recordings["long"], dtype="int16")
     for event in report["events"]:
@@ -160,9 +165,13 @@ def test_top_event_is_the_inserted_one_and_its_clip_is_the_source(main_run, main
         assert rate == RATE
         first = event["first_sample"]
         np.testing.assert_array_equal(clip, source[first : first + clip.size])  # member = copy of the file
-    # peak score per event = the best window overlapping it (windows table)
+    # peak score per event = the events table's peak_score = the best window overlapping it
+    by_start = {(e["source"], e["start_seconds"]): e["peak_score"] for e in events}
     windows = _table(main_run, "windows").to_pylist()
     for event in report["events"]:
+        assert event["peak_scores"]["main"] == pytest.approx(
+            by_start[event["source"], event["start_seconds"]]
+        )
         own = [
             w["score"]
             for w in windows
@@ -197,7 +206,8 @@ def test_pages_in_the_browser(main_run, main_report, recordings, chromium):  # n
         page = chromium.inspect(output / event["page"], screenshot=f"report-{event['page']}")
         assert_page_ok(page)
         assert len(page.images) == 2 and len(page.audio) == 1
-        assert page.audio[0][1] == pytest.approx(6.0, abs=0.01)
+        clip_seconds = event["clip_end_seconds"] - event["clip_start_seconds"]
+        assert page.audio[0][1] == pytest.approx(clip_seconds, abs=0.01)
         assert "Begin Path" in page.text
     for name in ("groups.html", "errors.html", "recordings.html"):
         assert_page_ok(chromium.inspect(output / name, screenshot=f"report-{name}"))
@@ -242,6 +252,7 @@ def test_runs_side_by_side(main_run, recordings, random_vggish, tmp_path, chromi
     windows = {
         name: _table(d, "windows").to_pylist() for name, d in (("default", main_run), ("logreg", other))
     }
+    events = {name: _table(d, "events").to_pylist() for name, d in (("default", main_run), ("logreg", other))}
     for event in report["events"]:
         for name, rows in windows.items():
             own = [
@@ -251,7 +262,17 @@ def test_runs_side_by_side(main_run, recordings, random_vggish, tmp_path, chromi
                 and w["end_seconds"] > event["start_seconds"]
                 and w["start_seconds"] < event["end_seconds"]
             ]
-            assert event["peak_scores"][name] == pytest.approx(max(own) if own else None)
+            assert event["best_window_scores"][name] == pytest.approx(max(own) if own else None)
+            # each run's score is its own overlapping event's peak_score (none: no event there)
+            mine = [
+                e["peak_score"]
+                for e in events[name]
+                if e["source"] == event["source"]
+                and e["end_seconds"] > event["start_seconds"]
+                and e["start_seconds"] < event["end_seconds"]
+            ]
+            if event["peak_scores"][name] is not None:
+                assert any(event["peak_scores"][name] == pytest.approx(m) for m in mine), (name, mine)
     page = chromium.inspect(output / "index.html", screenshot="report-side-by-side")
     assert_page_ok(page)
     assert page.tables["summary"][0][1:] == [str(main_run), str(other)]

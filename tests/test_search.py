@@ -473,3 +473,46 @@ def test_queries_that_need_models_say_what_is_wrong_with_them(tmp_path):
         (resolved,) = queries.resolve_queries([spec], table, lambda models=models: models, "soxr")
         assert not resolved.ok and resolved.reason == reason, resolved
         assert resolved.message and "0x" not in resolved.message
+
+
+def test_query_without_start_uses_its_loudest_frames(archive, tmp_path):
+    """A clip with the shot 2.88 s in (frame 3) and no @START queries the shot, not its first 0.96 s."""
+    samples, rate = soundfile.read(archive["recA"], dtype="int16")
+    clip = tmp_path / "shot_later.wav"
+    soundfile.write(str(clip), samples[int(1.92 * rate) : int(6.8 * rate)], rate)  # recA frames 2-6
+    output = tmp_path / "out"
+    code = _search(archive, output, [str(clip), f"{clip}@0"])
+    assert code == 0
+    rows = tables.read_table(str(output), "queries").to_pylist()
+    assert [(r["start_from"], r["frame_index"]) for r in rows] == [("loudest", 3), ("given", 0)]
+    assert rows[0]["start_seconds"] == pytest.approx(3 * params.FRAME_SECONDS)
+    hits = [h for h in _hits(output) if h["query_index"] == 0]
+    assert (hits[0]["source"], hits[0]["frame_index"]) == (archive["recA"], 5)
+    assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-12)  # the very same samples
+    page = (output / "query-000.html").read_text()
+    assert "the loudest frame(s) of the recording" in page
+    # A table source whose audio is gone: its first frames, and the table says so.
+    spec = queries.parse_query(f"{tmp_path}/gone.wav", 0, frames=2)
+    assert spec.start_from == queries.START_LOUDEST
+    placed = queries.place_unstarted(spec)
+    assert (placed.start_from, placed.frame_index) == (queries.START_FIRST_FRAMES, 0)
+    assert queries.loudest_frames(np.array([1.0, 5.0, 0.0, 2.0, 3.0]), 2) == 0
+    assert queries.loudest_frames(np.array([1.0, 5.0, 0.0, 4.0, 4.0]), 2) == 3
+    assert queries.loudest_frames(np.array([1.0, 5.0]), 3) == 0
+
+
+def test_summary_when_the_only_query_fails(archive, tmp_path, caplog):
+    """Nothing searched is said plainly, with the table's real size (not '0 hits among 0 frames')."""
+    output = tmp_path / "out"
+    with caplog.at_level("INFO", logger="pipelines.search.pipeline"):
+        code = _search(archive, output, [f"{tmp_path}/missing.wav@1"])
+    assert code == 1
+    summary = json.loads((output / "search.json").read_text())["summary"]
+    frames = tables.read_table(str(archive["batch"]), "embeddings").num_rows
+    assert summary["table_frames"] == frames > 0
+    assert summary["frames_searched"] == 0 and summary["hits"] == 0 and summary["queries_failed"] == 1
+    (line,) = [
+        r.getMessage() for r in caplog.records if r.name == pipeline.__name__ and r.levelname == "WARNING"
+    ]
+    assert f"none of the table's {frames:,} frames was searched" in line
+    assert "not_found" in line and "missing.wav" in line

@@ -1,20 +1,25 @@
 """Report stage: the `gunshot report` command, composing tables -> media -> pages into a static site.
 
     gunshot report --scores DIR [--scores NAME=DIR ...] --output REPORT_DIR [--top 200] [--clip_seconds 6]
+                   [--max_clip_seconds 30]
 
 Writes into REPORT_DIR (a local folder; open `index.html` from the file system, no server needed):
 
 - `index.html`: per run (side by side when several --scores are given) the summary (inputs, audio
-  hours, scored/failed, detections, events, wall time, models and hashes, code version, run.json
-  parameters), the score histogram, detections per group as day x hour-of-day heatmaps (per recording
-  x hour from its start when recordings have no timestamps), the best events and the errors grouped
-  by stage and reason;
-- `events.html` (+ `events-2.html`, ...): the top --top events, best peak score first; with several
-  runs an event is the union of overlapping events on the same recording, with each run's peak;
-- `event-0001.html`, ...: one page per top event: a spectrogram of the best window with
-  --clip_seconds/2 of padding on each side (the event's bounds marked), each run's window scores
-  around it, an `<audio controls>` clip of --clip_seconds centred on the loudest moment of the best
-  window (cut from the source, WAV at the recording's own rate), and the event's Raven line;
+  hours, scored/failed, detections, events, wall time, models and shortened hashes (the full sha256
+  on hover and in run.json), code version, run.json parameters), the score histogram with each run's
+  threshold, detections per group as day x hour-of-day heatmaps (for recordings without timestamps,
+  a score timeline per recording instead), the best events and the errors grouped by stage and reason;
+- `events.html` (+ `events-2.html`, ...): the top --top events, best peak score first (the events
+  table's `peak_score`: the best window of the event, or its best frame for a frame-level head);
+  with several runs an event is the union of overlapping events on the same recording, with each
+  run's peak;
+- `event-0001.html`, ...: one page per top event, all of it the event's own: an `<audio controls>`
+  clip of the event with CLIP_MARGIN_SECONDS before and after it (at least --clip_seconds, at most
+  --max_clip_seconds, centred on the event and kept inside the recording; cut from the source, WAV at
+  the recording's own rate), a spectrogram of the clip and of the best window overlapping the event
+  (event, clip and window bounds marked), each run's window scores around it (within the
+  recording), and the event's Raven selection as a table;
 - `groups*.html`, `recordings*.html`, `errors*.html`: paginated detail tables;
 - `media/`: the PNGs and WAVs; `top_events.selections.txt`: a Raven table of the top events;
   `report.json`: the same figures for programs (counts, events, clip positions).
@@ -41,7 +46,7 @@ import time
 import numpy as np
 from markupsafe import Markup
 
-from gunshot_core import annotations, arguments, logs, startup
+from gunshot_core import annotations, arguments, logs, params, startup
 from gunshot_core.errors import GunshotError
 from pipelines.report import html, media, plots
 from pipelines.report.tables import ReportTables, RunInput
@@ -56,6 +61,10 @@ MAX_DETAIL_ROWS = 20_000
 MAX_HEATMAP_GROUPS = 48
 INDEX_EVENTS = 20
 INDEX_HEATMAPS = 4
+#: Hex digits of a sha256 shown in the summary.
+SHORT_HASH = 12
+#: Audio kept before and after an event in its clip (seconds).
+CLIP_MARGIN_SECONDS = 1.0
 GROUPS_PER_PAGE = 8
 SITE_TITLE = "gunshot report"
 
@@ -82,7 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--top", type=int, default=200, help="events that get their own page (default 200)")
     parser.add_argument(
-        "--clip_seconds", type=float, default=6.0, help="length of each event's audio clip (default 6)"
+        "--clip_seconds",
+        type=float,
+        default=6.0,
+        help="shortest audio clip of an event (default 6); a clip holds its event plus "
+        f"{CLIP_MARGIN_SECONDS:g} s on each side",
+    )
+    parser.add_argument(
+        "--max_clip_seconds",
+        type=float,
+        default=30.0,
+        help="longest audio clip (default 30); a longer event gets a clip centred on its loudest moment",
     )
     parser.add_argument(
         "--group_pattern",
@@ -123,6 +142,10 @@ def parse_args(argv):
         parser.error(f"--top must be >= 0, got {args.top}")
     if not args.clip_seconds > 0:
         parser.error(f"--clip_seconds must be > 0, got {args.clip_seconds}")
+    if not args.max_clip_seconds >= args.clip_seconds:
+        parser.error(
+            f"--max_clip_seconds must be >= --clip_seconds ({args.clip_seconds}), got {args.max_clip_seconds}"
+        )
     if args.per_page < 1:
         parser.error(f"--per_page must be >= 1, got {args.per_page}")
     if "://" in args.output:
@@ -172,8 +195,29 @@ def when_text(event: dict) -> str:
     return offset_text(event["start_seconds"])
 
 
+def short_hash(value) -> Markup | None:
+    """A sha256 as its first SHORT_HASH hex digits, the full value on hover (run.json has it too)."""
+    if not value:
+        return None
+    text = str(value)
+    if len(text) <= SHORT_HASH + 1:
+        return Markup("<code>{}</code>").format(text)
+    return Markup('<code title="{}">{}&hellip;</code>').format(text, text[:SHORT_HASH])
+
+
 def _hours(value: float) -> str:
     return f"{value:,.3f}"
+
+
+def raven_table(text: str, *, id: str | None = None) -> Markup:  # noqa: A002
+    """A Raven selection table (tab-separated text, header first) as an HTML table."""
+    lines = [line.split("\t") for line in text.splitlines() if line.strip()]
+    if not lines:
+        return Markup("")
+    header = lines[0]
+    columns = [html.Column(f"c{k}", name, "mono") for k, name in enumerate(header)]
+    rows = [{f"c{k}": value for k, value in enumerate(line)} for line in lines[1:]]
+    return html.table(columns, rows, id=id)
 
 
 # ---- events across runs ------------------------------------------------------------------------
@@ -219,25 +263,77 @@ def merge_top_events(per_run: list[list[dict]], top: int) -> list[dict]:
 # ---- media of one event ------------------------------------------------------------------------
 
 
+def event_clip_span(
+    event: tuple[float, float],
+    *,
+    min_seconds: float,
+    max_seconds: float,
+    recording_seconds: float | None,
+    centre: float | None = None,
+    margin: float = CLIP_MARGIN_SECONDS,
+) -> tuple[float, float]:
+    """Where an event's audio clip lies: the event plus `margin` on each side, at least `min_seconds`
+    long, centred on the event (or on `centre`, for an event longer than `max_seconds`), shifted and
+    clamped to lie inside the recording.
+
+    Args:
+      event: (start, end) seconds of the event.
+      min_seconds, max_seconds: shortest and longest clip.
+      recording_seconds: duration of the recording (None: unknown, only clamped at 0).
+      centre: where to centre a clip that cannot hold the whole event (default the event's middle).
+    Returns:
+      (start, end) seconds from the start of the recording; the clip holds the whole event whenever
+      the event plus its margins fits in `max_seconds`.
+    """
+    e0, e1 = event
+    length = max(e1 - e0 + 2 * margin, min_seconds)
+    if length > max_seconds:
+        length = max_seconds
+        middle = (e0 + e1) / 2 if centre is None else centre
+    else:
+        middle = (e0 + e1) / 2
+    start = middle - length / 2
+    if recording_seconds is not None:
+        start = min(start, recording_seconds - length)
+    start = max(0.0, start)
+    end = start + length
+    if recording_seconds is not None:
+        end = min(end, recording_seconds)
+    return start, end
+
+
 def make_event_media(task: dict) -> dict:
     """Cuts the clip and draws the spectrogram and score timeline of one event (runs on a thread).
 
+    The clip is the event's own: the event with CLIP_MARGIN_SECONDS on each side, at least
+    --clip_seconds and at most --max_clip_seconds long, inside the recording (an event longer than
+    that gets a clip centred on its loudest moment near its peak). The spectrogram spans the clip and
+    the best window overlapping the event, with the event, the clip and that window marked.
+
     Args:
-      task: {"stem", "directory", "ref" (AudioRef, "tfrecord" or None), "window" (start, end), "event" (start,
-        end), "clip_seconds", "timeline": {run name: [(start, end, score, detected)]}, "threshold",
-        "span" (timeline x range)}.
+      task: {"stem", "directory", "ref" (AudioRef, "tfrecord" or None), "window" (start, end) of the
+        best window overlapping the event, "event" (start, end), "peak" (start, end) of the event's
+        best window or frame, "recording_seconds" (or None), "clip_seconds", "max_clip_seconds",
+        "timeline": {run name: [(start, end, score, detected)]} windows, "frames": the same for the
+        frames of frame-level heads, "threshold", "span" (timeline x range)}.
     Returns:
       {"timeline": png name or None, "spectrogram", "clip": names or None, "clip_start_seconds",
-      "clip_end_seconds", "first_sample", "sample_rate", "error": text or None, "error_reason"}.
+      "clip_end_seconds", "clip_holds_event", "first_sample", "sample_rate", "error": text or None,
+      "error_reason"}.
     """
     out = {"timeline": None, "spectrogram": None, "clip": None, "error": None, "error_reason": None}
     directory, stem = task["directory"], task["stem"]
+    e0, e1 = task["event"]
     series = {
         name: (np.array([w[0] for w in rows], np.float64), np.array([w[2] for w in rows], np.float32))
         for name, rows in task["timeline"].items()
     }
+    # A final point at the last window's (frame's) end so the step line covers it.
+    frame_series = {
+        name: (np.array([w[0] for w in rows] + [rows[-1][1]]), np.array([w[2] for w in rows] + [rows[-1][2]]))
+        for name, rows in task.get("frames", {}).items()
+    }
     if any(len(s[0]) for s in series.values()):
-        # A final point at the last window's end so the step line covers it.
         for name, rows in task["timeline"].items():
             if rows:
                 starts, scores = series[name]
@@ -249,8 +345,10 @@ def make_event_media(task: dict) -> dict:
             threshold=task["threshold"],
             marks=[task["event"]],
             span=task["span"],
+            frame_series=frame_series,
         )
         out["timeline"] = name
+        out["timeline_frames"] = any(len(v[0]) for v in frame_series.values())
     ref = task["ref"]
     if ref is None:
         out["error"], out["error_reason"] = "the recording is not in the recordings table", "unknown_source"
@@ -259,17 +357,31 @@ def make_event_media(task: dict) -> dict:
         out["error"] = "this input was an embedding TFRecord, scored without audio"
         out["error_reason"] = "no_audio"
         return out
-    half = task["clip_seconds"] / 2
-    w0, w1 = task["window"]
+    min_seconds, max_seconds = task["clip_seconds"], task["max_clip_seconds"]
+    length = max(e1 - e0 + 2 * CLIP_MARGIN_SECONDS, min_seconds)
+    whole = length <= max_seconds
+    p0, p1 = task["peak"]
+    window = task["window"]
+    # Audio around the clip (with room to shift it inside the recording) and the best window.
+    if whole:
+        lo, hi = e0 - length, e1 + length
+    else:
+        lo, hi = p0 - max_seconds, p1 + max_seconds
+    if window is not None:
+        lo, hi = min(lo, window[0]), max(hi, window[1])
     try:
-        context = media.cut_clip(ref, max(0.0, w0 - half), w1 + half)
+        context = media.cut_clip(ref, max(0.0, lo), hi)
     except media.MediaError as e:
         out["error"], out["error_reason"] = str(e), e.reason
         return out
-    centre = media.loudest_seconds(context, within=(w0, w1))
-    start = max(context.start_seconds, centre - half)
-    end = min(context.end_seconds, start + task["clip_seconds"])
-    start = max(context.start_seconds, end - task["clip_seconds"])
+    centre = None if whole else media.loudest_seconds(context, within=(max(e0, p0), min(e1, p1)))
+    start, end = event_clip_span(
+        (e0, e1),
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        recording_seconds=context.recording_seconds,
+        centre=centre,
+    )
     clip = media.sub_clip(context, start, end)
     name = f"{stem}.wav"
     media.write_wav(os.path.join(directory, name), clip)
@@ -277,19 +389,23 @@ def make_event_media(task: dict) -> dict:
         clip=name,
         clip_start_seconds=clip.start_seconds,
         clip_end_seconds=clip.end_seconds,
+        clip_holds_event=clip.start_seconds <= e0 + 1e-6 and clip.end_seconds >= e1 - 1e-6,
         first_sample=clip.first_sample,
         sample_rate=clip.sample_rate,
     )
     spectrogram = f"{stem}-spectrogram.png"
-    e0, e1 = task["event"]
-    marks = [(w0, w1, "best window"), (clip.start_seconds, clip.end_seconds, "clip")]
-    if e0 < w0 - 1e-6 or e1 > w1 + 1e-6:
-        marks.append((max(e0, context.start_seconds), min(e1, context.end_seconds), "event"))
+    shown = (clip.start_seconds, clip.end_seconds)
+    marks = [(max(e0, context.start_seconds), min(e1, context.end_seconds), "event")]
+    marks.append((clip.start_seconds, clip.end_seconds, "clip"))
+    if window is not None and (abs(window[0] - e0) > 1e-3 or abs(window[1] - e1) > 1e-3):
+        shown = (min(shown[0], window[0]), max(shown[1], window[1]))
+        marks.append((window[0], window[1], "best window"))
+    view = media.sub_clip(context, *shown)
     plots.spectrogram_png(
         os.path.join(directory, spectrogram),
-        context.samples,
-        context.sample_rate,
-        start_seconds=context.start_seconds,
+        view.samples,
+        view.sample_rate,
+        start_seconds=view.start_seconds,
         marks=marks,
     )
     out["spectrogram"] = spectrogram
@@ -356,9 +472,9 @@ def _summary_table(names: list[str], summaries: list[dict], manifests: list[dict
         ),
         row("model id", [p.get("model_id") for p in prov]),
         row("head", [p.get("head_name") for p in prov]),
-        row("head sha256", [p.get("head_sha256") for p in prov]),
-        row("VGGish sha256", [p.get("vggish_sha256") for p in prov]),
-        row("PCA sha256", [p.get("pca_sha256") for p in prov]),
+        row("head sha256", [short_hash(p.get("head_sha256")) for p in prov]),
+        row("VGGish sha256", [short_hash(p.get("vggish_sha256")) for p in prov]),
+        row("PCA sha256", [short_hash(p.get("pca_sha256")) for p in prov]),
         row("code version", [p.get("code_version") for p in prov]),
     ]
     return html.table(columns, rows, id="summary")
@@ -444,8 +560,12 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
     for i in runs:
         edges, counts[names[i]] = tables.histogram(i)
     thresholds = [s["provenance"].get("threshold") for s in summaries]
-    threshold = thresholds[0] if len(set(thresholds)) == 1 else None
-    plots.histogram_png(os.path.join(media_dir, "histogram.png"), edges, counts, threshold=threshold)
+    plots.histogram_png(
+        os.path.join(media_dir, "histogram.png"),
+        edges,
+        counts,
+        threshold={names[i]: t for i, t in enumerate(thresholds) if t is not None},
+    )
 
     # Groups and heatmaps.
     group_sections, group_rows, index_heatmaps, heatmaps = [], [], [], []
@@ -455,7 +575,7 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         timed = tables.calendar(
             i, args.group_pattern, [g["grp"] for g in groups if g["detected_utc"] > 0 and g["grp"] in drawn]
         )
-        untimed = tables.per_recording(
+        untimed = tables.recording_timelines(
             i,
             args.group_pattern,
             [g["grp"] for g in groups if g["detected"] > g["detected_utc"] and g["grp"] in drawn],
@@ -471,27 +591,28 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                     cols = [str(h) for h in range(24)]
                     xlabel = "hour of day (UTC)" + ("" if data["calendar"] else "; only days with detections")
                     caption = f"{names[i]} / {grp}: detections per day x hour of day (UTC)"
-                    rows = data["rows"]
+                    draw = {"fn": plots.heatmap_png, "counts": data["counts"], "row_labels": data["rows"],
+                            "col_labels": cols, "xlabel": xlabel, "title": f"{names[i]} / {grp}"}  # fmt: skip
+                    png, alt = f"heatmap-r{i}-g{k:03d}-utc.png", f"heatmap {names[i]} {grp}"
                 else:
-                    cols = [str(h) for h in range(data["counts"].shape[1])]
-                    xlabel = "hour from the start of the recording (no timestamp)"
                     caption = (
-                        f"{names[i]} / {grp}: detections per recording x hour (recordings without timestamps)"
+                        f"{names[i]} / {grp}: window scores of the recordings without timestamps that have"
+                        " detections, most detections first (best score per stretch; dashed: threshold)"
                     )
                     if data["more"] > 0:
-                        caption += (
-                            f"; {data['more']} more recordings with detections are in the recordings table"
-                        )
-                    rows = [r.rsplit("/", 1)[-1][-40:] for r in data["rows"]]
-                heatmaps.append(
-                    {"key": (i, k), "png": f"heatmap-r{i}-g{k:03d}-{kind}.png", "caption": caption, "alt": f"heatmap {names[i]} {grp}",
-                     "draw": {"counts": data["counts"], "row_labels": rows, "col_labels": cols, "xlabel": xlabel,
-                              "title": f"{names[i]} / {grp}"}}
-                )  # fmt: skip
+                        caption += f"; {data['more']} more such recordings are in the recordings table"
+                    rows = [{**r, "label": r["source"].rsplit("/", 1)[-1][-60:] + f"  ({r['detected']} detected)"}
+                            for r in data["rows"]]  # fmt: skip
+                    draw = {"fn": plots.recording_timelines_png, "rows": rows, "threshold": thresholds[i],
+                            "title": f"{names[i]} / {grp}"}  # fmt: skip
+                    png, alt = f"timelines-r{i}-g{k:03d}.png", f"score timelines {names[i]} {grp}"
+                heatmaps.append({"key": (i, k), "png": png, "caption": caption, "alt": alt, "draw": draw})
     _LOG.info("summary, histogram and group queries: %.1f s", time.monotonic() - clock)
     clock = time.monotonic()
     drawn_maps = media.map_with_progress(
-        lambda job: plots.heatmap_png(os.path.join(media_dir, job["png"]), **job["draw"]),
+        lambda job: job["draw"]["fn"](
+            os.path.join(media_dir, job["png"]), **{k: v for k, v in job["draw"].items() if k != "fn"}
+        ),
         heatmaps,
         label="heatmaps",
         workers=args.workers,
@@ -535,26 +656,31 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
             )
         )
     windows = [tables.windows_in_spans(i, spans) for i in runs]
+    frame_events = [(m or {}).get("events_from") == "frames" for m in tables.manifests]
+    frames = [tables.windows_in_spans(i, spans, "frames") if frame_events[i] else {} for i in runs]
     tasks = []
     for k, item in enumerate(events):
         primary = item["events"][item["primary"]]
+        e0, e1 = item["start_seconds"], item["end_seconds"]
         rows = windows[item["primary"]].get(k, [])
-        inside = [w for w in rows if w[1] > item["start_seconds"] and w[0] < item["end_seconds"]]
+        inside = [w for w in rows if w[1] > e0 and w[0] < e1]
         best = max(inside, key=lambda w: (w[2], -w[0])) if inside else None
-        window = (
-            (best[0], best[1])
-            if best
-            else (primary["peak_seconds"], primary["peak_seconds"] + (primary.get("window_seconds") or 9.6))
-        )
-        item["peaks"] = {}
+        item["window"] = (best[0], best[1]) if best else None
+        item["window_score"] = best[2] if best else None
+        # Each run's score of this event: its event's peak_score (the best window, or for a
+        # frame-level head the best frame); for a run without an event here, its best window.
+        item["peaks"], item["window_peaks"] = {}, {}
         for i in runs:
-            own = [
-                w
-                for w in windows[i].get(k, [])
-                if w[1] > item["start_seconds"] and w[0] < item["end_seconds"]
-            ]
-            item["peaks"][i] = max((w[2] for w in own), default=None)
-        item["window"] = window
+            own = [w[2] for w in windows[i].get(k, []) if w[1] > e0 and w[0] < e1]
+            item["window_peaks"][i] = max(own, default=None)
+            event = item["events"].get(i)
+            item["peaks"][i] = float(event["peak_score"]) if event is not None else None
+        peak_start = float(primary["peak_seconds"])
+        width = primary.get("window_seconds") or 9.6
+        if frame_events[item["primary"]]:
+            width = params.FRAME_SECONDS
+        peak = (peak_start, min(peak_start + width, max(e1, peak_start + params.FRAME_SECONDS)))
+        duration = primary.get("duration_seconds")
         item["rank"] = k + 1
         item["stem"] = f"event-{k + 1:04d}"
         tasks.append(
@@ -562,12 +688,19 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "stem": item["stem"],
                 "directory": media_dir,
                 "ref": refs.get(item["source"]),
-                "window": window,
-                "event": (item["start_seconds"], item["end_seconds"]),
+                "window": item["window"],
+                "event": (e0, e1),
+                "peak": peak,
+                "recording_seconds": duration,
                 "clip_seconds": args.clip_seconds,
+                "max_clip_seconds": args.max_clip_seconds,
                 "timeline": {names[i]: windows[i].get(k, []) for i in runs},
+                "frames": {names[i]: frames[i][k] for i in runs if frames[i].get(k)},
                 "threshold": {names[i]: t for i, t in enumerate(thresholds) if t is not None},
-                "span": (max(0.0, spans[k][2]), spans[k][3]),
+                "span": (
+                    max(0.0, spans[k][2]),
+                    spans[k][3] if duration is None else min(spans[k][3], duration),
+                ),
             }
         )
     _LOG.info("top events and their windows: %.1f s", time.monotonic() - clock)
@@ -597,8 +730,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         "Top events",
         event_columns,
         event_rows,
-        intro=[Markup("<p class='note'>The {} events with the highest peak window score{}; peak score per run is its best window"
-                      " overlapping the event. Raven table: <a href='{}'>{}</a>.</p>").format(
+        intro=[Markup("<p class='note'>The {} events with the highest peak score{}: the events table's peak_score, the best window"
+                      " of the event (the best frame for a frame-level head); blank: that run has no event there. Raven table: <a href='{}'>{}</a>.</p>").format(
                           len(events), " across runs" if len(names) > 1 else "", RAVEN_FILE, RAVEN_FILE)],
         per_page=args.per_page,
         table_id="events",
@@ -656,7 +789,8 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
                 "score histogram",
                 "Window scores"
                 + (" of each run" if len(names) > 1 else "")
-                + ", log scale; dashed: threshold.",
+                + ", log scale; dashed: "
+                + ("each run's threshold." if len(names) > 1 else "threshold."),
             ),
             id="histogram",
         ),  # fmt: skip
@@ -715,9 +849,10 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         "events": [
             {"rank": item["rank"], "page": f"{item['stem']}.html", "source": item["source"],
              "start_seconds": item["start_seconds"], "end_seconds": item["end_seconds"],
-             "best_window": list(item["window"]),
+             "best_window": list(item["window"]) if item["window"] else None,
              "peak_scores": {names[i]: item["peaks"].get(i) for i in runs},
-             **{k: item["media"].get(k) for k in ("clip", "spectrogram", "timeline", "clip_start_seconds",
+             "best_window_scores": {names[i]: item["window_peaks"].get(i) for i in runs},
+             **{k: item["media"].get(k) for k in ("clip", "spectrogram", "timeline", "clip_start_seconds", "clip_holds_event",
                                                   "clip_end_seconds", "first_sample", "sample_rate", "error", "error_reason")}}
             for item in events
         ],
@@ -765,16 +900,26 @@ def _write_event_page(site, item, names, prev_link, next_link) -> None:
         ("source", item["source"]),
         ("event (s from start)", f"{item['start_seconds']:.2f} - {item['end_seconds']:.2f}"),
         ("UTC", utc_text(primary.get("start_utc")) or "no timestamp"),
-        ("best window (s)", f"{item['window'][0]:.2f} - {item['window'][1]:.2f}"),
     ]
+    if item["window"]:
+        facts.append(
+            (
+                "best window (s)",
+                f"{item['window'][0]:.2f} - {item['window'][1]:.2f}, score {item['window_score']:.4f}",
+            )
+        )
     for i, name in enumerate(names):
         event = item["events"].get(i)
-        peak = item["peaks"].get(i)
-        text = "not scored" if peak is None else f"{peak:.4f}"
+        window_peak = item["window_peaks"].get(i)
         if event is not None:
-            text += f" (event {event['start_seconds']:.2f} - {event['end_seconds']:.2f} s, {event['num_windows']} windows)"
-        elif peak is not None:
-            text += " (below the threshold)"
+            text = (
+                f"{float(event['peak_score']):.4f} (event {event['start_seconds']:.2f} - "
+                f"{event['end_seconds']:.2f} s, {event['num_windows']} windows)"
+            )
+        elif window_peak is not None:
+            text = f"no event; best window {window_peak:.4f} (below the threshold)"
+        else:
+            text = "not scored"
         facts.append((f"peak score, {name}", text))
     if result.get("clip"):
         facts.append(
@@ -797,20 +942,49 @@ def _write_event_page(site, item, names, prev_link, next_link) -> None:
             )
         )
     if result.get("spectrogram"):
-        parts.append(html.section("Spectrogram", html.figure(f"{html.MEDIA_DIR}/{result['spectrogram']}", "spectrogram",
-                                  "Best window with padding; lines: best window, clip (and event bounds when wider).")))  # fmt: skip
+        parts.append(
+            html.section(
+                "Spectrogram",
+                html.figure(
+                    f"{html.MEDIA_DIR}/{result['spectrogram']}",
+                    "spectrogram",
+                    "The clip and the best window overlapping the event; solid lines start and dashed "
+                    "lines end the event, the clip and the best window.",
+                ),
+            )
+        )
     if result.get("clip"):
-        parts.append(html.section("Listen", html.audio(f"{html.MEDIA_DIR}/{result['clip']}"),
-                                  Markup("<p class='note'>{}</p>").format("Mono, 16-bit PCM at the recording's own rate; centred on the loudest moment of the best window.")))  # fmt: skip
+        note = (
+            f"Mono, 16-bit PCM at the recording's own rate: the event with {CLIP_MARGIN_SECONDS:g} s before"
+            " and after it (at least --clip_seconds, at most --max_clip_seconds, inside the recording)."
+        )
+        if not result.get("clip_holds_event", True):
+            note += " The event is longer than that: the clip is centred on its loudest moment near its peak."
+        parts.append(
+            html.section(
+                "Listen",
+                html.audio(f"{html.MEDIA_DIR}/{result['clip']}"),
+                Markup("<p class='note'>{}</p>").format(note),
+            )
+        )
     if result.get("timeline"):
-        parts.append(html.section("Window scores around the event",
-                                  html.figure(f"{html.MEDIA_DIR}/{result['timeline']}", "score timeline", "Shaded: the event; dashed: threshold.")))  # fmt: skip
+        parts.append(
+            html.section(
+                "Window scores around the event",
+                html.figure(
+                    f"{html.MEDIA_DIR}/{result['timeline']}",
+                    "score timeline",
+                    "Shaded: the event; dashed: threshold"
+                    + ("; thin line: the head's frame scores." if result.get("timeline_frames") else "."),
+                ),
+            )
+        )
     raven = annotations.format_selection_table(
         [{"file": item["source"], "start_seconds": item["start_seconds"], "end_seconds": item["end_seconds"],
           "label": "detection", "Score": float(primary["peak_score"])}],
         extra_columns=["Score"],
     )  # fmt: skip
-    parts.append(html.section("Raven selection", html.pre(raven)))
+    parts.append(html.section("Raven selection", raven_table(raven, id="raven")))
     site.write(f"{item['stem']}.html", f"Event {item['rank']}: {item['source'].rsplit('/', 1)[-1]}", parts)
 
 

@@ -59,7 +59,7 @@ def spectrogram_png(
       samples: float32 [num_samples] mono audio.
       sample_rate: Hz.
       start_seconds: recording time of samples[0] (the time axis shows recording time).
-      marks: (start, end, label) spans to outline, in recording seconds.
+      marks: (start, end, label) spans to outline, in recording seconds; the first is also shaded.
       max_hz: highest frequency shown (capped at Nyquist).
       title: optional title above the plot.
     Returns:
@@ -93,6 +93,8 @@ def spectrogram_png(
         axes.text(0.5, 0.5, "too short for a spectrogram", ha="center", va="center", transform=axes.transAxes)
     for i, (begin, end, label) in enumerate(marks):
         color = ("#00e5ff", "#ffffff", "#7CFC00")[i % 3]
+        if i == 0:  # the first mark (an event) is also shaded, so a short one stands out
+            axes.axvspan(begin, end, color=color, alpha=0.18, linewidth=0)
         axes.axvline(begin, color=color, linewidth=1)
         axes.axvline(end, color=color, linewidth=1, linestyle="--")
         if label:
@@ -114,11 +116,14 @@ def timeline_png(
     threshold: float | dict[str, float] | None = None,
     marks: list[tuple[float, float]] = (),
     span: tuple[float, float] | None = None,
+    frame_series: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> int:
     """Draws window scores against recording time, one step line per run.
 
     Args:
       series: {run name: (float64 [n] window start seconds, float32 [n] scores)}.
+      frame_series: {run name: (float64 [m] frame start seconds, float32 [m] scores)}: the frame
+        scores of a frame-level head, a thin line in the run's colour.
       threshold: a dashed horizontal line (the decision threshold), or {run name: threshold} for one
         line per run in the run's colour.
       marks: (start, end) spans to shade (the event).
@@ -131,6 +136,13 @@ def timeline_png(
     for i, (name, (starts, scores)) in enumerate(series.items()):
         if len(starts):
             axes.step(starts, scores, where="post", color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
+    names = list(series)
+    for name, (starts, scores) in (frame_series or {}).items():
+        if len(starts):
+            color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
+            axes.step(
+                starts, scores, where="post", color=color, linewidth=0.7, alpha=0.6, label=f"{name} frames"
+            )
     if isinstance(threshold, dict):
         names = list(series)
         for name, value in threshold.items():
@@ -144,7 +156,8 @@ def timeline_png(
         axes.set_xlim(*span)
     # Scores near 0 (a quiet stretch, an untrained head) would be a flat line on a 0-1 axis.
     levels = list(threshold.values()) if isinstance(threshold, dict) else [threshold or 0.0]
-    top = max([float(np.max(v[1])) for v in series.values() if len(v[1])] + levels + [1e-3])
+    drawn = list(series.values()) + list((frame_series or {}).values())
+    top = max([float(np.max(v[1])) for v in drawn if len(v[1])] + levels + [1e-3])
     axes.set_ylim(0.0, min(1.02, top * 1.15))
     axes.set_xlabel("window start, seconds from the start of the recording", fontsize=8)
     axes.set_ylabel("score", fontsize=8)
@@ -153,35 +166,129 @@ def timeline_png(
     return _save(figure, path)
 
 
-def histogram_png(
-    path: str | os.PathLike,
+def _readable_log_axis(axis, low: float, high: float) -> None:
+    """Log-axis ticks as plain numbers (1, 10, 100, 1,000; with 2 and 5 between when the axis spans at
+    most two decades) instead of matplotlib's "4 x 10^0" minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = np.log10(max(high, 1.0)) - np.log10(max(low, 1e-3))
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def histogram_figure(
     edges: np.ndarray,
     counts: dict[str, np.ndarray],
     *,
-    threshold: float | None = None,
-) -> int:
-    """Draws score histograms (log count axis), one outline per run.
-
-    Args:
-      edges: float64 [bins + 1] bin edges.
-      counts: {run name: int64 [bins]} windows per bin.
-    """
+    threshold: float | dict[str, float] | None = None,
+):
+    """The Figure `histogram_png` writes (for tests and callers that want to draw more on it)."""
     figure = _figure()
     axes = figure.add_axes((0.08, 0.2, 0.9, 0.72))
     if not any(np.sum(values) for values in counts.values()):
         axes.text(0.5, 0.5, "no windows were scored", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel("window score", fontsize=8)
-        return _save(figure, path)
+        return figure
+    names = list(counts)
     for i, (name, values) in enumerate(counts.items()):
         # Empty bins drawn just below 1 so the log axis can show them.
         axes.stairs(np.maximum(values, 0.8), edges, color=COLORS[i % len(COLORS)], linewidth=1.2, label=name)
-    if threshold is not None:
-        axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+    if isinstance(threshold, dict):
+        if len(set(threshold.values())) == 1:  # one line when every run has the same threshold
+            threshold = next(iter(threshold.values()))
+        else:
+            for name, value in threshold.items():
+                color = COLORS[names.index(name) % len(COLORS)] if name in names else "#555"
+                axes.axvline(
+                    value, color=color, linestyle="--", linewidth=0.9, label=f"threshold {name} {value:g}"
+                )
+    if isinstance(threshold, int | float):
+        axes.axvline(threshold, color="#555", linestyle="--", linewidth=0.9, label=f"threshold {threshold:g}")
     axes.set_yscale("log")
+    top = max(float(np.max(v)) for v in counts.values())
+    axes.set_ylim(0.7, max(2.0, top * 1.5))
+    _readable_log_axis(axes.yaxis, 0.7, top)
     axes.set_xlabel("window score", fontsize=8)
     axes.set_ylabel("windows", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.legend(fontsize=7, loc="upper center", frameon=False)
+    return figure
+
+
+def histogram_png(
+    path: str | os.PathLike,
+    edges: np.ndarray,
+    counts: dict[str, np.ndarray],
+    *,
+    threshold: float | dict[str, float] | None = None,
+) -> int:
+    """Draws score histograms (log count axis with plain-number ticks), one outline per run.
+
+    Args:
+      edges: float64 [bins + 1] bin edges.
+      counts: {run name: int64 [bins]} windows per bin.
+      threshold: a dashed vertical line, or {run name: threshold} for one line per run in the run's
+        colour (one grey line when they are all equal).
+    """
+    return _save(histogram_figure(edges, counts, threshold=threshold), path)
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, name) of the unit a time axis of `seconds` reads best in."""
+    if seconds > 3 * 3600:
+        return 3600.0, "hours"
+    if seconds > 600:
+        return 60.0, "minutes"
+    return 1.0, "seconds"
+
+
+def recording_timelines_png(
+    path: str | os.PathLike,
+    rows: list[dict],
+    *,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> int:
+    """Draws one strip of window scores over time per recording (recordings without timestamps).
+
+    Args:
+      rows: [{"label", "starts": float64 [n], "ends": float64 [n], "scores": float32 [n]}], drawn top
+        to bottom; times in seconds from the start of each recording.
+      threshold: a dashed horizontal line in every strip.
+    """
+    n = max(1, len(rows))
+    strip = 0.75
+    height = 0.75 + strip * n
+    figure = _figure(WIDTH_INCHES, height)
+    longest = max((float(np.max(r["ends"])) for r in rows if len(r["ends"])), default=1.0)
+    divisor, unit = _time_unit(longest)
+    # One score axis for all strips; scores near 0 (a quiet site, an untrained head) would be a flat
+    # line on a 0-1 axis, so it ends a little above the highest score or threshold.
+    highest = max([float(np.max(r["scores"])) for r in rows if len(r["scores"])] + [threshold or 0.0, 1e-3])
+    ceiling = min(1.02, highest * 1.15)
+    bottom, top_margin = 0.45 / height, (0.3 if title else 0.1) / height
+    each = (1 - bottom - top_margin) / n
+    for k, row in enumerate(rows):
+        axes = figure.add_axes((0.08, 1 - top_margin - (k + 1) * each + 0.06 * each, 0.9, each * 0.72))
+        if len(row["starts"]):
+            x = np.append(row["starts"], row["ends"][-1]) / divisor
+            y = np.append(row["scores"], row["scores"][-1])
+            axes.step(x, y, where="post", color=COLORS[0], linewidth=0.9)
+        if threshold is not None:
+            axes.axhline(threshold, color="#555", linestyle="--", linewidth=0.7)
+        axes.set_xlim(0, longest / divisor)
+        axes.set_ylim(0, ceiling)
+        axes.set_yticks([0, min(1.0, ceiling)], ["0", f"{min(1.0, ceiling):.2g}"])
+        axes.set_title(row["label"], fontsize=7, loc="left", pad=2, color="#333")
+        axes.tick_params(labelsize=6, length=2)
+        if k < n - 1:
+            axes.set_xticklabels([])
+        else:
+            axes.set_xlabel(f"{unit} from the start of the recording", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=8, y=1 - 0.05 / height)
     return _save(figure, path)
 
 

@@ -33,12 +33,12 @@ from pipelines.scoring import outputs
 
 _LOG = logging.getLogger(__name__)
 
-READ_TABLES = ("windows", "recordings", "events", "errors")
+READ_TABLES = ("windows", "recordings", "events", "errors", "frames")
 HISTOGRAM_BINS = 50
-#: Hour columns of the per-recording heatmap (recordings without timestamps); later hours are pooled.
-MAX_RECORDING_HOURS = 48
-#: Recordings per group in the per-recording heatmap.
-MAX_HEATMAP_RECORDINGS = 30
+#: Recordings per group whose score timelines are drawn (recordings without timestamps).
+MAX_TIMELINE_RECORDINGS = 12
+#: Points per recording in those timelines (each the best window score of its stretch).
+TIMELINE_POINTS = 600
 #: Days drawn as a continuous calendar; longer spans show only the days with detections.
 MAX_CALENDAR_DAYS = 400
 NO_GROUP = "(no match)"
@@ -305,44 +305,56 @@ class ReportTables:
             result[grp] = {"rows": [d.isoformat() for d in days], "counts": counts, "calendar": calendar}
         return result
 
-    def per_recording(self, i: int, group_pattern: str | None, groups: list[str]) -> dict[str, dict]:
-        """Detections per recording x hour from the recording's start, for windows without a UTC time,
-        for each of `groups`: the MAX_HEATMAP_RECORDINGS recordings with most detections.
+    def recording_timelines(self, i: int, group_pattern: str | None, groups: list[str]) -> dict[str, dict]:
+        """Window scores over time of the recordings without a UTC time that have detections, for each
+        of `groups`: the MAX_TIMELINE_RECORDINGS recordings with most detected windows, each reduced
+        to at most TIMELINE_POINTS bins (the best score of the windows starting in a bin).
 
         Returns:
-          {group: {"rows": [sources], "counts": int64 [recordings, hours], "more": recordings not shown}}
+          {group: {"rows": [{"source", "starts": float64 [bins], "ends": float64 [bins],
+          "scores": float32 [bins], "detected": int (windows)}], "more": recordings not shown}}
         """
         if not groups:
             return {}
         expr = self.group_expression(i, group_pattern)
         self.con.register("wanted_groups", pa.table({"grp": pa.array(groups, pa.string())}))
         rows = self.con.execute(
-            f"""WITH d AS (SELECT {expr} AS grp, source,
-                                  least(floor(start_seconds / 3600), {MAX_RECORDING_HOURS - 1})::INTEGER AS h
-                           FROM r{i}_windows WHERE detected AND start_utc IS NULL),
-                     c AS (SELECT grp, source, h, count(*) AS n FROM d
-                           WHERE grp IN (SELECT grp FROM wanted_groups) GROUP BY ALL),
-                     t AS (SELECT grp, source, sum(n) AS total,
-                                  row_number() OVER (PARTITION BY grp ORDER BY sum(n) DESC, source) AS k,
-                                  count(*) OVER (PARTITION BY grp) AS recordings
-                           FROM c GROUP BY grp, source)
-                SELECT c.grp, c.source, c.h, c.n, t.k, t.recordings FROM c JOIN t USING (grp, source)
-                WHERE t.k <= {MAX_HEATMAP_RECORDINGS} ORDER BY c.grp, t.k, c.h"""
+            f"""WITH d AS (SELECT grp, source, count(*) AS n
+                           FROM (SELECT {expr} AS grp, source FROM r{i}_windows WHERE detected AND start_utc IS NULL)
+                           WHERE grp IN (SELECT grp FROM wanted_groups) GROUP BY grp, source),
+                     t AS (SELECT grp, source, n, row_number() OVER (PARTITION BY grp ORDER BY n DESC, source) AS k,
+                                  count(*) OVER (PARTITION BY grp) AS recordings FROM d),
+                     s AS (SELECT source, max(end_seconds) AS span FROM r{i}_windows
+                           WHERE source IN (SELECT source FROM t WHERE k <= {MAX_TIMELINE_RECORDINGS}) GROUP BY source)
+                SELECT t.grp, t.source, t.k, t.recordings, t.n,
+                       floor(w.start_seconds / greatest(s.span / {TIMELINE_POINTS}, 1e-9))::BIGINT AS b,
+                       min(w.start_seconds) AS x0, max(w.end_seconds) AS x1, max(w.score) AS score
+                FROM t JOIN s ON s.source = t.source JOIN r{i}_windows w ON w.source = t.source
+                WHERE t.k <= {MAX_TIMELINE_RECORDINGS}
+                GROUP BY t.grp, t.source, t.k, t.recordings, t.n, b ORDER BY t.grp, t.k, b"""
         ).fetchall()
         self.con.unregister("wanted_groups")
         by_group: dict[str, dict] = {}
-        for grp, source, h, n, _rank, recordings in rows:
-            entry = by_group.setdefault(grp, {"sources": {}, "hours": 1, "recordings": recordings})
-            entry["sources"].setdefault(source, {})[h] = n
-            entry["hours"] = max(entry["hours"], h + 1)
+        for grp, source, _k, recordings, n, _b, x0, x1, score in rows:
+            entry = by_group.setdefault(grp, {"sources": {}, "more": 0})
+            entry["more"] = recordings
+            points = entry["sources"].setdefault(source, {"n": n, "points": []})
+            points["points"].append((x0, x1, score))
         result = {}
         for grp, entry in by_group.items():
-            sources = list(entry["sources"])
-            counts = np.zeros((len(sources), entry["hours"]), np.int64)
-            for r, source in enumerate(sources):
-                for h, n in entry["sources"][source].items():
-                    counts[r, h] = n
-            result[grp] = {"rows": sources, "counts": counts, "more": entry["recordings"] - len(sources)}
+            out = []
+            for source, data in entry["sources"].items():
+                pts = data["points"]
+                out.append(
+                    {
+                        "source": source,
+                        "starts": np.array([p[0] for p in pts], np.float64),
+                        "ends": np.array([p[1] for p in pts], np.float64),
+                        "scores": np.array([p[2] for p in pts], np.float32),
+                        "detected": int(data["n"]),
+                    }
+                )
+            result[grp] = {"rows": out, "more": entry["more"] - len(out)}
         return result
 
     # ---- events --------------------------------------------------------------------------------
@@ -358,17 +370,21 @@ class ReportTables:
                 ORDER BY e.peak_score DESC, e.source, e.start_seconds LIMIT {int(limit)}"""
         )
 
-    def windows_in_spans(self, i: int, spans: list[tuple[int, str, float, float]]) -> dict[int, list[tuple]]:
-        """Windows of run i that overlap each span, in one join.
+    def windows_in_spans(
+        self, i: int, spans: list[tuple[int, str, float, float]], table: str = "windows"
+    ) -> dict[int, list[tuple]]:
+        """Windows (or, with table="frames", the frame scores of a frame-level head) of run i that
+        overlap each span, in one join.
 
         Args:
           spans: [(span id, source, start seconds, end seconds)].
+          table: "windows" or "frames" (empty for a run without a frames table).
         Returns:
           {span id: [(start_seconds, end_seconds, score, detected), ...] by start}.
         """
         if not spans:
             return {}
-        table = pa.table(
+        wanted = pa.table(
             {
                 "sid": pa.array([s[0] for s in spans], pa.int64()),
                 "source": pa.array([s[1] for s in spans], pa.string()),
@@ -376,11 +392,12 @@ class ReportTables:
                 "hi": pa.array([s[3] for s in spans], pa.float64()),
             }
         )
-        self.con.register("spans", table)
+        self.con.register("spans", wanted)
+        order = "frame_index" if table == "frames" else "window_index"
         rows = self.con.execute(
             f"""SELECT s.sid, w.start_seconds, w.end_seconds, w.score, w.detected
-                FROM spans s JOIN r{i}_windows w ON w.source = s.source AND w.end_seconds > s.lo AND w.start_seconds < s.hi
-                ORDER BY s.sid, w.start_seconds, w.window_index"""
+                FROM spans s JOIN r{i}_{table} w ON w.source = s.source AND w.end_seconds > s.lo AND w.start_seconds < s.hi
+                ORDER BY s.sid, w.start_seconds, w.{order}"""
         ).fetchall()
         self.con.unregister("spans")
         result: dict[int, list[tuple]] = {}

@@ -64,6 +64,14 @@ def clear_previous(output: str) -> int:
     return len(stale)
 
 
+#: How the page says where a query window's START came from (queries table's `start_from`).
+START_TEXT = {
+    "given": "@START as given",
+    "loudest": "no @START: the loudest frame(s) of the recording",
+    "first_frames": "no @START, and the audio could not be read to find the loudest frame(s): its first frame(s)",
+}
+
+
 def query_rows(resolved) -> list[dict]:
     """`queries` table rows, one per query."""
     rows = []
@@ -75,6 +83,7 @@ def query_rows(resolved) -> list[dict]:
                 "query": spec.text,
                 "recording": spec.recording,
                 "start_seconds": spec.start_seconds,
+                "start_from": spec.start_from,
                 "frame_index": spec.frame_index,
                 "window_start_seconds": round(spec.frame_index * params.FRAME_SECONDS, 6),
                 "window_end_seconds": round((spec.frame_index + spec.frames) * params.FRAME_SECONDS, 6),
@@ -279,10 +288,8 @@ def _build_site(directory: str, resolved, hits: list[dict], args, table) -> list
                     [
                         ("query", spec.text),
                         ("recording", spec.recording),
-                        (
-                            "window",
-                            _window_text(spec.frame_index, spec.frames),
-                        ),
+                        ("window", _window_text(spec.frame_index, spec.frames)),
+                        ("chosen by", START_TEXT.get(spec.start_from, spec.start_from)),
                         ("embedding from", r.origin or "-"),
                         (
                             "Raven table",

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="RECORDING[@START]",
         help="an example sound: an audio file, gs:// URI, archive.zip!member or a source of the table, "
-        "and the second it starts at (default 0; snapped to the recording's 0.96 s frame grid). Taken from "
+        "and the second it starts at (snapped to the recording's 0.96 s frame grid; without @START: the "
+        "loudest --query_frames frames of the recording, see the queries table's start_from). Taken from "
         "the table when the recording is in it, else decoded and embedded with --checkpoint/--pca; repeatable",
     )
     io_group.add_argument("--output", required=True, help="output folder (local or gs://)")
@@ -221,13 +222,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     outputs.clear_previous(args.output)
     written = outputs.write_raven_tables(args.output, resolved, hits)
     written += outputs.write_page(args.output, resolved, hits, args, table)
+    searched = any(r.ok for r in resolved)
     summary = {
         "queries": len(resolved),
         "queries_failed": sum(1 for r in resolved if not r.ok),
         "queries_from_table": sum(1 for r in resolved if r.origin == queries_lib.ORIGIN_TABLE),
         "queries_from_audio": sum(1 for r in resolved if r.origin == queries_lib.ORIGIN_AUDIO),
+        "queries_at_loudest": sum(1 for r in resolved if r.spec.start_from == queries_lib.START_LOUDEST),
         "hits": len(hits),
-        "frames_searched": counts.get(f"{scan.NAMESPACE}/frames_scanned", 0),
+        "table_frames": table.rows,
+        # Frames the scan compared with the queries (0 when no query could be resolved: nothing ran).
+        "frames_searched": counts.get(f"{scan.NAMESPACE}/frames_scanned", 0) if searched else 0,
         "table_files": len(table.files),
         "table_files_skipped": len(table.errors),
         "wall_seconds": round(time.monotonic() - started, 2),
@@ -242,16 +247,30 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
         "files": sorted(moved + written),
     }
     io_files.write_json(FileSystems.join(args.output, outputs.MANIFEST), manifest)
-    _LOG.info(
-        "%d queries (%d failed): %d hits among %s frames in %.1f s; results in %s",
-        summary["queries"],
-        summary["queries_failed"],
-        summary["hits"],
-        f"{summary['frames_searched']:,}",
-        summary["wall_seconds"],
-        args.output,
-    )
+    # Nothing searched at all deserves more than a progress line.
+    (_LOG.info if searched else _LOG.warning)("%s", summary_line(summary, resolved, args.output))
     return summary
+
+
+def summary_line(summary: dict, resolved, output: str) -> str:
+    """The run's last log line: what was searched and found, or why nothing was searched."""
+    failed = [r for r in resolved if not r.ok]
+    where = f"; see the queries table in {output}"
+    if len(failed) == len(resolved):
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        return (
+            f"no query could be used, so none of the table's {summary['table_frames']:,} frames was searched: "
+            f"query {first.spec.index} {first.spec.text!r}: {first.reason}: {first.message}{more}{where}"
+        )
+    text = (
+        f"{summary['queries']} queries ({summary['queries_failed']} failed): {summary['hits']} hits among "
+        f"{summary['frames_searched']:,} of the table's {summary['table_frames']:,} frames in "
+        f"{summary['wall_seconds']:.1f} s; results in {output}"
+    )
+    if failed:
+        text += "; failed: " + ", ".join(f"query {r.spec.index} ({r.reason})" for r in failed)
+    return text
 
 
 def main(argv=None) -> int:

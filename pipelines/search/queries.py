@@ -1,7 +1,12 @@
 """Search stage 1: query specs -> the uint8 VGGish frames of each query window (runs at launch).
 
-A query is `RECORDING[@START_SECONDS]` (START defaults to 0; the last `@number` is always START, so
-a TFRecord source such as `f.tfrecord!vid@30.000` is queried as `f.tfrecord!vid@30.000@0`).
+A query is `RECORDING[@START_SECONDS]` (the last `@number` is always START, so a TFRecord source
+such as `f.tfrecord!vid@30.000` is queried as `f.tfrecord!vid@30.000@0`). Without `@START` the
+query window is the loudest N frames of the recording (the most energy on its 0.96 s frame grid,
+found by decoding it once), so a clip with a shot somewhere in it queries the shot, not its first
+0.96 s; when the audio cannot be read for that (a table source whose file is gone), the window is
+the recording's first N frames. The queries table says which (`start_from`: given | loudest |
+first_frames).
 RECORDING is a local path, a `gs://` URI, an archive member `archive.zip!member.wav`, or any
 `source` of the embeddings table.
 
@@ -46,6 +51,10 @@ _LOG = logging.getLogger(__name__)
 
 ORIGIN_TABLE = "table"
 ORIGIN_AUDIO = "audio"
+#: Where a query window's START came from (the queries table's `start_from`).
+START_GIVEN = "given"
+START_LOUDEST = "loudest"
+START_FIRST_FRAMES = "first_frames"
 _SPEC = re.compile(r"^(?P<path>.+)@(?P<start>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)$")
 
 
@@ -61,8 +70,10 @@ class QuerySpec:
       index: 0-based position among the --query flags.
       text: the flag's value.
       recording: the recording (path, gs:// URI, archive!member or table source).
-      start_seconds: START as given.
+      start_seconds: START as given, or the start of the loudest window when none was given.
       frames: N, frames in the query window.
+      start_from: START_GIVEN, START_LOUDEST (no @START: the loudest N frames) or START_FIRST_FRAMES
+        (no @START and the audio could not be read to find the loudest frames).
     """
 
     index: int
@@ -70,6 +81,7 @@ class QuerySpec:
     recording: str
     start_seconds: float
     frames: int = 1
+    start_from: str = START_GIVEN
 
     @property
     def frame_index(self) -> int:
@@ -120,7 +132,77 @@ def parse_query(text: str, index: int, frames: int = 1) -> QuerySpec:
         raise ValueError(f"--query {text!r}: no recording before '@'")
     if not math.isfinite(start) or start < 0:
         raise ValueError(f"--query {text!r}: START must be a number of seconds >= 0, got {start}")
-    return QuerySpec(index, text, recording, start, frames)
+    return QuerySpec(index, text, recording, start, frames, START_GIVEN if match else START_LOUDEST)
+
+
+def loudest_frames(frame_energy: np.ndarray, n: int) -> int:
+    """First frame of the `n` consecutive frames with the most energy (the earliest on ties).
+
+    Args:
+      frame_energy: float64 [frames] energy (sum of squares) of each 0.96 s frame.
+      n: frames in the window.
+    Returns:
+      frame index in [0, frames - n] (0 when there are fewer than n frames).
+    """
+    if frame_energy.size <= n:
+        return 0
+    sums = np.convolve(frame_energy, np.ones(n), mode="valid")
+    return int(np.argmax(sums))
+
+
+def frame_energy(recording: str) -> np.ndarray:
+    """float64 [frames]: energy of the recording in each frame of its 0.96 s grid (complete frames
+    only, the frames `gunshot batch` embeds), decoded block by block at the recording's own rate.
+
+    Raises:
+      FileNotFoundError, AudioDecodeError, MediaError, OSError, ValueError: the audio cannot be read.
+    """
+    from gunshot_core import audio
+
+    with open_recording(recording) as target:
+        info = audio.probe(target)
+        rate = info.sample_rate
+        samples = int(info.frames * params.SAMPLE_RATE / rate) if rate else 0
+        available = (
+            0
+            if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE
+            else 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
+        )
+        energy = np.zeros(available, np.float64)
+        position = 0
+        for block in audio.iter_waveform(target, rate):
+            frame = (position + np.arange(block.size)) * (1.0 / (rate * params.FRAME_SECONDS))
+            index = np.floor(frame + 1e-9).astype(np.int64)
+            keep = index < available
+            if keep.any():  # a block spans a few consecutive frames: add them into that stretch
+                first = int(index[keep][0])
+                sums = np.bincount(index[keep] - first, weights=np.square(block[keep].astype(np.float64)))
+                energy[first : first + sums.size] += sums
+            position += block.size
+    return energy
+
+
+def place_unstarted(spec: QuerySpec) -> QuerySpec:
+    """A query given without @START -> the same query on the loudest N frames of its recording (or its
+    first N frames, START_FIRST_FRAMES, when the audio cannot be read); other queries unchanged."""
+    from gunshot_core.errors import AudioDecodeError
+    from pipelines.report.media import MediaError
+
+    if spec.start_from != START_LOUDEST:
+        return spec
+    try:
+        energy = frame_energy(spec.recording)
+    except (FileNotFoundError, AudioDecodeError, MediaError, OSError, ValueError) as e:
+        _LOG.info("query %d %r: no @START and the audio cannot be read to find its loudest frames (%s); "
+                  "using its first %d frame(s)", spec.index, spec.text, describe(e), spec.frames)  # fmt: skip
+        return dataclasses.replace(spec, start_seconds=0.0, start_from=START_FIRST_FRAMES)
+    first = loudest_frames(energy, spec.frames)
+    start = round(first * params.FRAME_SECONDS, 6)
+    _LOG.info(
+        "query %d %r: no @START; using the loudest %.2f s of the recording, from %.2f s (frame %d of %d)",
+        spec.index, spec.text, spec.frames * params.FRAME_SECONDS, start, first, energy.size,
+    )  # fmt: skip
+    return dataclasses.replace(spec, start_seconds=start)
 
 
 def source_key(source: str) -> str:
@@ -404,6 +486,7 @@ def resolve_queries(
     from gunshot_core.errors import AudioDecodeError
     from pipelines.report.media import MediaError
 
+    specs = [place_unstarted(spec) for spec in specs]
     from_table, in_table = lookup_table_frames(table.files, specs) if specs else ({}, {})
     embedder = models = None
     resolved = []
