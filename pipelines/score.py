@@ -16,9 +16,22 @@ from gunshot_core import logs, startup
 with startup.imports_without_gc(freeze=__name__ == "__main__"):
     from pipelines.scoring.pipeline import run
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
+
+
+def main(argv=None) -> int:
+    """Runs the job; a GunshotError (a user error such as a --from_run without embeddings) is one
+    line on stderr and exit status 2."""
+    from gunshot_core.errors import GunshotError, describe
+
+    try:
+        run(argv)
+    except GunshotError as e:
+        print(f"gunshot batch: {describe(e)}", file=sys.stderr)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    run()
-    startup.exit_process(0)
+    startup.exit_process(main())
