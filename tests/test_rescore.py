@@ -23,7 +23,7 @@ from tests.gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
 HEAD = str(SEED_MODELS / "1LayerLSTM__Loss=BinCE_20Epochs_july02.h5")
 OTHER_HEAD = str(SEED_MODELS / "LogisticRegression_BinaryCE_Adam_50-Epochs.h5")  # fixed 10 frames
 THRESHOLD = 0.025  # among the random-weight window scores of these files, so some windows detect
-TABLES = ("recordings", "windows", "events", "errors")
+TABLES = ("recordings", "windows", "events", "errors")  # + embeddings when written
 IDENTITY = ["source", "file", "member", "input_kind", "format", "sample_rate", "channels"]
 IDENTITY += ["duration_seconds", "start_utc", "status", "error_reason", "error_message", "frames"]
 SITE1 = "SITE1_20230114_031500.wav"
@@ -77,7 +77,7 @@ def _rescore(parent_dir, output, head=HEAD, *extra):
 @pytest.fixture(scope="module")
 def rescored(parent):
     output = parent[1] / "rescored"
-    _rescore(parent[0], output)
+    _rescore(parent[0], output, HEAD, "--write_embeddings")
     return output
 
 
@@ -90,7 +90,7 @@ def test_same_head_gives_the_audio_runs_tables_row_for_row(parent, rescored):
     recordings = _frame(audio_run, "recordings")
     assert sorted(recordings.status) == ["error", "ok", "ok", "ok"]  # broken.wav failed
     assert (recordings.start_utc.notna()).sum() == 2 and recordings.events.sum() > 0
-    for name in TABLES:
+    for name in (*TABLES, "embeddings"):
         left, right = _frame(audio_run, name), _frame(rescored, name)
         assert len(left) > 0, name
         assert left.equals(right), name
@@ -99,6 +99,8 @@ def test_same_head_gives_the_audio_runs_tables_row_for_row(parent, rescored):
         assert [p.name for p in files[0]] == [p.name for p in files[1]]
         for a, b in zip(*files, strict=True):
             assert a.read_bytes() == b.read_bytes(), name
+    (records,) = audio_run.glob("embeddings-*.tfrecord")
+    assert (rescored / records.name).read_bytes() == records.read_bytes()  # --write_embeddings again
     manifest = json.loads((rescored / "run.json").read_text())
     audio_manifest = json.loads((audio_run / "run.json").read_text())
     assert manifest["parent_run"]["directory"] == str(audio_run)
@@ -179,6 +181,27 @@ def test_report_builds_on_a_rescored_run(parent, rescored, tmp_path):
     assert run["recordings"] == 4 and run["recordings_failed"] == 1 and run["events"] > 0
     top = report["events"][0]
     assert top["error"] is None and top["sample_rate"] == 44100  # cut from the original audio
+
+
+def test_search_finds_the_same_hits_in_a_rescored_run(parent, rescored, random_vggish, tmp_path):
+    from pipelines.search import pipeline as search
+
+    ckpt, pca = random_vggish
+    site1 = next(s for s in _frame(rescored, "recordings").source if s.endswith(SITE1))
+    found = []
+    for run in (parent[0], rescored):
+        output = tmp_path / run.name
+        argv = [
+            f"--embeddings={run}",
+            f"--output={output}",
+            "--top=3",
+            f"--checkpoint={ckpt}",
+            f"--pca={pca}",
+        ]
+        assert search.main([*argv, f"--query={site1}@5.0"]) == 0
+        found.append(_frame(output, "hits"))
+    assert len(found[1]) == 3 and found[0].equals(found[1])
+    assert set(found[1].source) <= set(_frame(rescored, "recordings").source)
 
 
 def _copy_run(audio_run, target, edit=None, drop=()):
