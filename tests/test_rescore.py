@@ -156,6 +156,20 @@ def test_another_head_keeps_the_recordings(parent, tmp_path):
     assert lw[keys].equals(rw[keys])
 
 
+def test_embedding_tfrecords_keep_the_recordings_identity(parent, random_vggish, tmp_path):
+    audio_run, _ = parent
+    ckpt, pca = random_vggish
+    (records,) = audio_run.glob("embeddings-*.tfrecord")
+    output = tmp_path / "from_records"
+    argv = [f"--input={records}", f"--output={output}", f"--checkpoint={ckpt}", f"--pca={pca}"]
+    score.run([*argv, f"--head={HEAD}", f"--threshold={THRESHOLD}"])
+    left = tables.read_table(str(audio_run), "recordings").to_pylist()
+    right = tables.read_table(str(output), "recordings").to_pylist()
+    assert [r for r in left if r["status"] == "ok"] == right  # the TFRecord holds the ok recordings
+    for name in ("windows", "events"):
+        assert _frame(audio_run, name).equals(_frame(output, name)), name
+
+
 def test_gcs_parent(parent, rescored, gcs_emulator, tmp_path):  # noqa: F811
     audio_run, _ = parent
     bucket = gcs_emulator.create_bucket("runs")
