@@ -10,7 +10,7 @@ the pipeline and loading models included):
   larger job / its extra wall time (free of the start-up);
 - rescore: parent runs of `--hours` (default 10) and 4x that many hours of embeddings, synthesised
   (seeded random uint8 frames in 1-hour recordings, written as the pipeline writes the embeddings and
-  recordings tables, with the run.json of the audio job above), rescored with the same head by
+  recordings tables, in row groups of 65,536 frames, with the run.json of the audio job above), rescored with the same head by
   `--from_run`; whole-job and steady-state rates as above, and each process's own peak resident set
   size (ru_maxrss of that child, via os.wait4).
 
@@ -75,6 +75,7 @@ def synthesise_parent(audio_run: pathlib.Path, target: pathlib.Path, hours: int)
     import pyarrow.parquet as pq
 
     from pipelines import schemas
+    from pipelines.scoring import outputs
 
     target.mkdir(parents=True)
     manifest = json.loads((audio_run / "run.json").read_text())
@@ -104,7 +105,12 @@ def synthesise_parent(audio_run: pathlib.Path, target: pathlib.Path, hours: int)
         },
         schema=schemas.SCORE_EMBEDDINGS,
     )
-    pq.write_table(embeddings, target / "embeddings-00000-of-00001.parquet", compression="zstd")
+    pq.write_table(
+        embeddings,
+        target / "embeddings-00000-of-00001.parquet",
+        compression="zstd",
+        row_group_size=outputs.ROW_GROUP_ROWS["embeddings"],
+    )
     pq.write_table(
         pa.Table.from_pylist(recordings, schema=schemas.SCORE_RECORDINGS),
         target / "recordings-00000-of-00001.parquet",

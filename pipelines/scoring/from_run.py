@@ -226,16 +226,19 @@ def chunk_frames(table: pa.Table):
     """
     if table.num_rows == 0:
         return
-    sources = table.column("source").to_numpy(zero_copy_only=False)
+    import pyarrow.compute as pc
+
+    source = table.column("source").combine_chunks()
     index = table.column("frame_index").to_numpy().astype(np.int64)
     embedding = table.column("embedding").combine_chunks()
     offset = embedding.offset * params.EMBEDDING_SIZE
     raw = np.frombuffer(embedding.buffers()[1], np.uint8)
     frames = raw[offset : offset + table.num_rows * params.EMBEDDING_SIZE].reshape(-1, params.EMBEDDING_SIZE)
-    breaks = np.flatnonzero((sources[1:] != sources[:-1]) | (index[1:] != index[:-1] + 1)) + 1
+    changed = pc.not_equal(source.slice(1), source.slice(0, len(source) - 1)).to_numpy(zero_copy_only=False)
+    breaks = np.flatnonzero(changed | (index[1:] != index[:-1] + 1)) + 1
     bounds = [0, *breaks.tolist(), table.num_rows]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        yield str(sources[a]), (int(index[a]), frames[a:b].copy())
+        yield source[a].as_py(), (int(index[a]), frames[a:b].copy())
 
 
 class ChunkFramesFn(beam.DoFn):
