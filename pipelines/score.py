@@ -16,8 +16,15 @@ from gunshot_core import arguments, logs, startup
 with startup.imports_without_gc(freeze=__name__ == "__main__"):
     from pipelines.scoring.pipeline import run
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
+
+
+def main(argv=None) -> int:
+    """Runs the job; a user error (a missing input, a --from_run without embeddings, a head of another
+    model) is one line on stderr and exit status 2."""
+    return arguments.run_program("batch", run, argv)
+
 
 if __name__ == "__main__":
     logs.configure_logging(logs.flags_from_argv(sys.argv[1:]))
-    startup.exit_process(arguments.run_program("batch", run))  # user errors: one line, status 2
+    startup.exit_process(main())

@@ -461,6 +461,7 @@ EXAMPLES = {
     "input": "gs://my-bucket/audioset/eval/*.tfrecord",
     "split": "train=gs://my-bucket/audioset/bal_train/*.tfrecord;eval=gs://my-bucket/audioset/eval/*.tfrecord",
     "output": "gs://my-bucket/out/v1",
+    "from_run": "gs://my-bucket/scores/archive",
     "num_shards": "4",
     "table_shards": "2",
     "positive_classes": '"Gunshot, gunfire",Machine gun',

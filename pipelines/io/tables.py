@@ -72,8 +72,9 @@ class _AssignTableShard(beam.DoFn):
 class _WriteTableShard(beam.DoFn):
     """(shard, [Arrow IPC blobs]) -> one Parquet file sorted by columns."""
 
-    def __init__(self, path_prefix, num_shards, schema: pa.Schema, sort_columns):
+    def __init__(self, path_prefix, num_shards, schema: pa.Schema, sort_columns, row_group_rows=None):
         self._path_prefix = path_prefix
+        self._row_group_rows = row_group_rows
         self._num_shards = num_shards
         self._schema_bytes = schema.serialize().to_pybytes()
         self._sort_columns = list(sort_columns)
@@ -90,7 +91,7 @@ class _WriteTableShard(beam.DoFn):
             table = table.sort_by([(c, "ascending") for c in self._sort_columns])
         path = shard_name(self._path_prefix, shard, self._num_shards, ".parquet")
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", row_group_size=self._row_group_rows)
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(buffer.getvalue())
         self._rows_written.inc(table.num_rows)
@@ -132,6 +133,8 @@ class WriteTable(beam.PTransform):
       sort_columns: instead of sort_key, column names to sort each file by, which together identify a
         row. Rows then cross the shuffle as Arrow record batches and are sorted by Arrow: several times
         cheaper for large tables. Columns of list type cannot be sort columns.
+      row_group_rows: with sort_columns, rows per Parquet row group (default: pyarrow's, 1Mi rows);
+        smaller groups let readers stream a large table in bounded memory.
     """
 
     def __init__(
@@ -144,8 +147,10 @@ class WriteTable(beam.PTransform):
         batched: bool = False,
         shard_key=None,
         sort_columns=None,
+        row_group_rows=None,
     ):
         super().__init__()
+        self._row_group_rows = row_group_rows
         if sort_columns is not None and sort_key is not None:
             raise ValueError("give sort_key or sort_columns, not both")
         missing = [c for c in sort_columns or () if c not in schema.names]
@@ -166,7 +171,9 @@ class WriteTable(beam.PTransform):
                 _AssignTableShard(self._schema, self._num_shards, shard_key, self._batched)
             )
             return _group_by_shard(keyed, self._num_shards) | "Write" >> beam.ParDo(
-                _WriteTableShard(self._prefix, self._num_shards, self._schema, self._sort_columns)
+                _WriteTableShard(
+                    self._prefix, self._num_shards, self._schema, self._sort_columns, self._row_group_rows
+                )
             )
         return pcoll | WriteSharded(
             self._prefix,

@@ -7,6 +7,7 @@
     segments.py         plan    ranges of VGGish examples of one long recording
     plan.py          2 plan     Source -> work items (whole file, segment, archive part)
     records.py          decode  embedding TFRecords read record by record (no VGGish needed)
+    from_run.py         decode  --from_run: an earlier run's recordings and stored frames (no VGGish)
     decode_ahead.py     decode  decoding ahead of VGGish on spare cores
     decode.py        3 decode   work item -> chunks of float32 [k, 96, 64] examples + RecordingInfo
     model_cache.py      embed   local copies of gs:// model files, once per worker

@@ -295,8 +295,14 @@ class DecodeFn(beam.DoFn):
         start_utc, missing = self._start_utc(source.path)
         if missing:
             yield _Count("_timestamp_missing")
+        known = records.run_recordings(source.path)
         try:
             for record in records.iter_embedding_records(source.path):
+                row = known.get(record.context.video_id) if record.context is not None else None
+                if row is not None and record.context.start_time == 0:  # written by --write_embeddings
+                    yield _Count("_recordings")
+                    yield from self._known_recording(row, record.frames)
+                    continue
                 key = sources.member_source_id(source.path, record.member)
                 base = {"source": key, "file": source.path, "member": record.member}
                 base.update(input_kind=sources.KIND_TFRECORD, format="TFRECORD", timestamp_missing=missing)
@@ -328,6 +334,25 @@ class DecodeFn(beam.DoFn):
             yield from self._archive_error(
                 source, "unreadable", f"cannot read TFRecord {source.path}: {message}"
             )
+
+    def _known_recording(self, row: dict, frames) -> Iterator:
+        """The frames of a record that `--write_embeddings` wrote for a recording of its run: the
+        recording keeps its identity from that run's recordings table (`row`)."""
+        key = row["source"]
+        info = RecordingInfo(
+            source=key,
+            file=row["file"],
+            member=row["member"],
+            input_kind=row["input_kind"],
+            format=row["format"],
+            sample_rate=row["sample_rate"],
+            channels=row["channels"],
+            duration_seconds=row["duration_seconds"],
+            num_examples=int(frames.shape[0]),
+            start_utc=row["start_utc"],
+        )
+        yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, ((0, 0), frames)))
+        yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
 
     def _outputs(self, element) -> Iterator:
         """Everything one (Source, Segment) element decodes to, in order."""

@@ -50,6 +50,11 @@ SORT_COLUMNS = {
 }
 
 
+# Rows per Parquet row group of the per-frame tables: 65,536 frames (17.5 hours of audio, ~8 MB of
+# embeddings), the unit `--from_run`, search and `dataset --embeddings` read at a time.
+ROW_GROUP_ROWS = {"embeddings": 1 << 16, "frames": 1 << 16}
+
+
 def source_key(row):
     """Shard key: all rows of one recording go to the same file."""
     return row["source"]

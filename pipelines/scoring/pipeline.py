@@ -6,6 +6,10 @@ the model files once (`make_config`), builds the pipeline (`build_pipeline`: `Ma
 the tables and writes run.json. `python -m pipelines.score` and `gunshot batch` call `run`.
 
     python -m pipelines.score --input 'recordings/**' --output scores/ [options] [Beam options]
+    python -m pipelines.score --from_run scores/ --head heads/site7/ --output rescored/   (no VGGish)
+
+With --from_run, the stored embeddings of an earlier run (scored with --write_embeddings) are scored
+with another head instead (`pipelines.scoring.from_run`): the same tables, the same recordings.
 
 Writes the tables windows, recordings, events and errors (and embeddings with --write_embeddings)
 as Parquet into --output, plus events.csv, a Raven selection table and run.json; see docs/scoring.md.
@@ -14,6 +18,7 @@ as Parquet into --output, plus events.csv, a Raven selection table and run.json;
 import argparse
 import datetime
 import logging
+import os
 import time
 
 import apache_beam as beam
@@ -28,11 +33,14 @@ from pipelines import schemas
 from pipelines.io import counters, files, launch
 from pipelines.io import errors as io_errors
 from pipelines.io import tables as io_tables
-from pipelines.scoring import clips, embed, exports, match, outputs, rerun, score, sources
+from pipelines.scoring import clips, embed, exports, from_run, match, outputs, rerun, score, sources
 from pipelines.scoring import config as scoring_config
 from pipelines.scoring import provenance as scoring_provenance
 
 _LOG = logging.getLogger(__name__)
+# Rows of the per-window and per-frame tables go to the writer in lists of this many (per bundle).
+# The written files do not depend on it: each file is sorted by its rows' key columns.
+WRITE_BATCH_ROWS = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="text file (local or gs://) with one --input per line",
+    )
+    io_group.add_argument(
+        "--from_run",
+        metavar="RUN_DIR",
+        help="instead of --input: score the embeddings table of the earlier run in RUN_DIR (one scored "
+        "with --write_embeddings) with --head; the tables keep that run's recordings (sources, start "
+        "times, formats, failures) and VGGish does not run; window and hop are that run's",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
     pipelines_options.add_switch(
@@ -99,8 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_known_args(argv):
     parser = build_parser()
     args, beam_args = pipelines_options.split_args(parser, argv)
-    if not args.input and not args.input_list:
-        parser.error("give at least one --input or --input_list")
+    if args.from_run:
+        given = [
+            f"--{n}"
+            for n in ("input", "input_list", "skip_existing", "timestamp_pattern")
+            if getattr(args, n)
+        ]
+        if given:
+            parser.error(f"--from_run reads the recordings of an earlier run: it takes no {', '.join(given)}")
+    elif not args.input and not args.input_list:
+        parser.error("give at least one --input or --input_list (or --from_run RUN_DIR)")
     for name in ("batch_size", "num_shards"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -197,25 +220,84 @@ def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.
     return config, provenance
 
 
+def make_rescore_config(args, parent: from_run.ParentRun):
+    """`make_config` for --from_run: the parent's embedding model and window, the new head.
+
+    Raises:
+      from_run.HeadMismatchError: the head cannot score the parent's frames (before any work).
+      from_run.FromRunError: --window_seconds / --hop_seconds other than the parent's.
+    """
+    from gunshot_core import heads
+
+    for flag, value, default, frames in (
+        ("--window_seconds", args.window_seconds, windows.DEFAULT_WINDOW_SECONDS, parent.window_frames),
+        ("--hop_seconds", args.hop_seconds, windows.DEFAULT_HOP_SECONDS, parent.hop_frames),
+    ):
+        if value != default and windows.seconds_to_frames(value, name=flag) != frames:
+            raise from_run.FromRunError(
+                f"{flag} {value}: a rescored run keeps the window and hop of --from_run {parent.directory} "
+                f"({frames} frames); leave {flag} out"
+            )
+    models = parent.manifest.get("models") or {}
+    from gunshot_core import models as core_models
+
+    head_path = args.head or os.environ.get(core_models.ENV_HEAD) or str(heads.DEFAULT_HEAD_PATH)
+    head = heads.load_head(embed.localize(head_path))
+    from_run.check_head(head, parent)
+    threshold = head.threshold if args.threshold is None else float(args.threshold)
+    provenance = scoring_provenance.Provenance(
+        head_name=head.head_id,
+        vggish_sha256=parent.vggish_sha256,
+        pca_sha256=parent.pca_sha256,
+        head_sha256=head.sha256,
+        code_version=gunshot_core.__version__,
+        window_seconds=round(parent.window_frames * 0.96, 6),
+        hop_seconds=round(parent.hop_frames * 0.96, 6),
+        threshold=threshold,
+    )
+    config = scoring_config.ScoringConfig(
+        checkpoint=models.get("checkpoint") or "",
+        pca=models.get("pca") or "",
+        head=head_path,
+        window_frames=parent.window_frames,
+        hop_frames=parent.hop_frames,
+        threshold=threshold,
+        write_embeddings=args.write_embeddings,
+        export_clips=args.export_clips,
+        clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
+        clip_padding_seconds=args.clip_padding_seconds,
+        frame_events=head.has_frame_scores,
+    )
+    return config, provenance
+
+
 def _add_columns(row, columns):
     return scoring_provenance.with_provenance(row, columns)
 
 
-def build_pipeline(p, args, config, provenance, previous):
-    """Adds the scoring steps to pipeline `p`; returns nothing (all outputs are files)."""
+def build_pipeline(p, args, config, provenance, previous, parent=None):
+    """Adds the scoring steps to pipeline `p`; returns nothing (all outputs are files).
+
+    With `parent` (a from_run.ParentRun, --from_run) the parent's stored frames are scored instead
+    of matched inputs.
+    """
     staging = beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
-    patterns = list(args.input)
-    for listing in args.input_list:
-        patterns.extend(sources.read_input_list(listing))
-    srcs, match_errors = p | "Patterns" >> beam.Create(patterns) | "Match" >> match.MatchSources()
-    if previous.done_files:
-        done = previous.done_files
-        srcs = srcs | "SkipDone" >> beam.Filter(lambda s, done=done: s.path not in done)
-    tables = srcs | "Score" >> score.ScoreRecordings(config)
+    if parent is not None:
+        tables = p | "Rescore" >> score.RescoreRecordings(config, parent)
+        extra_errors = []
+    else:
+        patterns = list(args.input)
+        for listing in args.input_list:
+            patterns.extend(sources.read_input_list(listing))
+        srcs, match_errors = p | "Patterns" >> beam.Create(patterns) | "Match" >> match.MatchSources()
+        if previous.done_files:
+            done = previous.done_files
+            srcs = srcs | "SkipDone" >> beam.Filter(lambda s, done=done: s.path not in done)
+        tables = srcs | "Score" >> score.ScoreRecordings(config)
+        extra_errors = [match_errors]
     names = ["windows", "recordings", "events", "errors"] + (["embeddings"] if args.write_embeddings else [])
     names += ["frames"] if config.frame_events else []
     columns = provenance.columns()
-    extra_errors = [match_errors]
     if config.export_clips:
         exported = tables["clips"] | "ExportClips" >> beam.ParDo(
             clips.ExportClipsFn(config.clip_dir, config.clip_padding_seconds)
@@ -230,19 +312,23 @@ def build_pipeline(p, args, config, provenance, previous):
             )
         rows = parts | f"All{name.title()}" >> beam.Flatten() if len(parts) > 1 else parts[0]
         final[name] = rows
-        shards = args.num_shards if name in ("windows", "embeddings", "frames") else 1
-        _ = (
-            rows
-            | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
-            | f"Write{name.title()}"
-            >> io_tables.WriteTable(
-                staging,
-                name,
-                schemas.SCORE_TABLES[name],
-                num_shards=shards,
-                shard_key=outputs.source_key,
-                sort_columns=outputs.SORT_COLUMNS[name],
+        per_frame = name in ("windows", "embeddings", "frames")
+        rows = rows | f"Provenance{name.title()}" >> beam.Map(_add_columns, columns)
+        if per_frame:
+            # Rows cross the shuffle to the writer in Arrow batches of up to WRITE_BATCH_ROWS (not
+            # one small Arrow stream each): the shuffle holds ~150 bytes per window instead of ~2.4 kB.
+            rows = rows | f"Batch{name.title()}" >> beam.BatchElements(
+                min_batch_size=WRITE_BATCH_ROWS, max_batch_size=WRITE_BATCH_ROWS
             )
+        _ = rows | f"Write{name.title()}" >> io_tables.WriteTable(
+            staging,
+            name,
+            schemas.SCORE_TABLES[name],
+            num_shards=args.num_shards if per_frame else 1,
+            batched=per_frame,
+            shard_key=outputs.source_key,
+            sort_columns=outputs.SORT_COLUMNS[name],
+            row_group_rows=outputs.ROW_GROUP_ROWS.get(name),
         )
     _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
     if args.write_embeddings:
@@ -303,21 +389,26 @@ def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
 def run(argv=None, save_main_session=True, test_pipeline=None):
     """Runs the scoring job; returns the run summary dict (also written to run.json)."""
     args, beam_args = parse_known_args(argv)
-    check_inputs(args)
-    config, provenance = make_config(args)
+    parent = None
+    if args.from_run:
+        parent = from_run.read_parent_run(args.from_run)
+        config, provenance = make_rescore_config(args, parent)
+    else:
+        check_inputs(args)
+        config, provenance = make_config(args)
     previous = rerun.PreviousRun(frozenset(), frozenset())
     if args.skip_existing:
         previous = rerun.read_previous_run(args.output, provenance)
         _LOG.info("--skip_existing: %d files already scored in %s", len(previous.done_files), args.output)
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    if test_pipeline is None and launch.runs_in_this_process(options):
+    if test_pipeline is None and parent is None and launch.runs_in_this_process(options):
         embed.import_tensorflow_ahead()
     started = time.monotonic()
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     outputs.clear_staging(args.output)
     p = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(p, args, config, provenance, previous)
+    build_pipeline(p, args, config, provenance, previous, parent)
     result = p.run()
     if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
         launch.log_detached(result, p.options, "score")
@@ -341,6 +432,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "window_frames": config.window_frames,
         "hop_frames": config.hop_frames,
         "events_from": "frames" if config.frame_events else "windows",
+        "embedding_model": parent.embedding_model if parent else from_run.DEFAULT_EMBEDDING_MODEL,
+        "parent_run": parent.summary() if parent else None,
         "files_skipped_as_done": len(previous.done_files),
         "counters": counts,
         "summary": summary,
@@ -360,7 +453,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         summary["errors"],
         args.output,
     )
-    if not counts.get("score/files_matched"):
+    if parent is None and not counts.get("score/files_matched"):
         raise InputError(
             _nothing_matched(list(args.input) + list(args.input_list)) + f" (errors table in {args.output})"
         )

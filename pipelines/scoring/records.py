@@ -4,9 +4,15 @@ Stage: scoring 3 (decode), for embedding TFRecord inputs.
 
 Records are read slot by slot with `gunshot_core.records` (no TensorFlow needed), so a bad CRC, a
 truncated file or a malformed record becomes one error row and the rest of the file is still scored.
+
+A TFRecord written by `--write_embeddings` holds one record per recording whose `video_id` is the
+recording's `source`; when the run's recordings table lies next to it (`run_recordings`), scoring the
+TFRecord keeps each recording's identity (source, file, member, times, format) from that table.
 """
 
 import dataclasses
+import functools
+import posixpath
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,3 +57,27 @@ def iter_embedding_records(path: str) -> Iterator[EmbeddingRecord]:
                 yield EmbeddingRecord(f"record{slot.index}", None, None, e.reason, str(e))
                 continue
             yield EmbeddingRecord(context.key, context, frames)
+
+
+@functools.lru_cache(maxsize=8)
+def run_recordings(path: str) -> dict:
+    """The recordings a TFRecord's run scored ok, when its recordings table lies next to it.
+
+    Args:
+      path: a TFRecord file (local or gs://), e.g. `RUN/embeddings-00000-of-00001.tfrecord`.
+    Returns:
+      {source: recordings-table row (dict)} of the ok rows of `recordings-*.parquet` in the same
+      folder, or {} when there is none or it cannot be read (the records are then scored as records).
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.io import tables
+
+    folder = posixpath.dirname(path) or "."
+    try:
+        if not FileSystems.match([FileSystems.join(folder, "recordings-*-of-*.parquet")])[0].metadata_list:
+            return {}
+        table = tables.read_table(folder, "recordings")
+    except Exception:  # noqa: BLE001 - no usable table: the records keep their own identity
+        return {}
+    return {row["source"]: row for row in table.to_pylist() if row["status"] == "ok"}

@@ -276,24 +276,55 @@ class ScoreRecordings(beam.PTransform):
         self._config = config
 
     def expand(self, srcs):
-        config = self._config
-        grouped, embed_errors = embed_recordings(srcs, config)
-        scored = grouped | "Score" >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
-            WINDOWS_TAG,
-            EVENTS_TAG,
-            ERRORS_TAG,
-            EMBEDDINGS_TAG,
-            CLIPS_TAG,
-            FRAME_SCORES_TAG,
-            main=RECORDINGS_TAG,
-        )
-        errors = (scored[ERRORS_TAG], embed_errors) | "ScoreErrors" >> beam.Flatten()
-        return {
-            "recordings": scored[RECORDINGS_TAG],
-            "windows": scored[WINDOWS_TAG],
-            "events": scored[EVENTS_TAG],
-            "errors": errors,
-            "embeddings": scored[EMBEDDINGS_TAG],
-            "frames": scored[FRAME_SCORES_TAG],
-            "clips": scored[CLIPS_TAG],
-        }
+        grouped, embed_errors = embed_recordings(srcs, self._config)
+        return score_grouped(grouped, self._config, [embed_errors])
+
+
+def score_grouped(grouped, config: ScoringConfig, more_errors=(), more_recordings=()) -> dict:
+    """Applies ScoreRecordingFn (label "Score") to grouped frames; returns ScoreRecordings' dict.
+
+    Args:
+      grouped: PCollection of (source, {INFO_TAG: [RecordingInfo], FRAMES_TAG: [(chunk index,
+        uint8 [k, 128])]}).
+      config: scoring settings.
+      more_errors, more_recordings: PCollections of rows flattened into the errors / recordings.
+    """
+    scored = grouped | "Score" >> beam.ParDo(ScoreRecordingFn(config)).with_outputs(
+        WINDOWS_TAG,
+        EVENTS_TAG,
+        ERRORS_TAG,
+        EMBEDDINGS_TAG,
+        CLIPS_TAG,
+        FRAME_SCORES_TAG,
+        main=RECORDINGS_TAG,
+    )
+    errors = (scored[ERRORS_TAG], *more_errors) | "ScoreErrors" >> beam.Flatten()
+    recordings = scored[RECORDINGS_TAG]
+    if more_recordings:
+        recordings = (recordings, *more_recordings) | "AllRecordings" >> beam.Flatten()
+    return {
+        "recordings": recordings,
+        "windows": scored[WINDOWS_TAG],
+        "events": scored[EVENTS_TAG],
+        "errors": errors,
+        "embeddings": scored[EMBEDDINGS_TAG],
+        "frames": scored[FRAME_SCORES_TAG],
+        "clips": scored[CLIPS_TAG],
+    }
+
+
+class RescoreRecordings(beam.PTransform):
+    """PBegin -> ScoreRecordings' dict of row PCollections, from a parent run's stored frames
+    (`--from_run`; see pipelines.scoring.from_run): the parent's recordings keep their identity, its
+    failed recordings their rows and its error rows are carried over."""
+
+    def __init__(self, config: ScoringConfig, parent):
+        super().__init__()
+        self._config = config
+        self._parent = parent
+
+    def expand(self, pbegin):
+        from pipelines.scoring.from_run import ReadParentRun
+
+        parent = pbegin | "ReadParent" >> ReadParentRun(self._parent)
+        return score_grouped(parent["grouped"], self._config, [parent["errors"]], [parent["failed"]])

@@ -1,0 +1,187 @@
+"""Rescoring stored embeddings (`gunshot batch --from_run`) vs. scoring the same audio, in audio hours
+per wall hour, and the rescoring job's peak memory on 10 vs. 40 hours of embeddings.
+
+Measured side by side in one run, every job a new `python -m pipelines.score` process on the
+DirectRunner with default settings (as a user runs it; the one-off costs of importing Beam, building
+the pipeline and loading models included):
+
+- audio: `--audio_minutes` (default 4) and twice that of 44.1 kHz mono WAV in 60-s files, scored
+  with `--write_embeddings`; whole-job rate = audio / wall, steady-state rate = the extra audio of the
+  larger job / its extra wall time (free of the start-up);
+- rescore: parent runs of `--hours` (default 10) and 4x that many hours of embeddings, synthesised
+  (seeded random uint8 frames in 1-hour recordings, written as the pipeline writes the embeddings and
+  recordings tables, in row groups of 65,536 frames, with the run.json of the audio job above), rescored with the same head by
+  `--from_run`; whole-job and steady-state rates as above, and each process's own peak resident set
+  size (ru_maxrss of that child, via os.wait4).
+
+    python benchmarks/bench_rescore.py --random_weights       # or --checkpoint ... --pca ...
+
+Prints the rates, the ratios rescore/audio (steady state, target >= 200; whole job) and both peaks.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_memory import write_recording  # noqa: E402
+from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: E402
+
+FRAMES_PER_HOUR = int(3600 / 0.96)
+
+
+def run_job(argv: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in kB) of one `python -m pipelines.score` process (its own ru_maxrss,
+    from os.wait4)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.score", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"pipelines.score {argv} failed:\n{stderr.read().decode()[-3000:]}")
+    return wall, usage.ru_maxrss
+
+
+def write_audio(directory: pathlib.Path, minutes: float) -> float:
+    directory.mkdir(parents=True)
+    for i in range(int(round(minutes))):
+        write_recording(directory / f"rec{i:03d}.wav", 60.0)
+    return 60.0 * int(round(minutes))
+
+
+def synthesise_parent(audio_run: pathlib.Path, target: pathlib.Path, hours: int) -> None:
+    """A parent run of `hours` 1-hour recordings of random frames, tables as the pipeline writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines import schemas
+    from pipelines.scoring import outputs
+
+    target.mkdir(parents=True)
+    manifest = json.loads((audio_run / "run.json").read_text())
+    provenance = manifest["provenance"]
+    rng = np.random.default_rng(0)
+    sources = [f"/archive/site{i % 7}/rec{i:04d}.wav" for i in range(hours)]
+    recordings, columns = [], {n: [] for n in ("source", "frame_index", "start_seconds", "embedding")}
+    for source in sorted(sources):
+        frames = rng.integers(0, 256, (FRAMES_PER_HOUR, 128), dtype=np.uint8)
+        columns["source"] += [source] * FRAMES_PER_HOUR
+        columns["frame_index"].append(np.arange(FRAMES_PER_HOUR, dtype=np.int32))
+        columns["start_seconds"].append(np.arange(FRAMES_PER_HOUR) * 0.96)
+        columns["embedding"] += [f.tobytes() for f in frames]
+        row = {"source": source, "file": source, "input_kind": "audio", "format": "WAV"}
+        row.update(
+            sample_rate=44100, channels=1, duration_seconds=3600.0, frames=FRAMES_PER_HOUR, status="ok"
+        )
+        recordings.append({**row, **provenance})
+    n = len(columns["source"])
+    embeddings = pa.table(
+        {
+            "source": columns["source"],
+            "frame_index": np.concatenate(columns["frame_index"]),
+            "start_seconds": np.concatenate(columns["start_seconds"]),
+            "embedding": pa.array(columns["embedding"], pa.binary(128)),
+            **{k: [v] * n for k, v in provenance.items()},
+        },
+        schema=schemas.SCORE_EMBEDDINGS,
+    )
+    pq.write_table(
+        embeddings,
+        target / "embeddings-00000-of-00001.parquet",
+        compression="zstd",
+        row_group_size=outputs.ROW_GROUP_ROWS["embeddings"],
+    )
+    pq.write_table(
+        pa.Table.from_pylist(recordings, schema=schemas.SCORE_RECORDINGS),
+        target / "recordings-00000-of-00001.parquet",
+        compression="zstd",
+    )
+    pq.write_table(schemas.SCORE_ERRORS.empty_table(), target / "errors-00000-of-00001.parquet")
+    (target / "run.json").write_text(json.dumps(manifest))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_model_arguments(parser)
+    parser.add_argument("--head", help="head (default: the bundled one)")
+    parser.add_argument("--audio_minutes", type=float, default=4.0, help="audio of the smaller audio job")
+    parser.add_argument("--hours", type=int, default=10, help="embeddings of the smaller rescoring job")
+    args = parser.parse_args(argv)
+    resolve_models(parser, args)
+    head = [f"--head={args.head}"] if args.head else []
+    models = [f"--checkpoint={args.checkpoint}", f"--pca={args.pca}", *head]
+    with tempfile.TemporaryDirectory(prefix="bench-rescore-") as tmp:
+        root = pathlib.Path(tmp)
+        small, large = args.audio_minutes, 2 * args.audio_minutes
+        seconds = {m: write_audio(root / f"audio{m:g}", m) for m in (small, large)}
+        # One untimed job first: model hashes and the checkpoint's converted copy are then cached.
+        run_job([f"--input={root / f'audio{small:g}'}", f"--output={root / 'warm'}", *models])
+        audio = {}
+        for m in (small, large):
+            out = root / f"run{m:g}"
+            wall, peak = run_job(
+                [f"--input={root / f'audio{m:g}'}", f"--output={out}", "--write_embeddings", *models]
+            )
+            audio[m] = (seconds[m] / 3600, wall, peak)
+        rescore = {}
+        for hours in (args.hours, 4 * args.hours):
+            parent = root / f"parent{hours}"
+            synthesise_parent(root / f"run{small:g}", parent, hours)
+            wall, peak = run_job([f"--from_run={parent}", f"--output={root / f'rescored{hours}'}", *head])
+            rescore[hours] = (float(hours), wall, peak)
+            shutil.rmtree(parent)
+
+    def rates(d):
+        (h1, w1, _), (h2, w2, _) = sorted(d.values())
+        return h1 / (w1 / 3600), (h2 - h1) / ((w2 - w1) / 3600)
+
+    audio_whole, audio_steady = rates(audio)
+    rescore_whole, rescore_steady = rates(rescore)
+    report = {
+        "audio_jobs": {
+            f"{h * 60:g} min": {"wall_s": round(w, 2), "peak_mb": round(p / 1024)}
+            for h, w, p in audio.values()
+        },
+        "rescore_jobs": {
+            f"{h:g} h": {"wall_s": round(w, 2), "peak_mb": round(p / 1024)} for h, w, p in rescore.values()
+        },
+        "audio_hours_per_hour": {"whole_job": round(audio_whole, 1), "steady_state": round(audio_steady, 1)},
+        "rescore_hours_per_hour": {
+            "whole_job": round(rescore_whole, 1),
+            "steady_state": round(rescore_steady, 1),
+        },
+        "ratio_steady_state": round(rescore_steady / audio_steady, 1),
+        "ratio_whole_job": round(rescore_whole / audio_whole, 1),
+        "peak_growth_4x_hours": round(rescore[4 * args.hours][2] / rescore[args.hours][2] - 1, 3),
+    }
+    print(json.dumps(report, indent=2))
+    print(
+        f"rescore/audio: {report['ratio_steady_state']}x steady state (target >= 200), "
+        f"{report['ratio_whole_job']}x whole job; peak memory {args.hours} h -> {4 * args.hours} h: "
+        f"{report['peak_growth_4x_hours']:+.1%}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
