@@ -1,0 +1,191 @@
+"""--precision fp32|bf16|int8|auto: accuracy against fp32 on the golden clips, per-example results,
+the int8 model cache, `auto`, and bad input handled as with fp32.
+
+The int8 model is built once per module into a temporary cache (~15-50 s on 2 cores).
+"""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from gunshot_core import precision
+from gunshot_core.postprocess import Postprocessor
+from gunshot_core.vggish import VGGish
+from tests.conftest import GOLDEN_CLIPS, SEED_HEADS, SEED_MODELS, head_key
+
+CLIPS = [c for c in sorted(GOLDEN_CLIPS) if c != "short_0p5s_16k"]  # the short clip has no examples
+#: Largest allowed change of a seed head's score against fp32 (docs/precision.md).
+TOLERANCE = {"bf16": 0.005, "int8": 0.02}
+
+
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(precision, "cache_root", lambda: root)
+    yield root
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def models(random_vggish, int8_cache):
+    """{precision: VGGish} built from the random-weight checkpoint (int8 into the temporary cache)."""
+    return {p: VGGish.from_checkpoint(random_vggish[0], precision=p) for p in precision.PRECISIONS}
+
+
+@pytest.fixture(scope="module")
+def postprocessor(random_vggish):
+    return Postprocessor.from_npz(random_vggish[1])
+
+
+@pytest.fixture(scope="module")
+def seed_heads():
+    from gunshot_core.heads import load_head
+
+    return {name: load_head(str(SEED_MODELS / name)) for name in SEED_HEADS}
+
+
+@pytest.mark.parametrize("name", ["bf16", "int8"])
+def test_seed_head_scores_stay_close_to_fp32(name, models, postprocessor, seed_heads, golden):
+    """Every seed head on every golden clip: score within 0.005 (bf16) / 0.02 (int8) of fp32."""
+    worst = 0.0
+    changed = []
+    for clip in CLIPS:
+        examples = golden[clip]["examples"]
+        reference = postprocessor.postprocess(models["fp32"].embed(examples))
+        np.testing.assert_array_equal(reference, golden[clip]["postprocessed"])  # fp32 is the reference
+        frames = postprocessor.postprocess(models[name].embed(examples))
+        assert frames.shape == reference.shape and frames.dtype == np.uint8
+        changed.append(np.mean(frames != reference))
+        for head_name, head in seed_heads.items():
+            ours = float(np.asarray(head.predict(frames)).reshape(-1)[0])
+            theirs = float(np.asarray(head.predict(reference)).reshape(-1)[0])
+            assert abs(ours - float(golden[clip][f"score_{head_key(head_name)}"])) < TOLERANCE[name] + 2e-3
+            worst = max(worst, abs(ours - theirs))
+            assert abs(ours - theirs) <= TOLERANCE[name], (clip, head_name, ours, theirs)
+    assert max(changed) > 0  # the precision really ran (fp32 would change nothing)
+    print(f"{name}: largest score change {worst:.4f}, uint8 values changed up to {max(changed):.1%}")
+
+
+@pytest.mark.parametrize("name", ["bf16", "int8"])
+def test_results_do_not_depend_on_batch_grouping(name, models, golden):
+    """An example's embedding is the same bits alone, in sevens or with 70 neighbours."""
+    model = models[name]
+    pool = np.concatenate([golden[c]["examples"] for c in CLIPS] + [precision.calibration_examples()])
+    examples = pool[np.random.default_rng(7).permutation(pool.shape[0])[:70]]
+    assert examples.shape[0] == 70
+    together = model.embed(examples)
+    in_sevens = np.concatenate([model.embed(examples[i : i + 7]) for i in range(0, 70, 7)])
+    reversed_order = model.embed(examples[::-1])[::-1]
+    one_by_one = np.concatenate([model.embed(examples[i : i + 1]) for i in (0, 33, 69)])
+    np.testing.assert_array_equal(together, in_sevens)
+    np.testing.assert_array_equal(together, reversed_order)
+    np.testing.assert_array_equal(together[[0, 33, 69]], one_by_one)
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16", "int8"])
+def test_bad_input_behaves_as_fp32(name, models):
+    """Empty input and wrong shapes: the same results and errors at every precision."""
+    model = models[name]
+    assert model.embed(np.zeros((0, 96, 64), np.float32)).shape == (0, 128)
+    with pytest.raises(ValueError, match=r"\[n, 96, 64\]"):
+        model.embed(np.zeros((3, 64, 96), np.float32))
+    with pytest.raises(ValueError, match=r"\[n, 96, 64\]"):
+        model.embed(np.zeros((96, 64), np.float32))
+    silence = model.embed(np.full((2, 96, 64), np.log(0.01), np.float32))
+    assert silence.dtype == np.float32 and np.isfinite(silence).all()
+
+
+def test_int8_cache_is_reused_and_rebuilt_after_damage(models, random_vggish, int8_cache, golden):
+    """A second load reuses the cached model; a damaged file is detected and the model rebuilt."""
+    entries = [p for p in int8_cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == 1
+    entry = entries[0]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["key"]["runtime"].startswith("openvino ")
+    assert set(manifest["files"]) == {"vggish_int8.xml", "vggish_int8.bin"}
+    built_at = (entry / "vggish_int8.bin").stat().st_mtime_ns
+    examples = golden["pistol_shot"]["examples"]
+    expected = models["int8"].embed(examples)
+
+    again = VGGish.from_checkpoint(random_vggish[0], precision="int8")  # reused: same file
+    assert (entry / "vggish_int8.bin").stat().st_mtime_ns == built_at
+    np.testing.assert_array_equal(again.embed(examples), expected)
+
+    weights = entry / "vggish_int8.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\x00" * 4096
+    weights.write_bytes(bytes(data[: len(data) - 100]))  # overwritten and truncated
+    rebuilt = VGGish.from_checkpoint(random_vggish[0], precision="int8")
+    np.testing.assert_array_equal(rebuilt.embed(examples), expected)  # deterministic calibration
+    rebuilt_files = json.loads((entry / "manifest.json").read_text())["files"]
+    assert rebuilt_files["vggish_int8.bin"] == manifest["files"]["vggish_int8.bin"]  # the same weights
+    assert not [p for p in int8_cache.iterdir() if p.name.startswith(".")]  # no staging left over
+
+
+def test_cached_build_serialises_concurrent_builders(tmp_path, monkeypatch):
+    """Builders in several processes at once: one builds, the others load its result."""
+    import multiprocessing
+
+    monkeypatch.setattr(precision, "cache_root", lambda: tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(3) as pool:
+        results = pool.map(_build_in_worker, [str(tmp_path)] * 3)
+    assert sorted(r[0] for r in results) == [False, False, True]  # exactly one build
+    assert len({r[1] for r in results}) == 1
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
+def _build_in_worker(root):
+    import time
+
+    precision.cache_root = lambda: pathlib.Path(root)
+    built = []
+
+    def build(folder):
+        time.sleep(0.3)
+        (folder / "model.txt").write_text("payload")
+        built.append(True)
+
+    folder = precision.cached_build({"model": "test"}, build, lambda f: str(f))
+    return bool(built), folder
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "int8"),  # this project's EPYC
+        ({"avx2", "amx_bf16", "amx_int8", "amx_tile"}, "int8"),  # Sapphire Rapids
+        ({"avx2", "avx_vnni"}, "int8"),  # Alder Lake
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx2", "fma"}, "fp32"),
+        (set(), "fp32"),
+    ],
+)
+def test_auto_picks_per_cpu_flags(flags, expected, tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu {' '.join(sorted(flags))}\n\nprocessor\t: 1\n")
+    assert precision.cpu_flags(str(cpuinfo)) == frozenset(flags) | {"fpu"}
+    real = precision.cpu_flags
+    monkeypatch.setattr(precision, "cpu_flags", lambda path=str(cpuinfo): real(path))
+    assert precision.resolve("auto") == expected
+    assert precision.resolve("fp32") == "fp32"
+
+
+def test_auto_without_the_int8_runtime_and_unknown_names(monkeypatch):
+    monkeypatch.setattr(precision, "_version", lambda package: None)
+    assert precision.auto_precision({"avx512_vnni", "avx512_bf16"}) == "bf16"
+    assert precision.auto_precision({"avx512_vnni"}) == "fp32"
+    with pytest.raises(precision.PrecisionError, match=r"needs openvino and nncf: pip install"):
+        precision.resolve("int8")
+    with pytest.raises(precision.PrecisionError, match=r"unknown precision 'fp16'"):
+        precision.resolve("fp16")
+
+
+def test_calibration_set_is_fixed():
+    first = precision.calibration_examples()
+    assert first.shape == (112, 96, 64) and first.dtype == np.float32
+    assert precision.array_sha256(first) == precision.array_sha256(precision.calibration_examples())
+    assert np.ptp(first.reshape(first.shape[0], -1).mean(axis=1)) > 5  # quiet to loud
