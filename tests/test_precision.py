@@ -189,3 +189,31 @@ def test_calibration_set_is_fixed():
     assert first.shape == (112, 96, 64) and first.dtype == np.float32
     assert precision.array_sha256(first) == precision.array_sha256(precision.calibration_examples())
     assert np.ptp(first.reshape(first.shape[0], -1).mean(axis=1)) > 5  # quiet to loud
+
+
+def test_score_cli_errors_and_bad_input_as_fp32(models, random_vggish, tmp_path, capsys):
+    """`gunshot score --precision int8`: the same exit code and error lines as fp32 for bad files,
+    a score within 0.02 for a good one, and the chosen precision in the JSON."""
+    from gunshot_core import score_cli
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    files = [str(GOLDEN_CLIPS["pistol_shot"]), str(empty), str(text), str(tmp_path / "missing.wav")]
+    model_args = ["--checkpoint", random_vggish[0], "--pca", random_vggish[1], "--json"]
+    results = {}
+    for name in ("fp32", "int8"):
+        code = score_cli.main(files + model_args + ["--precision", name])
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        results[name] = (code, lines)
+    (code32, fp32), (code8, int8) = results["fp32"], results["int8"]
+    assert code32 == code8 == 1
+    assert [r.get("error") for r in fp32] == [r.get("error") for r in int8]
+    assert [r.get("reason") for r in fp32[1:]] == [r.get("reason") for r in int8[1:]]
+    assert all("error" in r for r in int8[1:])
+    assert abs(fp32[0]["score"] - int8[0]["score"]) <= 0.02
+    assert "precision" not in fp32[0] and int8[0]["precision"] == "int8"
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one usage line, exit 2
+        score_cli.main(files[:1] + model_args + ["--precision", "fp16"])
+    assert exit_info.value.code == 2

@@ -19,9 +19,12 @@ class Provenance:
     window_seconds: float
     hop_seconds: float
     threshold: float
+    precision: str = "fp32"
+    embedding_runtime: str = ""
 
     @property
     def model_id(self) -> str:
+        """Short hash of the three model files (the same at every precision: compare `precision`)."""
         joined = f"{self.vggish_sha256}:{self.pca_sha256}:{self.head_sha256}"
         return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
