@@ -10,13 +10,15 @@ import argparse
 from gunshot_core import resample, windows
 
 
-def add_vggish_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_vggish_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, precision_default: str | None = "fp32"
+) -> None:
     """--checkpoint, --pca (defaults: the downloaded VGGish files), --precision (how VGGish runs)."""
     parser.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     parser.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
     from gunshot_core import precision
 
-    precision.add_precision_argument(parser)
+    precision.add_precision_argument(parser, precision_default)
 
 
 def add_resampler_argument(

@@ -133,16 +133,20 @@ def embedding_runtime(precision: str) -> str:
     return f"tensorflow {_version('tensorflow')}"
 
 
-def add_precision_argument(parser) -> None:
-    """--precision fp32|bf16|int8|auto (shared by every command that embeds audio)."""
+def add_precision_argument(parser, default: str | None = DEFAULT_PRECISION) -> None:
+    """--precision fp32|bf16|int8|auto (shared by every command that embeds audio).
+
+    Args:
+      default: the default choice; None: the command decides (`gunshot search`: the table's).
+    """
     parser.add_argument(
         "--precision",
         choices=CHOICES,
-        default=DEFAULT_PRECISION,
+        default=default,
         help="numeric precision of the embedding network: fp32 (reference bits), bf16 (~1.9x on "
         "CPUs with AVX512_BF16/AMX), int8 (OpenVINO, ~3.5x on CPUs with VNNI/AMX; needs the "
         "'precision' extra), auto (the fastest this CPU runs natively); scores move by < 0.02. "
-        f"See {DOCS} (default %(default)s)",
+        f"See {DOCS} (default {default or 'the precision of the embeddings searched'})",
     )
 
 

@@ -217,3 +217,52 @@ def test_score_cli_errors_and_bad_input_as_fp32(models, random_vggish, tmp_path,
     with pytest.raises(SystemExit) as exit_info:  # argparse: one usage line, exit 2
         score_cli.main(files[:1] + model_args + ["--precision", "fp16"])
     assert exit_info.value.code == 2
+
+
+def test_batch_int8_tables_record_precision_and_match_fp32_errors(models, random_vggish, tmp_path):
+    """`gunshot batch --precision int8` on good and bad files: the same recordings statuses and
+    error rows as fp32, scores within 0.02, and every table and run.json says int8 + OpenVINO;
+    --skip_existing into a fp32 folder refuses to mix precisions."""
+    from pipelines import score
+    from pipelines.io import tables
+    from tests import score_inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "pistol_shot.wav").write_bytes(GOLDEN_CLIPS["pistol_shot"].read_bytes())
+    broken = score_inputs.broken_files(folder)
+    for case in ("five_minutes", "ogg", "mp3"):  # keep the run small: the bad inputs and one shot
+        pathlib.Path(broken[case]).unlink()
+    runs = {}
+    for name in ("fp32", "int8"):
+        out = tmp_path / name
+        argv = [f"--input={folder}/*", f"--output={out}", f"--checkpoint={random_vggish[0]}"]
+        argv += [f"--pca={random_vggish[1]}", f"--precision={name}", "--write_embeddings"]
+        summary = score.run(argv)
+        runs[name] = {
+            t: tables.read_table(str(out), t).to_pylist() for t in ("recordings", "errors", "embeddings")
+        }
+        runs[name]["run"] = json.loads((out / "run.json").read_text())
+        assert summary["recordings"] == 6
+    for table in ("recordings", "errors", "embeddings"):
+        assert {r["precision"] for r in runs["int8"][table]} == {"int8"}
+        assert {r["embedding_runtime"].split()[0] for r in runs["int8"][table]} == {"openvino"}
+        assert {r["precision"] for r in runs["fp32"][table]} == {"fp32"}
+    assert runs["int8"]["run"]["precision"] == "int8" and runs["fp32"]["run"]["precision"] == "fp32"
+
+    def key(rows, columns):
+        return sorted(tuple(r[c] for c in columns) for r in rows)
+
+    status = ("file", "status", "error_reason", "frames")
+    assert key(runs["int8"]["recordings"], status) == key(runs["fp32"]["recordings"], status)
+    errors = ("source", "stage", "reason", "message")
+    assert key(runs["int8"]["errors"], errors) == key(runs["fp32"]["errors"], errors)
+    scores = {r["file"]: r["max_score"] for r in runs["fp32"]["recordings"] if r["status"] == "ok"}
+    for row in runs["int8"]["recordings"]:
+        if row["status"] == "ok":
+            assert abs(row["max_score"] - scores[row["file"]]) <= 0.02
+
+    argv = [f"--input={folder}/*", f"--output={tmp_path / 'fp32'}", f"--checkpoint={random_vggish[0]}"]
+    argv += [f"--pca={random_vggish[1]}", "--precision=int8", "--skip_existing"]
+    with pytest.raises(ValueError, match=r"precision=\['fp32'\], this run uses 'int8'"):
+        score.run(argv)
