@@ -266,3 +266,67 @@ def test_batch_int8_tables_record_precision_and_match_fp32_errors(models, random
     argv += [f"--pca={random_vggish[1]}", "--precision=int8", "--skip_existing"]
     with pytest.raises(ValueError, match=r"precision=\['fp32'\], this run uses 'int8'"):
         score.run(argv)
+
+    # search and dataset take the table's precision and refuse to mix
+    import argparse
+    import shutil
+
+    from pipelines.dataset import options as dataset_options
+    from pipelines.search import pipeline as search_pipeline
+    from pipelines.search import queries
+
+    def table(folder):
+        return queries.inspect_table(sorted(str(p) for p in folder.glob("embeddings-*.parquet")))
+
+    int8_dir, fp32_dir, mixed = tmp_path / "int8", tmp_path / "fp32", tmp_path / "mixed"
+    assert search_pipeline.query_precision(None, table(int8_dir)) == "int8"
+    assert search_pipeline.query_precision("int8", table(int8_dir)) == "int8"
+    with pytest.raises(
+        search_pipeline.SearchError, match=r"--precision fp32 \(fp32\) differs from the embeddings' int8"
+    ):
+        search_pipeline.query_precision("fp32", table(int8_dir))
+    mixed.mkdir()
+    shutil.copy(next(int8_dir.glob("embeddings-*.parquet")), mixed / "embeddings-00000-of-00002.parquet")
+    shutil.copy(next(fp32_dir.glob("embeddings-*.parquet")), mixed / "embeddings-00001-of-00002.parquet")
+    with pytest.raises(search_pipeline.SearchError, match=r"precisions fp32, int8; search one precision"):
+        search_pipeline.query_precision(None, table(mixed))
+
+    def dataset_args(folder, requested=None):
+        return argparse.Namespace(embeddings=str(folder), precision=requested)
+
+    assert dataset_options.dataset_precision(dataset_args(int8_dir)) == "int8"
+    with pytest.raises(precision.PrecisionError, match=r"--precision bf16 differs from the int8 embeddings"):
+        dataset_options.dataset_precision(dataset_args(int8_dir, "bf16"))
+    with pytest.raises(precision.PrecisionError, match=r"precisions fp32, int8; a dataset takes one"):
+        dataset_options.dataset_precision(dataset_args(mixed))
+    old = tmp_path / "old"  # a table written before the precision columns: fp32
+    old.mkdir()
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(next(fp32_dir.glob("embeddings-*.parquet")))
+    pq.write_table(frame.drop(["precision", "embedding_runtime"]), old / "embeddings-00000-of-00001.parquet")
+    assert search_pipeline.query_precision(None, table(old)) == "fp32"
+    assert dataset_options.dataset_precision(dataset_args(old)) == "fp32"
+
+    # the report reads tables from before the precision columns (fp32) next to an int8 run
+    from pipelines.report import build
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for path in fp32_dir.iterdir():
+        if path.suffix == ".parquet":
+            data = pq.read_table(path)
+            pq.write_table(
+                data.drop([c for c in ("precision", "embedding_runtime") if c in data.column_names]),
+                legacy / path.name,
+            )
+    manifest = json.loads((fp32_dir / "run.json").read_text())
+    for name in ("precision", "embedding_runtime"):
+        manifest.pop(name)
+        manifest["provenance"].pop(name)
+    (legacy / "run.json").write_text(json.dumps(manifest))
+    site = tmp_path / "site"
+    build.run(["--scores", str(legacy), "--scores", str(int8_dir), "--output", str(site)])
+    page = (site / "index.html").read_text()
+    assert "<td>fp32</td>" in page.replace(" ", "") or ">fp32<" in page
+    assert ">int8<" in page and "openvino" in page
