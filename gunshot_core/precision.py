@@ -325,6 +325,7 @@ def quantize_openvino(model, calibration: np.ndarray, block: int, ignored_names:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # not a line per graph node on stdout
     blocks = [calibration[i : i + block] for i in range(0, calibration.shape[0], block)]
     return nncf.quantize(
         model,

@@ -330,3 +330,16 @@ def test_batch_int8_tables_record_precision_and_match_fp32_errors(models, random
     page = (site / "index.html").read_text()
     assert "<td>fp32</td>" in page.replace(" ", "") or ">fp32<" in page
     assert ">int8<" in page and "openvino" in page
+
+
+def test_openvino_graph_equals_the_tensorflow_graph_in_fp32(models, random_vggish, golden):
+    """The OpenVINO VGGish (before quantisation) is the same network as the TensorFlow one."""
+    from gunshot_core import vggish
+
+    weights = vggish.read_checkpoint_weights(random_vggish[0])
+    network = precision.OpenVINOBlocks(vggish.build_openvino_model(weights), 64)
+    examples = golden["pistol_shot"]["examples"]
+    block = np.concatenate([examples, np.zeros((64 - examples.shape[0], 96, 64), np.float32)])
+    ours = network(block)[: examples.shape[0]]
+    np.testing.assert_allclose(ours, models["fp32"].embed(examples), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours, golden["pistol_shot"]["raw_embedding"], atol=1e-4, rtol=0)
