@@ -479,7 +479,9 @@ def precision_figures(tmp: pathlib.Path, args) -> dict:
     for p in chosen:
         pipeline_seconds([examples_glob], args.checkpoint, args.pca, tmp / f"warm-{p}", p)
     times = {p: {"floor": [], "pipeline": [], "process": []} for p in chosen}
+    frontend = []
     for r in range(args.repeats):
+        frontend.append(frontend_seconds(wavs))
         for p in chosen:
             seconds, examples = floor_seconds(wavs, args.checkpoint, p)
             times[p]["floor"].append(seconds)
@@ -490,7 +492,19 @@ def precision_figures(tmp: pathlib.Path, args) -> dict:
                 wall, _ = process_seconds([str(wavs)], args.checkpoint, args.pca, tmp / f"proc-{p}-{r}", p)
                 times[p]["process"].append(wall)
     best = {p: {k: min(v) if v else None for k, v in t.items()} for p, t in times.items()}
-    return {"audio_seconds": audio_seconds, "examples": examples, "best": best}
+    return {"audio_seconds": audio_seconds, "examples": examples, "best": best, "frontend": min(frontend)}
+
+
+def frontend_seconds(directory: pathlib.Path) -> float:
+    """Seconds of decoding, resampling and the log-mel frontend alone (one thread) on the recordings:
+    the share of the job no precision changes."""
+    from gunshot_core import audio
+
+    started = time.perf_counter()
+    for path in sorted(directory.iterdir()):
+        for _ in audio.iter_examples(str(path)):
+            pass
+    return time.perf_counter() - started
 
 
 def print_precisions(figures: dict, args) -> None:
@@ -514,6 +528,10 @@ def print_precisions(figures: dict, args) -> None:
     for p, t in best.items():
         cells = "".join(f"{seconds / t[k]:>15.0f} ({best[base][k] / t[k]:5.2f}x)" for k, _ in columns)
         print(f"  {p:<22}{cells}")
+    print(
+        f"  decode + resample + log-mel alone (one thread): {seconds / figures['frontend']:.0f} audio-s/s"
+        f" ({figures['frontend']:.2f} s)"
+    )
     for p, t in best.items():
         share = 1 - t["floor"] / t["pipeline"]
         print(f"  {p}: the pipeline spends {share:.0%} of its wall time outside VGGish's forward passes")
