@@ -25,6 +25,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 
@@ -322,11 +323,19 @@ def quantize_openvino(model, calibration: np.ndarray, block: int, ignored_names:
       the quantised openvino.Model.
     """
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     logging.getLogger("nncf").setLevel(logging.WARNING)  # not a line per graph node on stdout
     blocks = [calibration[i : i + block] for i in range(0, calibration.shape[0], block)]
+    # NNCF draws progress bars on stdout, which belongs to the commands' results (`gunshot score
+    # --json`): they go to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _quantize(nncf, model, blocks, ignored_names)
+
+
+def _quantize(nncf, model, blocks, ignored_names):
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     return nncf.quantize(
         model,
         nncf.Dataset(blocks),
