@@ -134,11 +134,14 @@ def embedding_runtime(precision: str) -> str:
     return f"tensorflow {_version('tensorflow')}"
 
 
-def add_precision_argument(parser, default: str | None = DEFAULT_PRECISION) -> None:
+def add_precision_argument(
+    parser, default: str | None = DEFAULT_PRECISION, default_help: str = "the embeddings table's precision"
+) -> None:
     """--precision fp32|bf16|int8|auto (shared by every command that embeds audio).
 
     Args:
       default: the default choice; None: the command decides (`gunshot search`: the table's).
+      default_help: what the help says the default is when `default` is None.
     """
     parser.add_argument(
         "--precision",
@@ -147,7 +150,7 @@ def add_precision_argument(parser, default: str | None = DEFAULT_PRECISION) -> N
         help="numeric precision of the embedding network: fp32 (reference bits), bf16 (~1.9x on "
         "CPUs with AVX512_BF16/AMX), int8 (OpenVINO, ~3.5x on CPUs with VNNI/AMX; needs the "
         "'precision' extra), auto (the fastest this CPU runs natively); scores move by < 0.02. "
-        f"See {DOCS} (default {default or 'the precision of the embeddings searched'})",
+        f"See {DOCS} (default {default or default_help})",
     )
 
 

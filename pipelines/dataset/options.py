@@ -182,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the split, shift and background draws (%(default)s)"
     )
     perf = parser.add_argument_group("decoding and performance (as gunshot batch)")
-    gunshot_options.add_vggish_arguments(perf, precision_default=None)
+    gunshot_options.add_vggish_arguments(
+        perf,
+        precision_default=None,
+        precision_default_help="fp32 with --audio, the table's with --embeddings",
+    )
     gunshot_options.add_resampler_argument(perf, "keep the one the recordings are scored with")
     config.add_decoding_arguments(perf)
     perf.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (%(default)s)")
