@@ -81,7 +81,7 @@ def auto_precision(flags: Iterable[str] | None = None) -> str:
     flags = cpu_flags() if flags is None else frozenset(flags)
     if flags & INT8_FLAGS and runtime_problem(INT8) is None:
         return INT8
-    if flags & BF16_FLAGS:
+    if flags & BF16_FLAGS and runtime_problem(BF16, flags) is None:
         return BF16
     return FP32
 
@@ -96,7 +96,7 @@ def resolve(choice: str | None, flags: Iterable[str] | None = None) -> str:
     if choice not in CHOICES:
         raise PrecisionError(f"unknown precision {choice!r}: choose one of {', '.join(CHOICES)}")
     chosen = auto_precision(flags) if choice == AUTO else choice
-    problem = runtime_problem(chosen)
+    problem = runtime_problem(chosen, flags)
     if problem:
         raise PrecisionError(problem)
     if choice == AUTO:
@@ -111,8 +111,27 @@ def _version(package: str) -> str | None:
         return None
 
 
-def runtime_problem(precision: str) -> str | None:
-    """Why `precision` cannot run in this environment (None when it can)."""
+#: oneDNN limits (ONEDNN_MAX_CPU_ISA) below AVX-512: no bfloat16 convolutions at all.
+_NO_BF16_ISAS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"})
+
+
+def runtime_problem(precision: str, flags: Iterable[str] | None = None) -> str | None:
+    """Why `precision` cannot run in this environment (None when it can).
+
+    bf16 needs oneDNN's bfloat16 kernels, which need AVX-512 (native with AVX512_BF16/AMX, emulated
+    with AVX512BW); without them TensorFlow's bfloat16 convolution fails on every batch.
+
+    Args:
+      flags: CPU flags (default: read /proc/cpuinfo).
+    """
+    if precision == BF16:
+        flags = cpu_flags() if flags is None else frozenset(flags)
+        limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+        if limit in _NO_BF16_ISAS or not flags & (BF16_FLAGS | {"avx512bw"}):
+            where = f"oneDNN is limited to {limit}" if limit in _NO_BF16_ISAS else "this CPU has no AVX-512"
+            return (
+                f"--precision bf16 needs AVX-512 bfloat16 kernels and {where}: use --precision fp32 or int8"
+            )
     if precision == INT8:
         missing = [p for p in INT8_PACKAGES if _version(p) is None]
         if missing:

@@ -159,7 +159,7 @@ def _build_in_worker(root):
         ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "int8"),  # this project's EPYC
         ({"avx2", "amx_bf16", "amx_int8", "amx_tile"}, "int8"),  # Sapphire Rapids
         ({"avx2", "avx_vnni"}, "int8"),  # Alder Lake
-        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx2", "avx512f", "avx512bw", "avx512_bf16"}, "bf16"),
         ({"avx2", "fma"}, "fp32"),
         (set(), "fp32"),
     ],
@@ -172,6 +172,18 @@ def test_auto_picks_per_cpu_flags(flags, expected, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda path=str(cpuinfo): real(path))
     assert precision.resolve("auto") == expected
     assert precision.resolve("fp32") == "fp32"
+    if "avx512f" not in flags and "amx_bf16" not in flags:  # no bfloat16 kernels: bf16 refused
+        with pytest.raises(precision.PrecisionError, match=r"--precision bf16 needs AVX-512"):
+            precision.resolve("bf16")
+
+
+def test_bf16_refused_where_onednn_is_limited_to_avx2(monkeypatch):
+    """With oneDNN held to AVX2, TensorFlow has no bfloat16 convolution: refused up front, not a
+    failure of every batch."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(precision.PrecisionError, match=r"oneDNN is limited to AVX2: use --precision fp32"):
+        precision.resolve("bf16", {"avx512f", "avx512bw", "avx512_bf16"})
+    assert precision.auto_precision({"avx512_bf16", "avx512bw"}) == "fp32"
 
 
 def test_auto_without_the_int8_runtime_and_unknown_names(monkeypatch):
