@@ -403,6 +403,12 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.precision:
+        from gunshot_core import precision
+
+        for name in args.precision.split(","):
+            problem = precision.runtime_problem(name.strip())
+            if name.strip() not in precision.CHOICES or problem:
+                parser.error(problem or f"--precision: unknown precision {name.strip()!r}")
         with tempfile.TemporaryDirectory() as tmp:
             print_precisions(precision_figures(pathlib.Path(tmp), args), args)
         return 0
