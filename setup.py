@@ -24,6 +24,13 @@ def runtime_requirements():
     return requirements
 
 
+def precision_requirements():
+    """The pinned int8 runtime (`pip install 'gunshot-spotter[precision]'`): requirements-precision.txt."""
+    path = HERE / "requirements-precision.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
 setuptools.setup(
     name="gunshot-spotter",
     version=VERSION,
@@ -36,5 +43,6 @@ setuptools.setup(
     package_data={"gunshot_core": ["data/*", "data/heads/*"], "deploy": ["*", "templates/*"]},
     include_package_data=True,
     install_requires=runtime_requirements(),
+    extras_require={"precision": precision_requirements()},
     entry_points={"console_scripts": ["gunshot = gunshot_core.cli:main"]},
 )

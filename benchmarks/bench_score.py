@@ -85,11 +85,13 @@ def write_mono_wavs(directory: pathlib.Path, minutes: float, file_seconds: float
     return total
 
 
-def process_seconds(inputs: list, checkpoint: str, pca: str, output: pathlib.Path) -> tuple[float, float]:
+def process_seconds(
+    inputs: list, checkpoint: str, pca: str, output: pathlib.Path, precision: str = "fp32"
+) -> tuple[float, float]:
     """(wall, CPU) seconds of `python -m pipelines.score` over `inputs` in a new process, from the
     command's start to its exit, as a user runs it."""
     argv = [sys.executable, "-m", "pipelines.score", f"--output={output}", f"--checkpoint={checkpoint}"]
-    argv += [f"--pca={pca}"] + [f"--input={i}" for i in inputs]
+    argv += [f"--pca={pca}", f"--precision={precision}"] + [f"--input={i}" for i in inputs]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -177,7 +179,7 @@ def resolve_models(parser, args) -> None:
         parser.error("give --checkpoint and --pca, or --random_weights")
 
 
-def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]:
+def floor_seconds(directory: pathlib.Path, checkpoint: str, precision: str = "fp32") -> tuple[float, int]:
     """Seconds VGGish alone takes on all examples of the recordings (examples computed beforehand)."""
     from gunshot_core import audio
     from gunshot_core.vggish import VGGish
@@ -185,14 +187,17 @@ def floor_seconds(directory: pathlib.Path, checkpoint: str) -> tuple[float, int]
     examples = np.concatenate(
         [e for path in sorted(directory.iterdir()) for _, e in audio.iter_examples(str(path))]
     )
-    model = VGGish.from_checkpoint(checkpoint)  # the default fixed block, as the pipeline's workers use
+    # the default fixed block, as the pipeline's workers use
+    model = VGGish.from_checkpoint(checkpoint, precision=precision)
     model.embed(examples[:1])  # trace once, as the pipeline's worker does
     started = time.perf_counter()
     model.embed(examples)
     return time.perf_counter() - started, examples.shape[0]
 
 
-def pipeline_seconds(inputs: list, checkpoint: str, pca: str, output: pathlib.Path) -> float:
+def pipeline_seconds(
+    inputs: list, checkpoint: str, pca: str, output: pathlib.Path, precision: str = "fp32"
+) -> float:
     """Wall seconds of one end-to-end pipeline run over the folders `inputs` (modules already imported;
     the model hashes read from the user's hash cache, as every job after `gunshot models download`)."""
     from gunshot_core import hashes
@@ -205,6 +210,7 @@ def pipeline_seconds(inputs: list, checkpoint: str, pca: str, output: pathlib.Pa
         f"--output={output}",
         f"--checkpoint={checkpoint}",
         f"--pca={pca}",
+        f"--precision={precision}",
     ]
     summary = score.run(argv)
     elapsed = time.perf_counter() - started
@@ -382,6 +388,12 @@ def main(argv=None) -> int:
         "processes it starts (ONEDNN_MAX_CPU_ISA): `avx2` measures, side by side on an AVX-512 machine, "
         "what a machine with AVX2 only gets (default: all the CPU has)",
     )
+    parser.add_argument(
+        "--precision",
+        help="comma-separated precisions (e.g. fp32,bf16,int8): instead of the measurements above, the "
+        "--process_minutes job at each precision side by side, interleaved: VGGish alone, the pipeline "
+        "in this process and (--measure all|new_process) as a new process; ratios against the first",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -390,6 +402,16 @@ def main(argv=None) -> int:
     resolve_models(parser, args)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.precision:
+        from gunshot_core import precision
+
+        for name in args.precision.split(","):
+            problem = precision.runtime_problem(name.strip())
+            if name.strip() not in precision.CHOICES or problem:
+                parser.error(problem or f"--precision: unknown precision {name.strip()!r}")
+        with tempfile.TemporaryDirectory() as tmp:
+            print_precisions(precision_figures(pathlib.Path(tmp), args), args)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         if args.measure in ("all", "new_process"):
@@ -444,6 +466,81 @@ def in_process(tmp: pathlib.Path, args) -> None:
     print(f"pipeline marginal / floor   = {r['marginal'] / r['floor']:.2f}")
     print(f"pipeline / original in-proc = {r['pipeline'] / r['original']:.1f}   (target >= 20)")
     print(f"pipeline / original per-call= {r['pipeline'] / r['process']:.1f}")
+
+
+def precision_figures(tmp: pathlib.Path, args) -> dict:
+    """{precision: {"floor", "pipeline", "process"}: best seconds} on the --process_minutes job; every
+    precision once per round, rounds repeated `args.repeats` times, so a slow phase of a shared
+    machine hits all alike. One untimed pipeline run per precision first (the int8 model is built
+    into the user's cache then, as on a user's first int8 run)."""
+    from gunshot_core import precision as precisions
+
+    chosen = [precisions.resolve(p.strip()) for p in args.precision.split(",") if p.strip()]
+    wavs = tmp / "mono"
+    wavs.mkdir()
+    audio_seconds = write_mono_wavs(wavs, args.process_minutes, args.process_file_seconds)
+    examples_glob = str(REPO / "examples" / "*.wav")
+    import pipelines.score  # noqa: F401 - imports outside the timed regions
+
+    for p in chosen:
+        pipeline_seconds([examples_glob], args.checkpoint, args.pca, tmp / f"warm-{p}", p)
+    times = {p: {"floor": [], "pipeline": [], "process": []} for p in chosen}
+    frontend = []
+    for r in range(args.repeats):
+        frontend.append(frontend_seconds(wavs))
+        for p in chosen:
+            seconds, examples = floor_seconds(wavs, args.checkpoint, p)
+            times[p]["floor"].append(seconds)
+            times[p]["pipeline"].append(
+                pipeline_seconds([str(wavs)], args.checkpoint, args.pca, tmp / f"in-{p}-{r}", p)
+            )
+            if args.measure in ("all", "new_process"):
+                wall, _ = process_seconds([str(wavs)], args.checkpoint, args.pca, tmp / f"proc-{p}-{r}", p)
+                times[p]["process"].append(wall)
+    best = {p: {k: min(v) if v else None for k, v in t.items()} for p, t in times.items()}
+    return {"audio_seconds": audio_seconds, "examples": examples, "best": best, "frontend": min(frontend)}
+
+
+def frontend_seconds(directory: pathlib.Path) -> float:
+    """Seconds of decoding, resampling and the log-mel frontend alone (one thread) on the recordings:
+    the share of the job no precision changes."""
+    from gunshot_core import audio
+
+    started = time.perf_counter()
+    for path in sorted(directory.iterdir()):
+        for _ in audio.iter_examples(str(path)):
+            pass
+    return time.perf_counter() - started
+
+
+def print_precisions(figures: dict, args) -> None:
+    """A table of audio hours per hour for each precision and each measurement, and ratios."""
+    from gunshot_core import precision as precisions
+
+    seconds, best = figures["audio_seconds"], figures["best"]
+    base = next(iter(best))
+    flags = precisions.cpu_flags()
+    native = sorted(flags & (precisions.BF16_FLAGS | precisions.INT8_FLAGS)) or ["none"]
+    print(
+        f"precision: {seconds / 60:.1f} min of 44.1 kHz mono WAV in {args.process_file_seconds:g}-s files "
+        f"({figures['examples']} examples), best of {args.repeats}; {os.cpu_count()} CPUs; "
+        f"native bf16/int8 flags: {', '.join(native)}"
+        + (f"; oneDNN limited to {args.cpu_isa.upper()}" if args.cpu_isa else "")
+    )
+    columns = [("floor", "VGGish alone"), ("pipeline", "pipeline, in process"), ("process", "new process")]
+    columns = [(k, label) for k, label in columns if best[base][k] is not None]
+    print(f"  {'audio hours per hour':<22}" + "".join(f"{label:>24}" for _, label in columns))
+    print(f"  {'(ratio to ' + base + ')':<22}")
+    for p, t in best.items():
+        cells = "".join(f"{seconds / t[k]:>15.0f} ({best[base][k] / t[k]:5.2f}x)" for k, _ in columns)
+        print(f"  {p:<22}{cells}")
+    print(
+        f"  decode + resample + log-mel alone (one thread): {seconds / figures['frontend']:.0f} audio-s/s"
+        f" ({figures['frontend']:.2f} s)"
+    )
+    for p, t in best.items():
+        share = 1 - t["floor"] / t["pipeline"]
+        print(f"  {p}: the pipeline spends {share:.0%} of its wall time outside VGGish's forward passes")
 
 
 if __name__ == "__main__":

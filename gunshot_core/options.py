@@ -10,10 +10,17 @@ import argparse
 from gunshot_core import resample, windows
 
 
-def add_vggish_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--checkpoint, --pca (defaults: the downloaded VGGish files)."""
+def add_vggish_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    precision_default: str | None = "fp32",
+    precision_default_help: str = "the embeddings table's precision",
+) -> None:
+    """--checkpoint, --pca (defaults: the downloaded VGGish files), --precision (how VGGish runs)."""
     parser.add_argument("--checkpoint", help="VGGish checkpoint (default: the downloaded vggish_model.ckpt)")
     parser.add_argument("--pca", help="VGGish PCA parameters (default: the downloaded vggish_pca_params.npz)")
+    from gunshot_core import precision
+
+    precision.add_precision_argument(parser, precision_default, precision_default_help)
 
 
 def add_resampler_argument(

@@ -42,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 class Scorer:
     """VGGish + postprocessor + head, loaded once; scores one recording at a time."""
 
-    def __init__(self, checkpoint: str, pca: str, head: str, *, resampler: str = resample.DEFAULT_RESAMPLER):
+    def __init__(
+        self,
+        checkpoint: str,
+        pca: str,
+        head: str,
+        *,
+        resampler: str = resample.DEFAULT_RESAMPLER,
+        precision: str = "fp32",
+    ):
         from gunshot_core.heads import load_head
         from gunshot_core.postprocess import Postprocessor
         from gunshot_core.vggish import VGGish
@@ -50,7 +58,7 @@ class Scorer:
         self.resampler = resampler
         self.postprocessor = Postprocessor.from_npz(pca)
         self.head = load_head(head)
-        self.vggish = VGGish.from_checkpoint(checkpoint)
+        self.vggish = VGGish.from_checkpoint(checkpoint, precision=precision)
 
     def frames(self, path) -> tuple[audio.AudioInfo, np.ndarray]:
         """(AudioInfo, uint8 [n, 128] postprocessed frames) of one recording, in bounded memory."""
@@ -125,12 +133,14 @@ def main(argv=None) -> int:
             "score", InputError(f"no such file: {shown} (check the path{'s' if len(missing) > 1 else ''})")
         )
     try:
+        from gunshot_core import precision
         from gunshot_core.models import resolve_model_paths
 
+        chosen = precision.resolve(args.precision)
         paths = resolve_model_paths(checkpoint=args.checkpoint, pca=args.pca, head=args.head)
         load_start = time.perf_counter()
-        scorer = Scorer(paths.checkpoint, paths.pca, paths.head, resampler=args.resampler)
-        log.info("models loaded in %.2f s", time.perf_counter() - load_start)
+        scorer = Scorer(paths.checkpoint, paths.pca, paths.head, resampler=args.resampler, precision=chosen)
+        log.info("models loaded in %.2f s (VGGish at %s)", time.perf_counter() - load_start, chosen)
     except GunshotError as e:
         return arguments.fail("score", e)
     threshold = scorer.head.threshold if args.threshold is None else args.threshold
@@ -141,6 +151,8 @@ def main(argv=None) -> int:
             result.update(
                 threshold=threshold, detected=bool(result["score"] >= threshold), head=scorer.head.head_id
             )
+            if chosen != precision.FP32:  # fp32 output stays as it always was
+                result["precision"] = chosen
         except AudioDecodeError as e:
             failed += 1
             result = {"file": path, "error": str(e), "reason": e.reason}

@@ -202,17 +202,25 @@ def build_model(weights: dict[str, np.ndarray]):
     return keras.Model(inputs, x, name="vggish")
 
 
-def build_forward(weights: dict):
+def build_forward(weights: dict, *, bf16: bool = False):
     """The inference graph as plain TF2 ops: a tf.function float32 [n, 96, 64] -> float32 [n, 128].
 
     The same ops Keras' Conv2D/MaxPooling2D/Dense run (conv2d + bias_add + relu, SAME padding, NHWC),
     without building Keras layers: ~0.3 s from weights to a traced function instead of ~1.1 s, which
     every `gunshot score` start and every pipeline worker pays. Tested equal to `build_model`.
+
+    bf16=True: every layer but the last computes in bfloat16 (weights stored in bfloat16; oneDNN's
+    AVX512_BF16/AMX kernels, ~1.9x float32 on such CPUs); fc2, the 4096 -> 128 projection whose
+    output is quantised to the embedding bytes, stays float32, which keeps the heads' scores within
+    ~0.002 of float32 (docs/precision.md).
     """
     tf = startup.import_tensorflow()
 
+    def dtype(name):
+        return tf.bfloat16 if bf16 and not name.startswith("vggish/fc2/") else tf.float32
+
     variables = {
-        name: tf.Variable(value, trainable=False, name=name.replace("/", "_"))
+        name: tf.Variable(tf.cast(value, dtype(name)), trainable=False, name=name.replace("/", "_"))
         for name, value in weights.items()
     }
     spec = tf.TensorSpec([None, params.NUM_FRAMES, params.NUM_BANDS], tf.float32)
@@ -222,6 +230,7 @@ def build_forward(weights: dict):
     @tf.function(input_signature=[spec], autograph=False)
     def forward(examples):
         net = tf.reshape(examples, [-1, params.NUM_FRAMES, params.NUM_BANDS, 1])
+        net = tf.cast(net, dtype("vggish/conv1/"))
         for scope, kind, _ in LAYERS:
             kernel, bias = variables[f"{scope}/weights"], variables[f"{scope}/biases"]
             if kind == "conv":
@@ -231,6 +240,7 @@ def build_forward(weights: dict):
             else:
                 if scope == "vggish/fc1/fc1_1":
                     net = tf.reshape(net, [-1, kernel.shape[0]])
+                net = tf.cast(net, kernel.dtype)
                 net = tf.nn.bias_add(tf.matmul(net, kernel), bias)
                 if scope != "vggish/fc2":
                     net = tf.nn.relu(net)
@@ -240,34 +250,166 @@ def build_forward(weights: dict):
     return forward
 
 
+#: Friendly name of the last layer's MatMul in the OpenVINO graph (kept float32 by int8).
+_OV_FC2 = "vggish/fc2/MatMul"
+#: Version of `build_openvino_model`'s graph; part of the int8 cache key.
+_OV_GRAPH_VERSION = 1
+
+
+def build_openvino_model(weights: dict):
+    """The inference graph as an OpenVINO model: float32 [batch, 96, 64] -> float32 [batch, 128].
+
+    The same network as `build_forward`, in OpenVINO's NCHW layout (kernels HWIO -> OIHW; the feature
+    map is transposed back to NHWC before flattening, so fc1_1's weights apply as is). The batch
+    dimension is dynamic; `precision.OpenVINOBlocks` fixes it to the block size.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def const(value):
+        return ops.constant(np.ascontiguousarray(value))
+
+    examples = ops.parameter([-1, params.NUM_FRAMES, params.NUM_BANDS], np.float32, name="examples")
+    net = ops.reshape(examples, const(np.array([-1, 1, params.NUM_FRAMES, params.NUM_BANDS])), False)
+    for scope, kind, _ in LAYERS:
+        kernel = np.asarray(weights[f"{scope}/weights"], np.float32)
+        bias = np.asarray(weights[f"{scope}/biases"], np.float32)
+        if kind == "conv":
+            net = ops.convolution(net, const(kernel.transpose(3, 2, 0, 1)), [1, 1], [1, 1], [1, 1], [1, 1])
+            net = ops.relu(ops.add(net, const(bias.reshape(1, -1, 1, 1))))
+            if scope in _POOL_AFTER:  # even sizes at every pool: SAME padding adds nothing
+                net = ops.max_pool(net, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]).output(0)
+        else:
+            if scope == "vggish/fc1/fc1_1":
+                net = ops.transpose(net, const(np.array([0, 2, 3, 1])))
+                net = ops.reshape(net, const(np.array([-1, kernel.shape[0]])), False)
+            matmul = ops.matmul(net, const(kernel), False, False)
+            matmul.set_friendly_name(f"{scope}/MatMul")
+            net = ops.add(matmul, const(bias))
+            if scope != "vggish/fc2":
+                net = ops.relu(net)
+    return ov.Model([net], [examples], "vggish")
+
+
+def _weights_numpy(weights: dict) -> dict[str, np.ndarray]:
+    return {
+        name: np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        for name, value in weights.items()
+    }
+
+
+def int8_forward(weights: dict, *, block: int, weights_sha256: str | None = None):
+    """The int8 network (OpenVINO, NNCF post-training quantisation), built once and cached.
+
+    The quantised model is cached under the user's cache (`precision.cached_build`), keyed by the
+    weights' hash, the calibration set's hash, the OpenVINO and NNCF versions and the graph version:
+    ~20-50 s the first time, ~1 s to load afterwards.
+
+    Args:
+      weights: {variable name: array or tf.Tensor}, or a function returning it (called only when the
+        model has to be built: a cached model needs no weights, ~0.8 s less per process).
+      block: examples per forward pass (the compiled shape).
+      weights_sha256: the checkpoint file's sha256 (default: hash the arrays).
+    Returns:
+      callable float32 [block, 96, 64] -> float32 [block, 128].
+    """
+    import openvino as ov
+
+    from gunshot_core import precision
+
+    read_weights = weights if callable(weights) else (lambda: weights)
+    if weights_sha256 is None:
+        arrays = _weights_numpy(read_weights())
+        weights_sha256 = precision.array_sha256(*(arrays[n] for n in _variable_names()))
+    calibration = precision.calibration_examples()
+    key = {
+        "model": "vggish",
+        "graph_version": _OV_GRAPH_VERSION,
+        "weights_sha256": weights_sha256,
+        "calibration_sha256": precision.array_sha256(calibration),
+        "runtime": precision.embedding_runtime(precision.INT8),
+        "kept_float": [_OV_FC2],
+    }
+
+    def build(folder: pathlib.Path):
+        log.info("quantising VGGish to int8 (once; cached in %s)", precision.cache_root())
+        model = precision.quantize_openvino(
+            build_openvino_model(_weights_numpy(read_weights())),
+            calibration,
+            DEFAULT_BATCH_SIZE,
+            ignored_names=[_OV_FC2],
+        )
+        ov.save_model(model, str(folder / "vggish_int8.xml"), compress_to_fp16=False)
+
+    def load(folder: pathlib.Path):
+        return precision.OpenVINOBlocks(ov.Core().read_model(str(folder / "vggish_int8.xml")), block)
+
+    return precision.cached_build(key, build, load)
+
+
 class VGGish:
     """VGGish embedding network: float32 [n, 96, 64] log-mel examples -> float32 [n, 128].
 
     Build once per process (the fc layers hold ~290 MB of weights) and call `embed` with as many
     examples as convenient; they are run in compiled batches of exactly `batch_size` examples, so
     results are the same bits however the examples are grouped into calls.
+
+    `precision` (gunshot_core.precision): fp32 (default, the reference), bf16 (TensorFlow, fc2 in
+    float32) or int8 (OpenVINO, built once and cached); `auto` is resolved by the caller.
+    `weights`: {variable name: array or tf.Tensor}; for int8 also a function returning it (see
+    `int8_forward`).
     """
 
-    def __init__(self, weights: dict, *, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        weights,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str = "fp32",
+        weights_sha256: str | None = None,
+    ):
+        from gunshot_core import precision as precisions
 
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if precision not in precisions.PRECISIONS:
+            raise precisions.PrecisionError(
+                f"unknown precision {precision!r}: choose one of {', '.join(precisions.PRECISIONS)}"
+            )
         self.batch_size = batch_size
-        self._forward = build_forward(weights)
+        self.precision = precision
+        if precision == precisions.INT8:
+            self._forward = int8_forward(weights, block=batch_size, weights_sha256=weights_sha256)
+        else:
+            self._forward = build_forward(weights, bf16=precision == precisions.BF16)
         self._lock = threading.Lock()
 
     def trace(self) -> None:
         """Compiles the forward pass for the block shape without running it (a loader thread can pay
         the ~0.25 s of tracing before the first `embed`)."""
-        self._forward.get_concrete_function(
-            np.zeros((self.batch_size, params.NUM_FRAMES, params.NUM_BANDS), np.float32)
-        )
+        if hasattr(self._forward, "get_concrete_function"):  # int8 models are compiled when built
+            self._forward.get_concrete_function(
+                np.zeros((self.batch_size, params.NUM_FRAMES, params.NUM_BANDS), np.float32)
+            )
 
     @classmethod
-    def from_checkpoint(cls, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE) -> "VGGish":
+    def from_checkpoint(
+        cls, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32"
+    ) -> "VGGish":
         """Loads the official `vggish_model.ckpt` (or any checkpoint with the same variable names)."""
-        log.info("loading VGGish checkpoint %s", path)
-        return cls(read_checkpoint_tensors(str(path)), batch_size=batch_size)
+        log.info("loading VGGish checkpoint %s (%s)", path, precision)
+        path = str(path)
+        if precision == "int8" and not _check_checkpoint(path):  # a V1 file: the same errors as fp32
+            from gunshot_core import hashes
+
+            # keyed by the file's hash, the cached int8 model needs no weights: read only to build it
+            return cls(
+                lambda: read_checkpoint_tensors(path),
+                batch_size=batch_size,
+                precision=precision,
+                weights_sha256=hashes.file_sha256(path),
+            )
+        return cls(read_checkpoint_tensors(path), batch_size=batch_size, precision=precision)
 
     def embed(self, examples: np.ndarray) -> np.ndarray:
         """Raw (pre-PCA) embeddings.
@@ -291,5 +433,5 @@ class VGGish:
                 if block.shape[0] < size:  # zero-pad the last block to the one compiled shape
                     padding = np.zeros((size - block.shape[0],) + block.shape[1:], np.float32)
                     block = np.concatenate([block, padding])
-                out[start : start + size] = self._forward(block)[: n - start]
+                out[start : start + size] = np.asarray(self._forward(block))[: n - start]
         return out

@@ -62,6 +62,10 @@ PROVENANCE_FIELDS = [
     pa.field("window_seconds", pa.float64(), nullable=False),  # head window actually used (frames * 0.96)
     pa.field("hop_seconds", pa.float64(), nullable=False),
     pa.field("threshold", pa.float64(), nullable=False),
+    # How the embedding network ran (docs/precision.md). Nullable: tables written before these
+    # columns existed lack them, and readers take a missing value as fp32 / TensorFlow.
+    pa.field("precision", pa.string()),  # fp32 | bf16 | int8 (what --precision auto chose)
+    pa.field("embedding_runtime", pa.string()),  # e.g. "tensorflow 2.21.0", "openvino 2026.4.1 + nncf 3.4.0"
 ]
 
 # One row per head window over a recording's 0.96 s embedding frames.

@@ -484,6 +484,7 @@ EXAMPLES = {
     "window_seconds": "9.6",
     "hop_seconds": "4.8",
     "resampler": "resampy",
+    "precision": "int8",
     "batch_size": "128",
     "chunk_seconds": "30",
     "archive_part_mb": "64",

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import re
 
-from gunshot_core import arguments, logs, params
+from gunshot_core import arguments, logs, params, precision
 from gunshot_core import options as gunshot_options
 from pipelines import options
 from pipelines.dataset import planning
@@ -182,12 +182,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the split, shift and background draws (%(default)s)"
     )
     perf = parser.add_argument_group("decoding and performance (as gunshot batch)")
-    gunshot_options.add_vggish_arguments(perf)
+    gunshot_options.add_vggish_arguments(
+        perf,
+        precision_default=None,
+        precision_default_help="fp32 with --audio, the table's with --embeddings",
+    )
     gunshot_options.add_resampler_argument(perf, "keep the one the recordings are scored with")
     config.add_decoding_arguments(perf)
     perf.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (%(default)s)")
     logs.add_logging_flags(parser)
     return parser
+
+
+def dataset_precision(args) -> str:
+    """The precision of the dataset's frames: --precision (default fp32) when embedding --audio; the
+    table's with --embeddings, which must hold one precision and agree with an explicit --precision.
+
+    Raises:
+      PrecisionError: precisions would be mixed, or the runtime is missing.
+    """
+    if not args.embeddings:
+        return precision.resolve(args.precision)
+    from pipelines.dataset import recordings
+    from pipelines.scoring import provenance
+
+    found = provenance.table_precisions(recordings._table_files(args.embeddings, "embeddings"))
+    if len(found) > 1:
+        raise precision.PrecisionError(
+            f"--embeddings {args.embeddings}: the table holds embeddings of precisions {', '.join(sorted(found))};"
+            f" a dataset takes one precision's frames (see {precision.DOCS})"
+        )
+    ours = found.pop() if found else precision.DEFAULT_PRECISION
+    if args.precision is not None and precision.resolve(args.precision) != ours:
+        raise precision.PrecisionError(
+            f"--precision {args.precision} differs from the {ours} embeddings in {args.embeddings}; "
+            f"pass --precision {ours} or leave it out"
+        )
+    return ours
 
 
 def parse_known_args(argv):
@@ -211,6 +242,10 @@ def parse_known_args(argv):
             re.compile(args.group_pattern)
         except re.error as e:
             parser.error(f"--group_pattern {args.group_pattern!r} is not a regex: {e}")
+    try:
+        args.precision_used = dataset_precision(args)
+    except (precision.PrecisionError, FileNotFoundError) as e:
+        parser.error(str(e))
     splits = args.split or list(DEFAULT_SPLITS)
     names = [n for n, _ in splits]
     if len(set(names)) != len(names):
@@ -276,4 +311,5 @@ def scoring_config(args) -> config.ScoringConfig:
         split_seconds=args.split_seconds,
         archive_part_bytes=int(args.archive_part_mb * (1 << 20)),
         resampler=args.resampler,
+        precision=args.precision_used,
     )

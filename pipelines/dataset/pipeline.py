@@ -129,6 +129,9 @@ def _options_summary(args, config: options.Config) -> dict:
         "group_pattern": config.group_pattern,
         "splits": [[n, f] for n, f in config.splits],
         "seed": config.seed,
+        "precision": getattr(
+            args, "precision_used", "fp32"
+        ),  # of the frames: --precision, or the --embeddings table's
     }
 
 

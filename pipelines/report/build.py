@@ -476,6 +476,9 @@ def _summary_table(names: list[str], summaries: list[dict], manifests: list[dict
         row("VGGish sha256", [short_hash(p.get("vggish_sha256")) for p in prov]),
         row("PCA sha256", [short_hash(p.get("pca_sha256")) for p in prov]),
         row("code version", [p.get("code_version") for p in prov]),
+        # runs from before the precision columns existed ran fp32 TensorFlow
+        row("precision", [(p.get("precision") or "fp32") if p else "" for p in prov]),
+        row("embedding runtime", [p.get("embedding_runtime") or ("TensorFlow" if p else "") for p in prov]),
     ]
     return html.table(columns, rows, id="summary")
 

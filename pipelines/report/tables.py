@@ -211,7 +211,11 @@ class ReportTables:
         provenance = {}
         names = [f.name for f in schemas.PROVENANCE_FIELDS]
         for table in ("recordings", "windows", "errors"):
-            rows = self._rows(f"SELECT {', '.join(names)} FROM r{i}_{table} LIMIT 1")
+            present = {d[0] for d in self.con.execute(f"SELECT * FROM r{i}_{table} LIMIT 0").description}
+            # tables from before the precision columns lack them: the summary shows fp32 for those
+            rows = self._rows(
+                f"SELECT {', '.join(n for n in names if n in present)} FROM r{i}_{table} LIMIT 1"
+            )
             if rows:
                 provenance = rows[0]
                 break

@@ -85,6 +85,7 @@ class ScoringConfig:
       clip_dir: where clips go.
       clip_padding_seconds: audio kept before and after each event in a clip.
       frame_events: the head has frame scores: events from frames, and rows of the frames table.
+      precision: how VGGish runs: fp32 | bf16 | int8 (resolved; gunshot_core.precision).
     """
 
     checkpoint: str
@@ -104,3 +105,4 @@ class ScoringConfig:
     clip_dir: str = ""
     clip_padding_seconds: float = 1.0
     frame_events: bool = False
+    precision: str = "fp32"

@@ -59,9 +59,10 @@ class _Embedder:
     overlaps with reading the checkpoint and building the network; the first call waits for it.
     """
 
-    def __init__(self, checkpoint: str, pca: str):
+    def __init__(self, checkpoint: str, pca: str, precision: str = "fp32"):
         self._checkpoint = checkpoint
         self._pca = pca
+        self._precision = precision
         self._models = None
         self._error = None
         COMPUTE_GATE.load_started()  # before the thread starts: decoders see it at once
@@ -85,7 +86,7 @@ class _Embedder:
 
             # VGGish.embed runs fixed-shape blocks, so embeddings (and every table) are identical
             # however RunInference groups chunks into batches.
-            network = VGGish.from_checkpoint(localize(self._checkpoint))
+            network = VGGish.from_checkpoint(localize(self._checkpoint), precision=self._precision)
             network.trace()  # compiled here, in the loader thread, not in the first batch
             self._models = (network, Postprocessor.from_npz(localize(self._pca)))
         except BaseException as e:  # noqa: BLE001 - re-raised on first use
@@ -112,14 +113,17 @@ class VGGishModelHandler(ModelHandler):
     batched up to `batch_size` examples. The examples are not kept in the output.
     """
 
-    def __init__(self, checkpoint: str, pca: str, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self, checkpoint: str, pca: str, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32"
+    ):
         super().__init__()
         self._checkpoint = checkpoint
         self._pca = pca
         self._batch_size = batch_size
+        self._precision = precision
 
     def load_model(self) -> _Embedder:
-        return _Embedder(self._checkpoint, self._pca)
+        return _Embedder(self._checkpoint, self._pca, self._precision)
 
     def run_inference(self, batch, model: _Embedder, inference_args=None) -> Iterable:
         if not batch:  # BatchElements can emit an empty batch when sizing by weight

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
-from gunshot_core import arguments, logs, options, windows
+from gunshot_core import arguments, logs, options, precision, windows
 from gunshot_core.errors import InputError, describe
 from pipelines import options as pipelines_options
 from pipelines import schemas
@@ -138,6 +138,10 @@ def parse_known_args(argv):
             sources.compile_timestamp_pattern(args.timestamp_pattern)
         except ValueError as e:
             parser.error(str(e))
+    try:
+        args.precision_used = precision.resolve(args.precision)  # `auto`: this machine's CPU
+    except precision.PrecisionError as e:
+        parser.error(str(e))
     return args, beam_args
 
 
@@ -197,6 +201,8 @@ def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.
         window_seconds=round(window * 0.96, 6),
         hop_seconds=round(hop * 0.96, 6),
         threshold=threshold,
+        precision=args.precision_used,
+        embedding_runtime=precision.embedding_runtime(args.precision_used),
     )
     config = scoring_config.ScoringConfig(
         checkpoint=paths.checkpoint,
@@ -216,6 +222,7 @@ def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.
         clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
         clip_padding_seconds=args.clip_padding_seconds,
         frame_events=head.has_frame_scores,
+        precision=args.precision_used,
     )
     return config, provenance
 
@@ -429,6 +436,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "beam_args": beam_args,
         "models": {"checkpoint": config.checkpoint, "pca": config.pca, "head": config.head},
         "provenance": provenance.columns(),
+        "precision": config.precision,
+        "embedding_runtime": provenance.embedding_runtime,
         "window_frames": config.window_frames,
         "hop_frames": config.hop_frames,
         "events_from": "frames" if config.frame_events else "windows",

@@ -19,14 +19,44 @@ class Provenance:
     window_seconds: float
     hop_seconds: float
     threshold: float
+    precision: str = "fp32"
+    embedding_runtime: str = ""
 
     @property
     def model_id(self) -> str:
+        """Short hash of the three model files (the same at every precision: compare `precision`)."""
         joined = f"{self.vggish_sha256}:{self.pca_sha256}:{self.head_sha256}"
         return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
     def columns(self) -> dict:
         return {"model_id": self.model_id, **dataclasses.asdict(self)}
+
+
+def table_precisions(paths) -> set[str]:
+    """The `precision` values of scoring tables' Parquet files (from their footers' column statistics).
+
+    Files written before the column existed, or with it null, count as fp32 (the only precision then).
+    """
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    found = set()
+    for path in paths:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        names = metadata.schema.to_arrow_schema().names
+        values = set()
+        if "precision" in names:
+            index = names.index("precision")
+            for group in range(metadata.num_row_groups):
+                stats = metadata.row_group(group).column(index).statistics
+                if stats is not None and stats.has_min_max:
+                    values.update(
+                        str(v, "utf-8") if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)
+                    )
+        found |= values or ({"fp32"} if metadata.num_rows else set())
+    return found
 
 
 def with_provenance(row: dict, columns: dict) -> dict:

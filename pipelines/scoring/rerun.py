@@ -39,8 +39,13 @@ def read_previous_run(output_dir: str, provenance: Provenance) -> PreviousRun:
     if table.num_rows == 0:
         return PreviousRun(frozenset(), frozenset())
     expected = provenance.columns()
-    for column in ("model_id", "window_seconds", "hop_seconds", "threshold"):
-        values = set(table.column(column).to_pylist())
+    for column in ("model_id", "window_seconds", "hop_seconds", "threshold", "precision"):
+        if column == "precision" and column not in table.column_names:
+            values = {"fp32"}  # written before the column existed: always fp32
+        else:
+            values = set(table.column(column).to_pylist())
+            if column == "precision":
+                values = {v or "fp32" for v in values}
         if values != {expected[column]}:
             raise ValueError(
                 f"--skip_existing: the tables in {output_dir} were made with {column}={sorted(values)}, this run"

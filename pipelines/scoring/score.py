@@ -250,7 +250,7 @@ def embed_recordings(srcs, config: ScoringConfig):
         decoded.chunks
         | "Embed"
         >> RunInference(
-            VGGishModelHandler(config.checkpoint, config.pca, config.batch_size)
+            VGGishModelHandler(config.checkpoint, config.pca, config.batch_size, config.precision)
         ).with_exception_handling()
     )
     embed_errors = dead_letters.failed_inferences | "EmbedErrors" >> beam.FlatMap(_failed_batch_errors)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "archive by the mean of the per-frame cosines (%(default)s)",
     )
     models = parser.add_argument_group("models (only for queries decoded from audio)")
-    gunshot_options.add_vggish_arguments(models)
+    gunshot_options.add_vggish_arguments(models, precision_default=None)
     gunshot_options.add_resampler_argument(models, "use the one `gunshot batch` used")
     page = parser.add_argument_group("page")
     page.add_argument(
@@ -154,9 +154,47 @@ def resolve_models(args) -> queries_lib.Models:
             from pipelines.scoring.embed import localize
 
             checkpoint, pca = localize(checkpoint), localize(pca)
-        return queries_lib.Models(checkpoint, pca, hashes.file_sha256(checkpoint), hashes.file_sha256(pca))
+        return queries_lib.Models(
+            checkpoint,
+            pca,
+            hashes.file_sha256(checkpoint),
+            hashes.file_sha256(pca),
+            precision=args.precision_used,
+        )
     except (GunshotError, OSError) as e:
         return queries_lib.Models(problem=str(e))
+
+
+def query_precision(requested: str | None, table: queries_lib.TableInfo) -> str:
+    """The precision queries decoded from audio are embedded at: the table's.
+
+    Embeddings of different precisions differ by a few quantisation levels, so a search never mixes
+    them: a table holding several precisions, or a --precision other than the table's, is an error.
+
+    Raises:
+      SearchError: the table mixes precisions, or `requested` is not the table's.
+    """
+    from gunshot_core import precision
+
+    if len(table.precision) > 1:
+        raise SearchError(
+            f"the embeddings table holds embeddings of precisions {', '.join(table.precision)}; search one "
+            f"precision's embeddings at a time (see {precision.DOCS})"
+        )
+    ours = table.precision[0] if table.precision else precision.DEFAULT_PRECISION
+    if requested is not None:
+        try:
+            chosen = precision.resolve(requested)
+        except precision.PrecisionError as e:
+            raise SearchError(str(e)) from None
+        if chosen != ours:
+            raise SearchError(
+                f"--precision {requested} ({chosen}) differs from the embeddings' {ours}: queries decoded "
+                f"from audio would not match the table; pass --precision {ours} or leave it out"
+            )
+    elif precision.runtime_problem(ours):
+        raise SearchError(f"the embeddings are {ours}: {precision.runtime_problem(ours)}")
+    return ours
 
 
 def build_pipeline(p, args, table: queries_lib.TableInfo, resolved: list[queries_lib.ResolvedQuery]):
@@ -207,6 +245,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
             f"the embeddings in {args.embeddings!r} were made with {len(table.vggish_sha256)} VGGish checkpoints "
             f"and {len(table.pca_sha256)} PCA files; search one model's embeddings at a time"
         )
+    args.precision_used = query_precision(args.precision, table)
     _LOG.info("embeddings table: %d files, %s frames", len(table.files), f"{table.rows:,}")
     resolved = queries_lib.resolve_queries(args.specs, table, lambda: resolve_models(args), args.resampler)
     options = PipelineOptions(beam_args)
@@ -241,7 +280,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
         "arguments": {k: v for k, v in sorted(vars(args).items()) if k != "specs"},
         "beam_args": beam_args,
         "code_version": gunshot_core.__version__,
-        "table": {"vggish_sha256": list(table.vggish_sha256), "pca_sha256": list(table.pca_sha256)},
+        "table": {
+            "vggish_sha256": list(table.vggish_sha256),
+            "pca_sha256": list(table.pca_sha256),
+            "precision": list(table.precision),
+        },
+        "precision": args.precision_used,
         "counters": counts,
         "summary": summary,
         "files": sorted(moved + written),

@@ -232,6 +232,7 @@ class TableInfo:
       rows: embedding rows in those files.
       errors: (file, reason, message) for files that cannot be searched.
       vggish_sha256, pca_sha256: model hashes found in the files (from column statistics).
+      precision: how the embeddings were computed (fp32 for files without the column).
     """
 
     files: tuple[str, ...]
@@ -239,6 +240,7 @@ class TableInfo:
     errors: tuple[tuple[str, str, str], ...]
     vggish_sha256: tuple[str, ...]
     pca_sha256: tuple[str, ...]
+    precision: tuple[str, ...] = ()
 
 
 REQUIRED_COLUMNS = ("source", "frame_index", "start_seconds", "embedding")
@@ -290,7 +292,7 @@ def inspect_table(paths: list[str]) -> TableInfo:
       paths: Parquet files of an embeddings table (local or gs://).
     """
     files, errors, rows = [], [], 0
-    vggish, pca = set(), set()
+    vggish, pca, precisions = set(), set(), set()
     for path in sorted(paths):
         try:
             metadata = _open_parquet(path).metadata
@@ -305,7 +307,15 @@ def inspect_table(paths: list[str]) -> TableInfo:
         rows += metadata.num_rows
         vggish |= _stat_values(metadata, "vggish_sha256")
         pca |= _stat_values(metadata, "pca_sha256")
-    return TableInfo(tuple(files), rows, tuple(errors), tuple(sorted(vggish)), tuple(sorted(pca)))
+        precisions |= _stat_values(metadata, "precision") or {"fp32"}  # older tables: always fp32
+    return TableInfo(
+        tuple(files),
+        rows,
+        tuple(errors),
+        tuple(sorted(vggish)),
+        tuple(sorted(pca)),
+        tuple(sorted(precisions)),
+    )
 
 
 def lookup_table_frames(files, specs: list[QuerySpec]) -> tuple[dict[int, bytes], dict[str, int]]:
@@ -379,10 +389,11 @@ def open_recording(recording: str):
 class QueryEmbedder:
     """VGGish + PCA loaded on first use; embeds the frames of query windows as `gunshot batch` does."""
 
-    def __init__(self, checkpoint: str, pca: str, resampler: str):
+    def __init__(self, checkpoint: str, pca: str, resampler: str, precision: str = "fp32"):
         self._checkpoint = checkpoint
         self._pca = pca
         self._resampler = resampler
+        self._precision = precision
         self._models = None
 
     def _load(self):
@@ -392,7 +403,10 @@ class QueryEmbedder:
 
             _LOG.info("loading VGGish to embed queries from audio")
             try:
-                self._models = (VGGish.from_checkpoint(self._checkpoint), Postprocessor.from_npz(self._pca))
+                self._models = (
+                    VGGish.from_checkpoint(self._checkpoint, precision=self._precision),
+                    Postprocessor.from_npz(self._pca),
+                )
             except Exception as e:  # noqa: BLE001 - every query that needs the models says why
                 raise ModelLoadError(
                     f"cannot load VGGish ({self._checkpoint}) and PCA ({self._pca}): {describe(e)}"
@@ -463,6 +477,7 @@ class Models:
       checkpoint, pca: local paths (None when they could not be resolved).
       vggish_sha256, pca_sha256: their hashes.
       problem: why decoding queries is impossible (None when it is possible).
+      precision: how VGGish runs for them (the embeddings table's precision).
     """
 
     checkpoint: str | None = None
@@ -470,6 +485,7 @@ class Models:
     vggish_sha256: str | None = None
     pca_sha256: str | None = None
     problem: str | None = None
+    precision: str = "fp32"
 
 
 def resolve_queries(
@@ -512,7 +528,7 @@ def resolve_queries(
             resolved.append(ResolvedQuery(spec, reason=reason, message=f"{spec.text}: {message}"))
             continue
         if embedder is None:
-            embedder = QueryEmbedder(models.checkpoint, models.pca, resampler)
+            embedder = QueryEmbedder(models.checkpoint, models.pca, resampler, models.precision)
         try:
             frames = embedder.frames(spec)
         except QueryRangeError as e:
