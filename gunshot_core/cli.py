@@ -9,6 +9,7 @@
     gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*)
     gunshot review sample|serve|export ...   review detections in the browser (pipelines.review)
+    gunshot calibrate ...        per-site thresholds and counts with 90 % intervals from verdicts
     gunshot evaluate-events ...  event recall and false alarms/hour of scoring runs vs. annotations
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
@@ -39,6 +40,11 @@ COMMANDS = {
         "pipelines.review.cli",
         "main",
         "draw a review sample, review it in the browser, export verdicts",
+    ),
+    "calibrate": (
+        "training.calibrate",
+        "main",
+        "per-site thresholds and gunshot counts with intervals from review verdicts",
     ),
     "evaluate-events": (
         "training.evaluate_events",

@@ -317,3 +317,23 @@ def estimate_totals(
             yes=seen,
         )
     return result
+
+
+def design_recall(
+    strata: np.ndarray, sample: np.ndarray, yes: np.ndarray, predicted: np.ndarray, detected: np.ndarray
+) -> tuple[float, float]:
+    """Recall and precision of a detector from the sample's design (see `estimate_totals`).
+
+    Args:
+      strata, sample, yes, predicted: as for `estimate_totals` (frame [n], answered sample [m]).
+      detected: bool [n] the frame windows the detector keeps (e.g. score >= threshold).
+    Returns:
+      (estimated gunshot windows detected / estimated gunshot windows in the frame,
+       estimated gunshot windows detected / windows detected); NaN where a denominator is 0.
+    """
+    side = np.where(detected, "above", "below").astype(object)
+    totals = estimate_totals(strata, sample, yes, domains=side, predicted=predicted)
+    found = totals["above"].total if "above" in totals else 0.0
+    everything = found + (totals["below"].total if "below" in totals else 0.0)
+    kept = int(np.count_nonzero(detected))
+    return (found / everything if everything > 0 else math.nan, found / kept if kept else math.nan)

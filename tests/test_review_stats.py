@@ -76,7 +76,7 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
     """200 seeded reviews of 100 verdicts each: the 90 % count interval covers the true number of
     gunshot windows in >= 85 % of them, and the threshold chosen for precision 0.9 has a true
     precision within 0.1 of 0.9 on the whole run in >= 80 % of them."""
-    covered = precise = 0
+    covered = precise = recalled = 0
     widths = []
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -87,10 +87,15 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
         estimate = rs.estimate_totals(strata, picked, truth[picked], predicted=model.predict(scores))["all"]
         covered += estimate.low <= truth.sum() <= estimate.high
         widths.append((estimate.high - estimate.low) / truth.sum())
-        detected = scores >= rs.threshold_for_precision(model, scores, 0.9).threshold
+        choice = rs.threshold_for_precision(model, scores, 0.9)
+        detected = scores >= choice.threshold
         precise += abs(truth[detected].mean() - 0.9) <= 0.1
-    print(f"coverage {covered}/200, precise {precise}/200, median width {np.median(widths):.2f}")
+        recalled += abs(choice.recall - truth[detected].sum() / truth.sum()) <= 0.15
+    print(
+        f"coverage {covered}/200, precise {precise}/200, recall {recalled}/200, width {np.median(widths):.2f}"
+    )
     assert covered >= 170, covered
     assert precise >= 160, precise
+    assert recalled >= 160, recalled  # the implied recall is within 0.15 of the true one
     # Not trivially wide: the interval is narrower than the true count itself in most reviews.
     assert np.median(widths) < 1.0, np.median(widths)
