@@ -145,3 +145,42 @@ def test_user_errors(tmp_path, capsys):
     ]
     assert cli.main(args) == 2
     assert "not those the sample was drawn from" in capsys.readouterr().err
+
+
+def test_report_applies_the_calibrated_thresholds(calibrated, tmp_path, chromium):  # noqa: F811
+    truth, review, output, result = calibrated
+    run_dir = review.parent / "run"
+    argv = [
+        "report",
+        "--scores",
+        str(run_dir),
+        "--thresholds",
+        str(output / "calibration.json"),
+        "--output",
+        str(tmp_path / "r"),
+    ]
+    assert cli.main(argv) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = {r["group"]: r for r in report["calibrated"]}
+    assert set(rows) == {"siteA", "siteB"}  # siteC is in the other run
+    for site, r in rows.items():
+        threshold = result["groups"][site]["threshold"]
+        assert r["threshold"] == pytest.approx(threshold)
+        assert r["detected"] == sum(w["score"] >= threshold for w in truth["windows"] if w["site"] == site)
+        assert r["run_detected"] == sum(w["score"] >= 0.5 for w in truth["windows"] if w["site"] == site)
+        assert 0 < r["events"] <= r["detected"]
+    page = chromium.inspect(tmp_path / "r" / "index.html", screenshot="report-calibrated")
+    assert_page_ok(page)
+    assert len(page.tables["calibrated"]) == 2
+    bad = [
+        "report",
+        "--scores",
+        str(run_dir),
+        "--thresholds",
+        str(review / "sample.csv"),
+        "--output",
+        str(tmp_path / "x"),
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(bad)
+    assert exit_.value.code == 2
