@@ -184,3 +184,41 @@ def test_report_applies_the_calibrated_thresholds(calibrated, tmp_path, chromium
     with pytest.raises(SystemExit) as exit_:
         cli.main(bad)
     assert exit_.value.code == 2
+
+
+def test_batch_rederives_events_at_the_calibrated_thresholds(calibrated, tmp_path):
+    truth, review, output, result = calibrated
+    run_dir = review.parent / "run"
+    argv = [
+        "batch",
+        "--thresholds",
+        str(output / "calibration.json"),
+        "--scores",
+        str(run_dir),
+        "--output",
+        str(tmp_path / "new"),
+    ]
+    assert cli.main(argv) == 0
+    import pyarrow.parquet as pq
+
+    windows = pq.read_table(tmp_path / "new" / "windows-00000-of-00001.parquet").to_pylist()
+    events = pq.read_table(tmp_path / "new" / "events-00000-of-00001.parquet").to_pylist()
+    recordings = pq.read_table(tmp_path / "new" / "recordings-00000-of-00001.parquet").to_pylist()
+    for site in ("siteA", "siteB"):
+        threshold = result["groups"][site]["threshold"]
+        mine = [w for w in windows if f"/{site}/" in w["source"]]
+        assert all(w["threshold"] == threshold and w["detected"] == (w["score"] >= threshold) for w in mine)
+        # Events: runs of consecutive detected windows, counted directly.
+        runs = sum(
+            1
+            for k, w in enumerate(mine)
+            if w["detected"]
+            and not (k > 0 and mine[k - 1]["source"] == w["source"] and mine[k - 1]["detected"])
+        )
+        assert runs == sum(f"/{site}/" in e["source"] for e in events) > 0
+    assert sum(r["events"] for r in recordings) == len(events)
+    assert (tmp_path / "new" / "events.csv").read_text().count("\n") == len(events) + 1
+    assert (
+        json.loads((tmp_path / "new" / "run.json").read_text())["rethresholded"]["groups"]["siteA"]["events"]
+        > 0
+    )
