@@ -175,3 +175,17 @@ def test_supersession_consensus_and_raven_export(run, tmp_path):
     assert {(r.recording_key, round(r.start_seconds, 3), r.label) for r in parsed.rows} >= {
         (first["source"], round(float(first["start_seconds"]), 3), "no")
     }
+
+
+def test_append_after_a_hand_written_row_without_line_end(tmp_path):
+    (tmp_path / verdicts.VERDICTS_CSV).write_text(
+        "item_id,source,start_seconds,end_seconds,verdict,label,reviewer,answered_utc\n"
+        ",site/r.wav,1,2,yes,,script,2026-01-01T00:00:00Z"
+    )
+    verdicts.append_verdict(
+        str(tmp_path),
+        {"source": "site/r.wav", "start_seconds": 3, "end_seconds": 4, "verdict": "no", "reviewer": "x"},
+    )
+    rows = verdicts.read_verdicts(str(tmp_path))
+    assert [(r["reviewer"], r["verdict"]) for r in rows] == [("script", "yes"), ("x", "no")]
+    assert rows[0]["item_id"] == sample.item_id("site/r.wav", 1.0)

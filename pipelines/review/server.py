@@ -112,8 +112,11 @@ function play() {
   if (p) { p.catch(() => {}); }  // autoplay may be refused until the first key press
 }
 
+let saving = false;  // one answer at a time: a key pressed while saving is ignored
+
 async function answer(verdict) {
-  if (index >= ITEMS.length) { return; }
+  if (index >= ITEMS.length || saving) { return; }
+  saving = true;
   const it = ITEMS[index];
   const body = {item_id: it.item_id, verdict: verdict, label: label.value.trim()};
   try {
@@ -127,6 +130,8 @@ async function answer(verdict) {
     show();
   } catch (e) {
     document.getElementById("error").textContent = "NOT SAVED (" + e.message + "): is the server running?";
+  } finally {
+    saving = false;
   }
 }
 

@@ -76,9 +76,14 @@ def append_verdict(review_dir: str, row: dict) -> dict:
     line = io.StringIO()
     csv.DictWriter(line, fieldnames=list(VERDICT_COLUMNS), lineterminator="\n").writerow(row)
     path = os.path.join(review_dir, VERDICTS_CSV)
-    with _locked(path, "a") as f:
-        if f.tell() == 0:
+    with _locked(path, "a+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
             f.write(",".join(VERDICT_COLUMNS) + "\n")
+        else:  # a row written by hand or a script may lack its line end
+            f.seek(size - 1)
+            if f.read(1) != "\n":
+                f.write("\n")
         f.write(line.getvalue())
         f.flush()
         os.fsync(f.fileno())
