@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from pipelines.review import sample as sample_io
 from pipelines.review import verdicts as verdicts_io
+from pipelines.review.frame import ReviewInputError
 
 _LOG = logging.getLogger(__name__)
 
@@ -268,6 +270,15 @@ def serve(review_dir: str, *, reviewer: str, port: int = 8765) -> None:
     from werkzeug.serving import make_server
 
     app = create_app(review_dir, reviewer=reviewer)
+    if port:  # werkzeug would print its own message and exit: say it the project's way first
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug's server does
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                raise ReviewInputError(
+                    f"cannot listen on 127.0.0.1:{port} ({e.strerror}); pass another --port"
+                ) from e
     server = make_server("127.0.0.1", port, app, threaded=True)
     print(
         f"reviewing {review_dir} as {reviewer}: open http://127.0.0.1:{server.port}/ (Ctrl-C stops)",
