@@ -54,6 +54,8 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--verdicts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target_precision", type=float, default=0.9)
+    parser.add_argument("--min_verdicts", type=int, default=30, help="gunshot calibrate --min_verdicts")
     args = parser.parse_args()
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="bench-review-"))
     ckpt, pca = random_vggish()
@@ -102,7 +104,8 @@ def main() -> int:
         verdicts.append_verdict(
             str(review), {**row, "verdict": "yes" if yes else "no", "reviewer": "annotations"}
         )
-    step("calibrate", "--verdicts", str(review), "--target_precision", "0.9", "--output", str(work / "cal"))
+    step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision), "--output", str(work / "cal"),
+         "--min_verdicts", str(args.min_verdicts))  # fmt: skip
     step("batch", "--thresholds", str(work / "cal" / "calibration.json"), "--scores", str(work / "scores"),
          "--output", str(work / "scores_cal"))  # fmt: skip
     notes = [a for s in HELDOUT_SITES for a in ("--annotations", str(sites / s))]
@@ -115,6 +118,7 @@ def main() -> int:
         "heldout_sites": len(HELDOUT_SITES),
         "minutes_per_site": args.minutes,
         "verdicts": args.verdicts,
+        "target_precision": args.target_precision,
         "card_threshold": {"recall": card["recall"], "false_alarms_per_hour": card["false_alarms_per_hour"]},
         "calibrated": {"recall": cal["recall"], "false_alarms_per_hour": cal["false_alarms_per_hour"]},
         "false_alarm_ratio": (card["false_alarms_per_hour"] / cal["false_alarms_per_hour"])
