@@ -55,6 +55,12 @@ def main() -> int:
     parser.add_argument("--verdicts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target_precision", type=float, default=0.9)
+    parser.add_argument(
+        "--heldout_confusers_per_minute",
+        type=float,
+        help="make the held-out sites apart, with this many confusers (clicks, branch snaps, speech, "
+        "footsteps) per minute instead of the training sites' 4: a soundscape the head never met",
+    )
     parser.add_argument("--min_verdicts", type=int, default=30, help="gunshot calibrate --min_verdicts")
     args = parser.parse_args()
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="bench-review-"))
@@ -68,7 +74,16 @@ def main() -> int:
     )  # fmt: skip
     train_audio = [a for s in TRAIN_SITES for a in ("--audio", str(sites / s))]
     train_notes = [a for s in TRAIN_SITES for a in ("--annotations", str(sites / s))]
-    heldout = [a for s in HELDOUT_SITES for a in ("--input", str(sites / s))]
+    out = work  # where the held-out scores, review, calibration and evaluation go
+    heldout_sites = sites
+    if args.heldout_confusers_per_minute is not None:
+        out = work / f"confusers{args.heldout_confusers_per_minute:g}"
+        heldout_sites = out / "sites"
+        insertions = field_sites.make_sites(
+            heldout_sites, sites=HELDOUT_SITES, recordings_per_site=1, minutes=args.minutes, seed=args.seed + 1,
+            gunshots_per_minute=4.0, confusers_per_minute=args.heldout_confusers_per_minute,
+        )  # fmt: skip
+    heldout = [a for s in HELDOUT_SITES for a in ("--input", str(heldout_sites / s))]
     pattern = "/(site[0-9]+)/"
 
     def step(*argv):
@@ -84,13 +99,13 @@ def main() -> int:
              "--output", str(work / "tft"))  # fmt: skip
         step("train", "--transformed", str(work / "tft"), "--model", "framepool", "--output", str(work / "head"),
              "--verbose", "0")  # fmt: skip
-    if not (work / "scores").exists():
-        step("batch", *heldout, "--output", str(work / "scores"), "--head", str(work / "head"), *models)
+    if not (out / "scores").exists():
+        step("batch", *heldout, "--output", str(out / "scores"), "--head", str(work / "head"), *models)
     trained = time.monotonic() - started
 
-    review = work / "review"
+    review = out / "review"
     if not (review / sample.SAMPLE_CSV).exists():
-        step("review", "sample", "--scores", str(work / "scores"), "--output", str(review), "--size",
+        step("review", "sample", "--scores", str(out / "scores"), "--output", str(review), "--size",
              str(args.verdicts), "--per_group", "--group_pattern", pattern, "--seed", str(args.seed))  # fmt: skip
     (review / verdicts.VERDICTS_CSV).unlink(missing_ok=True)
     gunshots = {}
@@ -104,16 +119,16 @@ def main() -> int:
         verdicts.append_verdict(
             str(review), {**row, "verdict": "yes" if yes else "no", "reviewer": "annotations"}
         )
-    step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision), "--output", str(work / "cal"),
+    step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision), "--output", str(out / "cal"),
          "--min_verdicts", str(args.min_verdicts))  # fmt: skip
-    step("batch", "--thresholds", str(work / "cal" / "calibration.json"), "--scores", str(work / "scores"),
-         "--output", str(work / "scores_cal"))  # fmt: skip
-    notes = [a for s in HELDOUT_SITES for a in ("--annotations", str(sites / s))]
-    step("evaluate-events", "--scores", f"card={work / 'scores'}", "--scores", f"calibrated={work / 'scores_cal'}",
-         *notes, "--group_pattern", pattern, "--output", str(work / "eval"))  # fmt: skip
-    metrics = json.loads((work / "eval" / "metrics.json").read_text())["scorers"]
+    step("batch", "--thresholds", str(out / "cal" / "calibration.json"), "--scores", str(out / "scores"),
+         "--output", str(out / "scores_cal"))  # fmt: skip
+    notes = [a for s in HELDOUT_SITES for a in ("--annotations", str(heldout_sites / s))]
+    step("evaluate-events", "--scores", f"card={out / 'scores'}", "--scores", f"calibrated={out / 'scores_cal'}",
+         *notes, "--group_pattern", pattern, "--output", str(out / "eval"))  # fmt: skip
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())["scorers"]
     card, cal = metrics["card"]["run_threshold"], metrics["calibrated"]["run_threshold"]
-    calibration = json.loads((work / "cal" / "calibration.json").read_text())
+    calibration = json.loads((out / "cal" / "calibration.json").read_text())
     result = {
         "heldout_sites": len(HELDOUT_SITES),
         "minutes_per_site": args.minutes,
@@ -128,7 +143,8 @@ def main() -> int:
         "fits": {g: r["fit"]["source"] for g, r in calibration["groups"].items()},
         "seconds_training_and_scoring": round(trained, 1),
         "seconds_total": round(time.monotonic() - started, 1),
-        "work": str(work),
+        "heldout_confusers_per_minute": args.heldout_confusers_per_minute or 4.0,
+        "work": str(out),
     }
     print(json.dumps(result))
     return 0
