@@ -72,6 +72,7 @@ NON_NUMERIC = "non_numeric"
 NEGATIVE_TIME = "negative_time"
 END_BEFORE_START = "end_before_start"
 MISSING_FILE_NAME = "missing_file_name"
+SUPERSEDED = "superseded"
 REASONS = (
     MALFORMED_FILE,
     MISSING_COLUMN,
@@ -80,10 +81,11 @@ REASONS = (
     NEGATIVE_TIME,
     END_BEFORE_START,
     MISSING_FILE_NAME,
+    SUPERSEDED,
 )
 """Reasons of `AnnotationError`: whole file unreadable | a required column is missing | a row
 with too few fields | a time that is not a finite number | a time below 0 | end < start | a CSV or
-Raven row with an empty file name."""
+Raven row with an empty file name | a review verdict answered again later by the same reviewer."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -361,7 +363,12 @@ def parse_audacity(text: str, name: str) -> ParsedAnnotations:
 
 
 def parse_csv(text: str, name: str, *, label_column: str | None = None) -> ParsedAnnotations:
-    """Reads a CSV with header `file,start_seconds,end_seconds,label` (label column renamable)."""
+    """Reads a CSV with header `file,start_seconds,end_seconds,label` (label column renamable).
+
+    A review's verdicts.csv (docs/review.md) reads too: its `source` column stands for `file`, and
+    when the header has `reviewer` and `answered_utc`, a row answered again later by the same reviewer
+    for the same window (item_id, else file and start) is an error row with reason `superseded`.
+    """
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
@@ -375,6 +382,8 @@ def parse_csv(text: str, name: str, *, label_column: str | None = None) -> Parse
     index = {}
     for role, column in wanted.items():
         found = _find_column(header, column)
+        if found is None and role == "file":  # review verdicts (docs/review.md) name it `source`
+            found = _find_column(header, "source")
         if found is None:
             return _file_error(
                 name,
@@ -385,6 +394,7 @@ def parse_csv(text: str, name: str, *, label_column: str | None = None) -> Parse
         index[role] = found
     rows = _Rows(name)
     needed = max(index.values())
+    kept = []
     while True:
         try:
             fields = next(reader)
@@ -401,6 +411,27 @@ def parse_csv(text: str, name: str, *, label_column: str | None = None) -> Parse
                 line, MALFORMED_ROW, f"{name}:{line}: {len(fields)} fields, the header has {len(header)}"
             )
             continue
+        kept.append((line, fields))
+    # A review's verdicts.csv: a later answer of a reviewer for the same window supersedes the earlier.
+    reviewer, item = _find_column(header, "reviewer"), _find_column(header, "item_id")
+    superseded = {}
+    if reviewer is not None and _find_column(header, "answered_utc") is not None:
+        last = {}
+        for line, fields in kept:
+            who = fields[reviewer].strip() if reviewer < len(fields) else ""
+            window = fields[item].strip() if item is not None and item < len(fields) else ""
+            key = (window or (fields[index["file"]].strip(), fields[index["start_seconds"]].strip()), who)
+            if key in last:
+                superseded[last[key]] = line
+            last[key] = line
+    for line, fields in kept:
+        if line in superseded:
+            rows.error(
+                line,
+                SUPERSEDED,
+                f"{name}:{line}: superseded by line {superseded[line]} (same window and reviewer)",
+            )
+            continue
         rows.add(
             line,
             fields[index["file"]],
@@ -408,6 +439,7 @@ def parse_csv(text: str, name: str, *, label_column: str | None = None) -> Parse
             fields[index["end_seconds"]],
             fields[index["label"]],
         )
+    rows.errors.sort(key=lambda e: e.line)
     return rows.result(CSV)
 
 

@@ -8,6 +8,8 @@
     gunshot search ...           find windows like example sounds in batch embeddings (Beam: pipelines.search)
     gunshot dataset ...          training records from annotated recordings (Beam: pipelines.dataset)
     gunshot transform|train|evaluate|analyze ...   training jobs (training.*; train --model framepool ...)
+    gunshot review sample|serve|export ...   review detections in the browser (pipelines.review)
+    gunshot calibrate ...        per-site thresholds and counts with 90 % intervals from verdicts
     gunshot evaluate-events ...  event recall and false alarms/hour of scoring runs vs. annotations
 
 Subcommands are imported only when used, so `gunshot score` never imports Beam. Logging is set up
@@ -38,6 +40,16 @@ COMMANDS = {
     ),
     "evaluate": ("training.evaluate", "main", "evaluate a trained head: metrics, plots, report"),
     "analyze": ("training.analyze", "main", "PCA and t-SNE views of embeddings"),
+    "review": (
+        "pipelines.review.cli",
+        "main",
+        "draw a review sample, review it in the browser, export verdicts",
+    ),
+    "calibrate": (
+        "training.calibrate",
+        "main",
+        "per-site thresholds and gunshot counts with intervals from review verdicts",
+    ),
     "evaluate-events": (
         "training.evaluate_events",
         "main",

@@ -192,3 +192,21 @@ def test_table_recording_stem():
     assert A.table_recording_stem("a/b/rec01.Table.12.selections.txt") == "rec01"
     assert A.table_recording_stem("rec.2020.selections.txt") == "rec.2020"
     assert A.table_recording_stem("C:\\x\\rec03.txt") == "rec03"
+
+
+def test_review_verdicts_read_as_csv_annotations_with_superseded_rows():
+    text = (
+        "item_id,source,start_seconds,end_seconds,verdict,label,reviewer,answered_utc\n"
+        "a1,site1/r.wav,1.0,2.0,yes,,ana,2026-01-01T00:00:00.000Z\n"
+        "a1,site1/r.wav,1.0,2.0,no,,ana,2026-01-01T00:01:00.000Z\n"
+        "a1,site1/r.wav,1.0,2.0,yes,,ben,2026-01-01T00:02:00.000Z\n"
+        ",site1/r.wav,5.0,6.0,unsure,,ana,2026-01-01T00:03:00.000Z\n"
+    )
+    parsed = A.parse_annotations(text, "verdicts.csv", label_column="verdict")
+    assert [(r.recording_key, r.start_seconds, r.label, r.line) for r in parsed.rows] == [
+        ("site1/r.wav", 1.0, "no", 3),
+        ("site1/r.wav", 1.0, "yes", 4),
+        ("site1/r.wav", 5.0, "unsure", 5),
+    ]
+    assert [(e.line, e.reason) for e in parsed.errors] == [(2, A.SUPERSEDED)]
+    assert "superseded by line 3" in parsed.errors[0].message

@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads cutting clips and drawing figures (default: CPUs, at most 8)",
     )
     parser.add_argument("--title", default=SITE_TITLE, help="title in every page's header")
+    parser.add_argument(
+        "--thresholds",
+        metavar="calibration.json",
+        help="per-group thresholds of `gunshot calibrate`: adds the detections and events each group "
+        "has at its calibrated threshold (docs/review.md)",
+    )
     logs.add_logging_flags(parser)
     return parser
 
@@ -164,6 +170,14 @@ def parse_args(argv):
     names = [r.name for r in args.runs]
     if len(set(names)) != len(names):
         parser.error(f"--scores names must differ, got {names}; name them NAME=DIR")
+    args.calibration = None
+    if args.thresholds:
+        from pipelines.report import thresholds
+
+        try:
+            args.calibration = thresholds.read_calibration(args.thresholds)
+        except thresholds.ThresholdsFileError as e:
+            parser.error(str(e))
     return args
 
 
@@ -840,10 +854,31 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
             if summaries[i]["recordings"] and summaries[i]["recordings_failed"] == summaries[i]["recordings"]
         ]
         parts.insert(0, html.problem(f"Every input failed in: {', '.join(failed)}. See the errors below."))
+    calibrated = []
+    if args.calibration:
+        from pipelines.report import thresholds
+
+        calibrated = [{"run": names[i], **r} for i in runs for r in thresholds.calibrated_rows(tables, i, args.calibration)]
+        columns = [html.Column("run", "run"), html.Column("group", "group"),
+                   html.Column("threshold", "calibrated threshold", "num", ".4f"),
+                   html.Column("windows", "windows", "num"), html.Column("run_detected", "detected at the run's threshold", "num"),
+                   html.Column("detected", "detected at the calibrated threshold", "num"),
+                   html.Column("events", "events at the calibrated threshold", "num")]  # fmt: skip
+        parts.append(
+            html.section(
+                "Calibrated thresholds",
+                Markup("<p class='note'>From {} (target precision {}); groups it does not name use its overall threshold.</p>").format(
+                    args.thresholds, args.calibration["target_precision"]
+                ),
+                html.table(columns, calibrated, id="calibrated"),
+                id="calibrated-thresholds",
+            )
+        )  # fmt: skip
     parts.append(html.section("Parameters (run.json)", _parameters_table(names, manifests), id="parameters"))
     site.write("index.html", "Summary", parts)
 
     report = {
+        **({"calibrated": calibrated} if args.calibration else {}),
         "runs": [
             {"name": names[i], "scores": tables.runs[i].uri,
              **{k: v for k, v in summaries[i].items() if k != "provenance"}, "provenance": summaries[i]["provenance"]}
