@@ -114,7 +114,24 @@ CASES = {
         ),  # fmt: skip
         None,  # reads scoring runs: no model files
     ),
+    "review": (
+        ["review", "sample", f"--scores={NOWHERE}", "--output={out}", "--size=5"],
+        (["review", "sample", f"--scores={NOWHERE}", "--output={out}", "--szie=5"], "--szie", "--size"),
+        None,  # reads scoring runs: no model files
+    ),
+    "calibrate": (
+        ["calibrate", f"--verdicts={NOWHERE}", "--output={out}"],
+        (
+            ["calibrate", f"--verdicts={NOWHERE}", "--output={out}", "--target_precison=0.9"],
+            "--target_precison",
+            "--target_precision",
+        ),
+        None,  # reads verdicts and scoring runs: no model files
+    ),
 }
+
+# commands whose errors name a sub-subcommand: `gunshot review sample: error: ...`
+PROGRAM = {"review": "review sample"}
 
 
 def test_every_command_has_cases():
@@ -166,7 +183,7 @@ def _assert_one_line(name, code, lines, err):
     assert code == 2, err
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"gunshot {name}: error: "), err
+    assert lines[0].startswith(f"gunshot {PROGRAM.get(name, name)}: error: "), err
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -181,9 +198,12 @@ def test_mistyped_flag_names_the_closest_one(name, tmp_path, capsys):
     argv, typo, meant = CASES[name][1]
     code, lines, err = _run(argv, tmp_path, capsys)
     assert code == 2 and "Traceback" not in err, err
-    usage = f"usage: gunshot {name}"
+    usage = f"usage: gunshot {PROGRAM.get(name, name)}"
     assert len(lines) == 2 and lines[0].startswith(usage) and len(lines[0]) < 200, err
-    assert lines[1] == f"gunshot {name}: error: unrecognized flag {typo}; did you mean {meant}?", err
+    assert (
+        lines[1]
+        == f"gunshot {PROGRAM.get(name, name)}: error: unrecognized flag {typo}; did you mean {meant}?"
+    ), err
 
 
 @pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[2] is not None])

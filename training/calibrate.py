@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import logs, review_stats
+from gunshot_core import arguments, logs, review_stats
 from gunshot_core.errors import GunshotError
 
 CALIBRATION_JSON = "calibration.json"
@@ -41,8 +41,8 @@ class CalibrationError(GunshotError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot calibrate",
+    parser = arguments.ArgumentParser(
+        "calibrate",
         description="Per-group (site) thresholds reaching a target precision, the recall they imply, and "
         "estimated gunshot counts with 90 %% intervals, from verdicts of a `gunshot review` sample.",
     )
@@ -429,9 +429,10 @@ def main(argv=None) -> int:
         parser.error(f"--output must be a local folder (got {args.output})")
     try:
         result = run(args)
-    except GunshotError as e:
-        print(f"gunshot calibrate: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+        if not arguments.is_user_error(e):
+            raise
+        return arguments.fail("calibrate", e)
     print(f"{'group':<20} {'threshold':>9} {'precision':>9} {'recall':>7}  note")
     for group, r in [(OVERALL, result["overall"])] + sorted(result["groups"].items()):
         print(

@@ -8,6 +8,7 @@ import re
 
 from gunshot_core import arguments, logs, params, precision
 from gunshot_core import options as gunshot_options
+from gunshot_core.errors import InputError
 from pipelines import options
 from pipelines.dataset import planning
 from pipelines.scoring import config, embed
@@ -244,8 +245,8 @@ def parse_known_args(argv):
             parser.error(f"--group_pattern {args.group_pattern!r} is not a regex: {e}")
     try:
         args.precision_used = dataset_precision(args)
-    except (precision.PrecisionError, FileNotFoundError) as e:
-        parser.error(str(e))
+    except FileNotFoundError as e:  # a missing input, not a usage error: one line, status 2
+        raise InputError(str(e)) from None
     splits = args.split or list(DEFAULT_SPLITS)
     names = [n for n, _ in splits]
     if len(set(names)) != len(names):

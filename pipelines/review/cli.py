@@ -7,13 +7,12 @@ import os
 import re
 import sys
 
-from gunshot_core import logs
-from gunshot_core.errors import GunshotError
+from gunshot_core import arguments, logs
 
 
 def _sample_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot review sample",
+    parser = arguments.ArgumentParser(
+        "review sample",
         description="Draw a review sample of scored windows from scoring runs (gunshot batch outputs) and "
         "write REVIEW_DIR/sample.csv with a clip and a spectrogram per item. The default stratified "
         "sample (equal numbers per score bin) lets `gunshot calibrate` estimate precision and counts "
@@ -57,8 +56,8 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot review serve",
+    parser = arguments.ArgumentParser(
+        "review serve",
         description="Review a sample in the browser at http://127.0.0.1:PORT/ (local only, works offline). "
         "Keys: y gunshot, n not, u unsure, l label, r replay, arrows back/forward, s show score. Each "
         "answer is appended to REVIEW_DIR/verdicts.csv at once; reopening resumes where you stopped.",
@@ -77,8 +76,8 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gunshot review export",
+    parser = arguments.ArgumentParser(
+        "review export",
         description="Write the latest verdicts of REVIEW_DIR as a Raven selection table.",
     )
     parser.add_argument("review_dir", metavar="REVIEW_DIR")
@@ -185,9 +184,10 @@ def main(argv=None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return SUBCOMMANDS[argv[0]](argv[1:])
-    except GunshotError as e:
-        print(f"gunshot review {argv[0]}: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+        if not arguments.is_user_error(e):
+            raise
+        return arguments.fail(f"review {argv[0]}", e)
 
 
 if __name__ == "__main__":
