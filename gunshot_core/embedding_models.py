@@ -213,6 +213,17 @@ def check_head(model: EmbeddingModel, head) -> None:
         )
 
 
+def check_head_name(model: EmbeddingModel, head: str | None) -> None:
+    """Raises EmbeddingModelMismatchError if `head` names another model's built-in head (cheap: call it
+    before loading any network)."""
+    for other in MODELS.values():
+        if head is not None and head in other.builtin_heads and other.name != model.name:
+            raise EmbeddingModelMismatchError(
+                f"head {head!r} scores {other.name} frames but the frames are {model.name}: "
+                f"pass --embedding_model {other.name}"
+            )
+
+
 def load_head(model: EmbeddingModel, head: str | None, **options):
     """The head to score `model`'s frames with, checked against the model.
 
@@ -227,14 +238,9 @@ def load_head(model: EmbeddingModel, head: str | None, **options):
     """
     if head is None and model.default_head:
         head = model.default_head
-    for other in MODELS.values():
-        if head is not None and head in other.builtin_heads:
-            if other.name != model.name:
-                raise EmbeddingModelMismatchError(
-                    f"head {head!r} scores {other.name} frames but the frames are {model.name}: "
-                    f"pass --embedding_model {other.name}"
-                )
-            return model._module().make_head(head, model, **options)
+    check_head_name(model, head)
+    if head is not None and head in model.builtin_heads:
+        return model._module().make_head(head, model, **options)
     import os
 
     from gunshot_core.heads import DEFAULT_HEAD_PATH

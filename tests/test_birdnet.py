@@ -189,3 +189,37 @@ def _bundled_head():
     from gunshot_core.heads import DEFAULT_HEAD_PATH
 
     return DEFAULT_HEAD_PATH
+
+
+def test_score_cli_birdnet_gun(capsys, bn):
+    import json
+
+    from gunshot_core import score_cli
+
+    files = [str(SEED_WAVS / "pistol_shot.wav"), str(SEED_WAVS / "footsteps_shuffle.wav")]
+    assert score_cli.main(["--embedding_model", "birdnet", "--json", *files]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["head"] for r in rows] == ["birdnet-gun", "birdnet-gun"]
+    shot, short = rows
+    assert shot["embedding_model"] == "birdnet" and shot["threshold"] == 0.01 and shot["detected"]
+    assert shot["frames"] == 9  # 10 s at a 1 s hop: starts 0..8 s (each with >= 1.5 s of audio)
+    # the best frame is BirdNET's own best Gun_Gun frame (2-5 s: see the parity test), 3 s long
+    assert (shot["peak_start_seconds"], shot["peak_end_seconds"]) == (2.0, 5.0)
+    assert shot["score"] == pytest.approx(0.7086, abs=RESAMPLED_SCORE_TOLERANCE)
+    assert short["frames"] == 0 and short["score"] == pytest.approx(0.0, abs=1e-6) and not short["detected"]
+
+
+def test_score_cli_mismatch_is_one_line_exit_2(capsys):
+    from gunshot_core import score_cli
+
+    wav = str(SEED_WAVS / "pistol_shot.wav")
+    assert score_cli.main(["--head", "birdnet-gun", wav]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.count("\n") == 0
+        and "birdnet-gun" in err
+        and "vggish" in err
+        and "--embedding_model birdnet" in err
+    )
+    assert score_cli.main(["--embedding_model", "vggish", "--embedding_hop_seconds", "0.5", wav]) == 2
+    assert "fixed at 0.96" in capsys.readouterr().err
