@@ -24,6 +24,13 @@ def runtime_requirements():
     return requirements
 
 
+def extra_requirements(name: str) -> list[str]:
+    """The pins of an optional extra: requirements-<name>.txt without comments."""
+    path = HERE / f"requirements-{name}.txt"
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines()) if path.exists() else ()
+    return [line for line in lines if line]
+
+
 setuptools.setup(
     name="gunshot-spotter",
     version=VERSION,
@@ -36,5 +43,7 @@ setuptools.setup(
     package_data={"gunshot_core": ["data/*", "data/heads/*"], "deploy": ["*", "templates/*"]},
     include_package_data=True,
     install_requires=runtime_requirements(),
+    # BirdNET V2.4 embeddings (gunshot_core.birdnet); its model is licensed CC BY-NC-SA 4.0
+    extras_require={"birdnet": extra_requirements("birdnet")},
     entry_points={"console_scripts": ["gunshot = gunshot_core.cli:main"]},
 )

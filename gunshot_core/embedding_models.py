@@ -195,6 +195,21 @@ def get(name: str | None = None, *, hop_seconds: float | None = None) -> Embeddi
     return MODELS[name].with_hop(hop_seconds)
 
 
+def describe(name: str) -> dict:
+    """`gunshot models info NAME`: the model's description, license, and its files with sha256 (or why
+    they are not available)."""
+    from gunshot_core.errors import GunshotError
+
+    model = get(name)
+    out = model.info()
+    try:
+        paths = model.file_paths()
+        out["files"] = {role: f"{path} (sha256 {model.file_hashes()[role]})" for role, path in paths.items()}
+    except GunshotError as e:
+        out["files"] = f"not available: {e}"
+    return out
+
+
 def head_embedding_model(head) -> str:
     """The embedding model a head was trained on: its own attribute, its card's field, else VGGish."""
     value = getattr(head, "embedding_model", None)

@@ -223,3 +223,29 @@ def test_score_cli_mismatch_is_one_line_exit_2(capsys):
     )
     assert score_cli.main(["--embedding_model", "vggish", "--embedding_hop_seconds", "0.5", wav]) == 2
     assert "fixed at 0.96" in capsys.readouterr().err
+
+
+def test_models_info_states_the_license(capsys):
+    from gunshot_core import models
+
+    assert models.main(["info", "birdnet"]) == 0
+    out = capsys.readouterr().out
+    assert "license: CC BY-NC-SA 4.0: NON-COMMERCIAL use only" in out
+    assert "install: optional extra: pip install -e .[birdnet]" in out
+    assert "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite (sha256 " in out
+
+
+def test_a_card_records_its_embedding_model():
+    import types
+
+    from gunshot_core.heads.card import HeadCard
+
+    card = HeadCard.from_dict({"head_id": "h", "embedding_model": "birdnet"}).validate()
+    assert card.to_dict()["embedding_model"] == "birdnet"
+    assert HeadCard.from_dict({"head_id": "old"}).embedding_model == "vggish"  # cards written before
+    head = types.SimpleNamespace(head_id="h", card=card)
+    with pytest.raises(
+        EmbeddingModelMismatchError, match="'h' was trained on birdnet frames but the frames are vggish"
+    ):
+        embedding_models.check_head(embedding_models.get("vggish"), head)
+    embedding_models.check_head(embedding_models.get("birdnet"), head)
