@@ -24,11 +24,11 @@ def runtime_requirements():
     return requirements
 
 
-def precision_requirements():
-    """The pinned int8 runtime (`pip install 'gunshot-spotter[precision]'`): requirements-precision.txt."""
-    path = HERE / "requirements-precision.txt"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+def extra_requirements(name: str) -> list[str]:
+    """The pins of an optional extra: requirements-<name>.txt without comments."""
+    path = HERE / f"requirements-{name}.txt"
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines()) if path.exists() else ()
+    return [line for line in lines if line]
 
 
 setuptools.setup(
@@ -43,6 +43,10 @@ setuptools.setup(
     package_data={"gunshot_core": ["data/*", "data/heads/*"], "deploy": ["*", "templates/*"]},
     include_package_data=True,
     install_requires=runtime_requirements(),
-    extras_require={"precision": precision_requirements()},
+    extras_require={
+        "precision": extra_requirements("precision"),  # int8/bf16 runtime: OpenVINO + NNCF
+        # BirdNET V2.4 embeddings (gunshot_core.birdnet); its model is licensed CC BY-NC-SA 4.0
+        "birdnet": extra_requirements("birdnet"),
+    },
     entry_points={"console_scripts": ["gunshot = gunshot_core.cli:main"]},
 )

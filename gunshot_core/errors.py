@@ -37,6 +37,14 @@ class InputError(GunshotError):
     """
 
 
+class EmbeddingModelError(GunshotError):
+    """An embedding model is unknown, or its optional package is not installed."""
+
+
+class EmbeddingModelMismatchError(EmbeddingModelError):
+    """A head (or table) made on one embedding model's frames was given another model's frames."""
+
+
 # ---- Error text for tables ------------------------------------------------------------------------
 
 # `<_io.BytesIO object at 0x7fa207f549f0>` -> `<_io.BytesIO object>`; other long hex numbers -> `0x?`.

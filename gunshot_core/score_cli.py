@@ -2,8 +2,11 @@
 
 Models are loaded once for all files. Each file prints its gunshot score (the highest window score
 for recordings longer than one window, with where it happened), the decision and the time it took.
-A head with frame scores (`training.train --model framepool`) also locates the shot to the 0.96 s
-frame with the highest frame score.
+A head with frame scores (`training.train --model framepool`, or BirdNET's `birdnet-gun`) also
+locates the shot to the frame with the highest frame score.
+
+`--embedding_model birdnet` scores BirdNET V2.4 frames (3 s every `--embedding_hop_seconds`); its
+default head is `birdnet-gun`, BirdNET's own Gun_Gun class (see docs/models.md).
 """
 
 import argparse
@@ -15,7 +18,7 @@ import time
 
 import numpy as np
 
-from gunshot_core import arguments, audio, logs, options, params, resample, windows
+from gunshot_core import arguments, audio, logs, options, resample, windows
 from gunshot_core.errors import AudioDecodeError, GunshotError, InputError
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = arguments.ArgumentParser(
         "score",
         description=(
-            "Score recordings for gunshots: VGGish log-mel -> VGGish CNN -> PCA/quantise -> head. "
+            "Score recordings for gunshots: VGGish log-mel -> VGGish CNN -> PCA/quantise -> head "
+            "(or, with --embedding_model birdnet, BirdNET V2.4 frames -> head, default birdnet-gun). "
             "Prints one line per file (or one JSON object per line with --json). Exits 1 when any "
             "file failed to decode, 2 when a file does not exist or the models cannot be loaded."
         ),
@@ -34,40 +38,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="+", metavar="FILE", help="recordings (wav, flac, ogg, mp3, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     options.add_model_arguments(parser)
+    options.add_embedding_model_arguments(parser)
     options.add_scoring_arguments(parser)
     logs.add_logging_flags(parser)
     return parser
 
 
 class Scorer:
-    """VGGish + postprocessor + head, loaded once; scores one recording at a time."""
+    """Embedding model + head, loaded once; scores one recording at a time.
+
+    Args:
+      checkpoint, pca: VGGish files (ignored by other embedding models).
+      head: a head path, a built-in head name (`birdnet-gun`), or None for the model's default head.
+      embedding_model: a gunshot_core.embedding_models.EmbeddingModel (default VGGish).
+      precision: how the embedding network runs (gunshot_core.precision; VGGish: fp32|bf16|int8).
+    Raises:
+      EmbeddingModelMismatchError: the head was trained on another model's frames.
+    """
 
     def __init__(
         self,
-        checkpoint: str,
-        pca: str,
-        head: str,
+        checkpoint: str | None,
+        pca: str | None,
+        head: str | None,
         *,
         resampler: str = resample.DEFAULT_RESAMPLER,
+        embedding_model=None,
         precision: str = "fp32",
     ):
-        from gunshot_core.heads import load_head
-        from gunshot_core.postprocess import Postprocessor
-        from gunshot_core.vggish import VGGish
+        from gunshot_core import embedding_models
 
         self.resampler = resampler
-        self.postprocessor = Postprocessor.from_npz(pca)
-        self.head = load_head(head)
-        self.vggish = VGGish.from_checkpoint(checkpoint, precision=precision)
+        self.model = embedding_model or embedding_models.get()
+        embedding_models.check_head_name(self.model, head)
+        self.embedder = self.model.load(
+            checkpoint=checkpoint, pca=pca, resampler=resampler, precision=precision
+        )
+        self.head = embedding_models.load_head(self.model, head, embedder=self.embedder)
 
     def frames(self, path) -> tuple[audio.AudioInfo, np.ndarray]:
-        """(AudioInfo, uint8 [n, 128] postprocessed frames) of one recording, in bounded memory."""
+        """(AudioInfo, [n, d] frames) of one recording, in bounded memory: uint8 [n, 128] VGGish
+        frames, float32 [n, 1024] BirdNET frames."""
         info = audio.probe(path)
-        blocks = [
-            self.postprocessor.postprocess(self.vggish.embed(examples))
-            for _, examples in audio.iter_examples(path, resampler=self.resampler)
-        ]
-        frames = np.concatenate(blocks) if blocks else np.zeros((0, 128), np.uint8)
+        blocks = [frames for _, frames in self.embedder.iter_frames(path)]
+        frames = (
+            np.concatenate(blocks)
+            if blocks
+            else np.zeros((0, self.model.embedding_size), np.dtype(self.model.dtype))
+        )
         return info, frames
 
     def score(self, path, window: int, hop: int) -> dict:
@@ -76,11 +94,14 @@ class Scorer:
         info, frames = self.frames(path)
         scored = windows.score_frames(self.head, frames, window, hop)
         peak, score = scored.peak()
+        model = self.model
+        start_seconds = float(model.frame_start_seconds(scored.starts[peak]))
+        end_seconds = float(model.frame_end_seconds(scored.ends[peak] - 1)) if scored.ends[peak] else 0.0
         result = {
             "file": str(path),
             "score": round(score, 6),
-            "peak_start_seconds": round(float(scored.start_seconds[peak]), 3),
-            "peak_end_seconds": round(float(max(scored.end_seconds[peak], scored.start_seconds[peak])), 3),
+            "peak_start_seconds": round(start_seconds, 3),
+            "peak_end_seconds": round(max(end_seconds, start_seconds), 3),
             "windows": int(scored.scores.size),
             "frames": int(frames.shape[0]),
             "duration_seconds": round(info.duration_seconds, 3),
@@ -91,10 +112,12 @@ class Scorer:
             frame_scores = self.head.frame_scores(frames)
             best = int(np.argmax(frame_scores))
             result.update(
-                peak_start_seconds=round(best * params.FRAME_SECONDS, 3),
-                peak_end_seconds=round((best + 1) * params.FRAME_SECONDS, 3),
+                peak_start_seconds=round(float(model.frame_start_seconds(best)), 3),
+                peak_end_seconds=round(float(model.frame_end_seconds(best)), 3),
                 peak_frame_score=round(float(frame_scores[best]), 6),
             )
+        if model.name != "vggish":
+            result["embedding_model"] = model.name
         result["seconds"] = round(time.perf_counter() - start, 3)
         return result
 
@@ -122,9 +145,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging(args)
     try:
-        window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
-        hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
-    except ValueError as e:
+        from gunshot_core import embedding_models
+
+        model = embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+        window = model.seconds_to_frames(args.window_seconds, name="--window_seconds")
+        hop = model.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
+    except (ValueError, GunshotError) as e:
         return arguments.fail("score", e)
     missing = [path for path in args.files if "://" not in path and not os.path.isfile(path)]
     if missing:  # before the models load: a typo in a file name costs no model load
@@ -134,13 +160,18 @@ def main(argv=None) -> int:
         )
     try:
         from gunshot_core import precision
-        from gunshot_core.models import resolve_model_paths
 
         chosen = precision.resolve(args.precision)
-        paths = resolve_model_paths(checkpoint=args.checkpoint, pca=args.pca, head=args.head)
         load_start = time.perf_counter()
-        scorer = Scorer(paths.checkpoint, paths.pca, paths.head, resampler=args.resampler, precision=chosen)
-        log.info("models loaded in %.2f s (VGGish at %s)", time.perf_counter() - load_start, chosen)
+        scorer = Scorer(
+            args.checkpoint,
+            args.pca,
+            args.head,
+            resampler=args.resampler,
+            embedding_model=model,
+            precision=chosen,
+        )
+        log.info("models loaded in %.2f s (%s at %s)", time.perf_counter() - load_start, model.name, chosen)
     except GunshotError as e:
         return arguments.fail("score", e)
     threshold = scorer.head.threshold if args.threshold is None else args.threshold

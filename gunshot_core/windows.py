@@ -69,13 +69,14 @@ def window_view(frames: np.ndarray, window: int) -> np.ndarray:
     """Every run of min(n, window) consecutive frames, as a read-only view of `frames` (no copy).
 
     Args:
-      frames: uint8 [n, 128] postprocessed frames of one recording (n may be 0).
+      frames: [n, d] frames of one recording (n may be 0): uint8 [n, 128] postprocessed VGGish
+        frames, or another embedding model's (float32 [n, 1024] BirdNET).
     Returns:
-      uint8 [max(1, n - window + 1), min(n, window), 128]; row s is the window starting at frame s.
+      [max(1, n - window + 1), min(n, window), d]; row s is the window starting at frame s.
     """
     frames = np.asarray(frames)
-    if frames.ndim != 2 or frames.shape[1] != params.EMBEDDING_SIZE:
-        raise ValueError(f"frames must be [n, {params.EMBEDDING_SIZE}], got shape {frames.shape}")
+    if frames.ndim != 2:
+        raise ValueError(f"frames must be [n, {params.EMBEDDING_SIZE}] (or [n, d]), got shape {frames.shape}")
     length = min(frames.shape[0], window)
     view = np.lib.stride_tricks.sliding_window_view(frames, length, axis=0)  # [n-length+1, 128, length]
     return view.transpose(0, 2, 1)

@@ -54,6 +54,9 @@ class HeadCard:
         tf.Transform output (transform_fn/, transformed_metadata/)>, "input_key": <raw feature name>,
         "output_key": <transformed feature name>}: applied to float32 [batch, frames, 128] after the
         input convention, before the model.
+      embedding_model: the embedding model whose frames the head was trained on ("vggish", "birdnet";
+        gunshot_core.embedding_models); a card without it is a VGGish head. Scoring another model's
+        frames with the head is an EmbeddingModelMismatchError.
       vggish_checkpoint_sha256, pca_params_sha256: sha256 of the VGGish checkpoint and PCA parameters
         the training embeddings were made with (null when unknown, e.g. AudioSet release embeddings).
       training: free-form dict (data set, class counts, hyperparameters, seed, ...).
@@ -73,6 +76,7 @@ class HeadCard:
     frame_pooling: dict | None = None
     model_file: str = MODEL_FILENAME
     model_sha256: str | None = None
+    embedding_model: str = "vggish"
     vggish_checkpoint_sha256: str | None = None
     pca_params_sha256: str | None = None
     training: dict = dataclasses.field(default_factory=dict)
@@ -118,6 +122,8 @@ class HeadCard:
                     "card: frame_pooling must be null or {'pooling': 'max'|'attention', 'frame_logits': "
                     f"LAYER, 'attention_logits': LAYER|null}}, got {fp!r}"
                 )
+        if not isinstance(self.embedding_model, str) or not self.embedding_model:
+            raise ModelFileError(f"card: embedding_model must be a model name, got {self.embedding_model!r}")
         if os.path.basename(self.model_file) != self.model_file:
             raise ModelFileError(f"card: model_file must be a file name inside MDIR, got {self.model_file!r}")
         return self

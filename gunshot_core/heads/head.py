@@ -143,6 +143,11 @@ class Head:
         return p, z
 
     @property
+    def embedding_model(self) -> str:
+        """The embedding model the head was trained on: the card's, "vggish" for an .h5 head."""
+        return self.card.embedding_model if self.card is not None else "vggish"
+
+    @property
     def has_frame_scores(self) -> bool:
         """True for a frame-pooling head (card `frame_pooling`): it scores every 0.96 s frame."""
         return self.card is not None and self.card.frame_pooling is not None
