@@ -34,6 +34,8 @@ PROVENANCE = {
     "window_seconds": WINDOW,
     "hop_seconds": WINDOW,
     "threshold": 0.5,
+    "precision": "fp32",
+    "embedding_runtime": "tensorflow",
 }
 
 

@@ -230,13 +230,13 @@ def _copy_run(audio_run, target, edit=None, drop=()):
     return target
 
 
-def test_head_of_another_window_is_refused_before_any_work(parent, tmp_path, capsys):
+def test_head_of_another_window_is_refused_before_any_work(parent, tmp_path, capfd):
     audio_run, _ = parent
     five = _copy_run(audio_run, tmp_path / "five", edit=lambda m: m.update(window_frames=5))
     output = tmp_path / "out"
     argv = [f"--from_run={five}", f"--output={output}", f"--head={OTHER_HEAD}"]
     assert score.main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "10 frames" in err and "5 frames" in err and "Traceback" not in err
     assert not output.exists()
 
@@ -268,14 +268,14 @@ def test_head_of_another_embedding_model_is_refused(parent):
         from_run.check_head(head(extra={"embedding_model": "birdnet"}), run)
 
 
-def test_run_without_embeddings_is_refused(parent, tmp_path, capsys):
+def test_run_without_embeddings_is_refused(parent, tmp_path, capfd):
     audio_run, _ = parent
     bare = _copy_run(audio_run, tmp_path / "bare", drop=("embeddings-*",))
     assert score.main([f"--from_run={bare}", f"--output={tmp_path / 'out'}", f"--head={HEAD}"]) == 2
-    err = capsys.readouterr().err.strip()
+    err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--write_embeddings" in err and str(bare) in err
     assert score.main([f"--from_run={tmp_path / 'nothing'}", f"--output={tmp_path / 'o'}"]) == 2
-    assert "run.json" in capsys.readouterr().err
+    assert "run.json" in capfd.readouterr().err
 
 
 def test_from_run_takes_no_inputs(parent, tmp_path):

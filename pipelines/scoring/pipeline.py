@@ -261,8 +261,12 @@ def make_rescore_config(args, parent: from_run.ParentRun):
         window_seconds=round(parent.window_frames * 0.96, 6),
         hop_seconds=round(parent.hop_frames * 0.96, 6),
         threshold=threshold,
+        # the stored frames were made at the parent's precision; rescoring keeps saying so
+        precision=parent.provenance.get("precision") or precision.DEFAULT_PRECISION,
+        embedding_runtime=parent.provenance.get("embedding_runtime") or "",
     )
     config = scoring_config.ScoringConfig(
+        precision=provenance.precision,
         checkpoint=models.get("checkpoint") or "",
         pca=models.get("pca") or "",
         head=head_path,
