@@ -58,6 +58,22 @@ class RecordingInfo:
     segment_index: int = 0  # which segment of a split recording this decode result is about
     segment_count: int = 1
 
+    @classmethod
+    def from_recordings_row(cls, row: dict, num_examples: int) -> "RecordingInfo":
+        """The identity a `recordings` table row of an earlier run stored (for its stored frames)."""
+        return cls(
+            source=row["source"],
+            file=row["file"],
+            member=row["member"],
+            input_kind=row["input_kind"],
+            format=row["format"],
+            sample_rate=row["sample_rate"],
+            channels=row["channels"],
+            duration_seconds=row["duration_seconds"],
+            num_examples=num_examples,
+            start_utc=row["start_utc"],
+        )
+
 
 def recording_stub(info: RecordingInfo) -> dict:
     """The recordings-table columns known from decoding alone."""
@@ -339,18 +355,7 @@ class DecodeFn(beam.DoFn):
         """The frames of a record that `--write_embeddings` wrote for a recording of its run: the
         recording keeps its identity from that run's recordings table (`row`)."""
         key = row["source"]
-        info = RecordingInfo(
-            source=key,
-            file=row["file"],
-            member=row["member"],
-            input_kind=row["input_kind"],
-            format=row["format"],
-            sample_rate=row["sample_rate"],
-            channels=row["channels"],
-            duration_seconds=row["duration_seconds"],
-            num_examples=int(frames.shape[0]),
-            start_utc=row["start_utc"],
-        )
+        info = RecordingInfo.from_recordings_row(row, int(frames.shape[0]))
         yield beam.pvalue.TaggedOutput(FRAMES_TAG, (key, ((0, 0), frames)))
         yield beam.pvalue.TaggedOutput(INFO_TAG, (key, info))
 

@@ -198,18 +198,7 @@ class SplitRecordingsFn(beam.DoFn):
         if row["status"] != "ok":
             yield beam.pvalue.TaggedOutput(self.FAILED_TAG, _without_provenance(row))
             return
-        info = RecordingInfo(
-            source=row["source"],
-            file=row["file"],
-            member=row["member"],
-            input_kind=row["input_kind"],
-            format=row["format"],
-            sample_rate=row["sample_rate"],
-            channels=row["channels"],
-            duration_seconds=row["duration_seconds"],
-            num_examples=int(row["frames"] or 0),
-            start_utc=row["start_utc"],
-        )
+        info = RecordingInfo.from_recordings_row(row, int(row["frames"] or 0))
         yield row["source"], info
 
 
