@@ -273,9 +273,10 @@ def _file_digests(directory: pathlib.Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _locked(path: pathlib.Path):
-    """An exclusive lock between processes (flock); taken by whoever builds an entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def file_lock(path):
+    """An exclusive lock between processes (flock) and threads (separate open file descriptions) on
+    the file `path` (created with its folder when missing); taken by whoever builds a cache entry."""
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -300,7 +301,7 @@ def cached_build(key: dict, build: Callable[[pathlib.Path], None], load: Callabl
     root = cache_root()
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     final = root / name
-    with _locked(root / f"{name}.lock"):
+    with file_lock(root / f"{name}.lock"):
         if final.is_dir():
             try:
                 manifest = json.loads((final / _MANIFEST).read_text())

@@ -25,7 +25,6 @@ knows works, and tests point it at a local Cloud Storage emulator.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -37,6 +36,8 @@ import time
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from gunshot_core import precision
 
 _LOG = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def local_copy(path: str, cache_dir: str | None = None) -> str:
     os.makedirs(entry, exist_ok=True)
     name = os.path.basename(path.rstrip("/")) or "model"
     local = os.path.join(entry, name)
-    with _file_lock(entry + ".lock"):
+    with precision.file_lock(entry + ".lock"):
         files = _remote_files(path)
         if _is_current(local, files):
             _LOG.info("model cache: reusing %s for %s", local, path)
@@ -181,14 +182,3 @@ def _download(path: str, local: str, files: dict[str, dict]) -> None:
         local,
         time.monotonic() - started,
     )
-
-
-@contextlib.contextmanager
-def _file_lock(lock_path: str):
-    """An exclusive lock between processes (flock) and threads (separate open file descriptions)."""
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
