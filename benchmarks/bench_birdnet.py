@@ -118,27 +118,38 @@ def thresholds(args) -> None:
             gunshots_per_minute=4.0,
         )
         guns = [i for i in insertions if i.label == field_sites.GUNSHOT]
-        events, others, seconds = [], [], 0.0
+        files = []  # (frame scores, frame starts, frame ends, [(shot start, shot end)])
         for path in sorted({i.file for i in insertions}):
-            logits = np.concatenate([o.gun_logits for o in embedder.iter_outputs(path)])
-            scores = birdnet.sigmoid(logits)
-            starts = model.frame_start_seconds(np.arange(scores.size))
-            ends = model.frame_end_seconds(np.arange(scores.size))
-            hit = np.zeros(scores.size, bool)
-            for shot in (g for g in guns if g.file == path):
-                overlap = (starts < shot.end) & (ends > shot.start)
-                hit |= overlap
-                events.append(scores[overlap].max())
-            others.append(scores[~hit])
-            seconds += scores.size * args.hop  # one frame step per hop
-        events, others, hours = np.array(events), np.concatenate(others), seconds / 3600
+            scores = birdnet.sigmoid(np.concatenate([o.gun_logits for o in embedder.iter_outputs(path)]))
+            index = np.arange(scores.size)
+            shots = [(g.start, g.end) for g in guns if g.file == path]
+            files.append((scores, model.frame_start_seconds(index), model.frame_end_seconds(index), shots))
+        hours = sum(f[0].size for f in files) * args.hop / 3600  # one frame step per hop
+        events = np.array([f[0][(f[1] < end) & (f[2] > start)].max() for f in files for start, end in f[3]])
         print(
-            f"SNR {snr[0]:g}..{snr[1]:g} dB: {events.size} gunshots, median event score {np.median(events):.4f}"
+            f"SNR {snr[0]:g}..{snr[1]:g} dB: {events.size} gunshots, {hours * 60:.0f} min, median event score {np.median(events):.4f}"
         )
-        for t in (0.1, 0.05, 0.02, 0.01, 0.005):
-            print(
-                f"  threshold {t:<6}: recall {np.mean(events >= t):.2f}, non-gun frames >= t per hour {np.sum(others >= t) / hours:.0f}"
-            )
+        curve = []
+        for t in sorted({0.1, 0.05, 0.02, 0.01, 0.005, *np.geomspace(1e-4, 0.9, 60).round(6).tolist()}):
+            found, false_alarms = 0, 0
+            for scores, starts, ends, shots in files:
+                # events: runs of frames >= t, merged where their 3-s spans overlap
+                spans = []
+                for i in np.flatnonzero(scores >= t):
+                    if spans and starts[i] <= spans[-1][1]:
+                        spans[-1][1] = ends[i]
+                    else:
+                        spans.append([starts[i], ends[i]])
+                false_alarms += sum(not any(a < e and b > s for s, e in shots) for a, b in spans)
+                found += sum(any(a < e and b > s for a, b in spans) for s, e in shots)
+            curve.append((t, found / events.size, false_alarms / hours))
+            if any(abs(t - x) < 1e-9 for x in (0.1, 0.05, 0.02, 0.01, 0.005)):
+                print(
+                    f"  threshold {t:<6.3g}: recall {found / events.size:.2f}, false-alarm events per hour {false_alarms / hours:.0f}"
+                )
+        for budget in (10, 20, 40):
+            best = max(((r, t) for t, r, fa in curve if fa <= budget), default=(0.0, None))
+            print(f"  recall at <= {budget} false alarms/hour: {best[0]:.2f} (threshold {best[1]})")
 
 
 def main() -> None:
