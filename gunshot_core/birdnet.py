@@ -379,6 +379,14 @@ class BirdNETEmbedder:
             embeddings, logits = self.network.infer(frames)
             yield Frames(first, embeddings, logits)
 
+    def embed_inputs(self, frames: np.ndarray) -> np.ndarray:
+        """float32 [k, 144000] 3-s frames at 48 kHz -> float32 [k, 1024] embeddings (fixed batches of
+        `batch_size` inside: row i depends only on frames[i])."""
+        return self.network.infer(frames)[0]
+
+    def prepare(self) -> None:
+        """Nothing to compile: the interpreter is ready once built."""
+
     def iter_frames(self, source, *, chunk_seconds: float = 60.0) -> Iterator[tuple[int, np.ndarray]]:
         """(first frame index, float32 [k, 1024] embeddings) chunks of one recording."""
         for out in self.iter_outputs(source, chunk_seconds=chunk_seconds):
@@ -388,6 +396,54 @@ class BirdNETEmbedder:
         """float32 [n, 1024] embeddings of a whole recording (n may be 0)."""
         blocks = [frames for _, frames in self.iter_frames(source)]
         return np.concatenate(blocks) if blocks else np.zeros((0, EMBEDDING_SIZE), np.float32)
+
+
+def iter_inputs(
+    model,
+    source,
+    *,
+    resampler: str | None = None,
+    chunk_seconds: float = 60.0,
+    start_frame: int = 0,
+    stop_frame: int | None = None,
+    max_frames: int = 8 * DEFAULT_BATCH_SIZE,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame index, float32 [k, 144000] 3-s frames) of a whole recording, decoded at 48 kHz
+    block by block (`iter_frame_blocks`: bounded memory, the same frames as whole-file framing).
+
+    A recording is framed whole (BirdNET's frames overlap); `start_frame`/`stop_frame` other than the
+    whole recording are refused (the description says `segmentable=False`).
+
+    Raises:
+      AudioDecodeError: the recording cannot be decoded.
+    """
+    from gunshot_core import audio, resample
+
+    if start_frame != 0 or stop_frame is not None:
+        raise ValueError("BirdNET frames a recording whole; segments are not supported")
+    blocks = audio.iter_waveform(
+        source, SAMPLE_RATE, resampler=resampler or resample.DEFAULT_RESAMPLER, block_seconds=chunk_seconds
+    )
+    return iter_frame_blocks(blocks, hop_samples(model.hop_seconds), max_frames=max_frames)
+
+
+def runtime(precision: str = "fp32") -> str:
+    """What runs the network, with its version (recorded in tables and run.json)."""
+    import importlib.metadata
+
+    for package, label in (("ai-edge-litert", "ai-edge-litert"), ("tensorflow", "tensorflow")):
+        try:
+            return f"{label} {importlib.metadata.version(package)} tflite interpreter + XNNPACK"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "tflite interpreter"
+
+
+def too_short_message(duration_seconds: float) -> str:
+    return (
+        f"{duration_seconds:.3f} s of audio holds no BirdNET frame (at least {MIN_FRAME_SECONDS:g} s of a"
+        f" {FRAME_SECONDS:g} s frame)"
+    )
 
 
 def load(model, *, precision: str = "fp32", **options) -> BirdNETEmbedder:

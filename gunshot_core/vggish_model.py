@@ -54,6 +54,13 @@ class VGGishEmbedder:
         """float32 [k, 96, 64] log-mel examples -> uint8 [k, 128] postprocessed frames."""
         return self.postprocessor.postprocess(self.vggish.embed(examples))
 
+    #: The embedding-model interface's name for it (network inputs -> stored frames).
+    embed_inputs = embed_examples
+
+    def prepare(self) -> None:
+        """Traces (compiles) the network, so the first batch does not pay for it."""
+        self.vggish.trace()
+
     def iter_frames(
         self, source, *, chunk_seconds: float = audio.DEFAULT_BLOCK_SECONDS
     ) -> Iterator[tuple[int, np.ndarray]]:
@@ -71,6 +78,43 @@ class VGGishEmbedder:
         """uint8 [n, 128] frames of a whole recording (n may be 0)."""
         blocks = [frames for _, frames in self.iter_frames(source)]
         return np.concatenate(blocks) if blocks else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
+
+
+def iter_inputs(
+    model,
+    source,
+    *,
+    resampler: str = resample.DEFAULT_RESAMPLER,
+    chunk_seconds: float = audio.DEFAULT_BLOCK_SECONDS,
+    start_frame: int = 0,
+    stop_frame: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first example index, float32 [k, 96, 64] log-mel examples) of examples [start, stop) of a
+    recording (`audio.iter_examples`; chunks fill VGGish's fixed blocks, so none is padded)."""
+    from gunshot_core import vggish
+
+    return audio.iter_examples(
+        source,
+        resampler=resampler,
+        chunk_seconds=chunk_seconds,
+        chunk_multiple=vggish.DEFAULT_BATCH_SIZE,
+        start_example=start_frame,
+        stop_example=stop_frame,
+    )
+
+
+def runtime(precision: str = "fp32") -> str:
+    """What runs VGGish at `precision` (gunshot_core.precision.embedding_runtime)."""
+    from gunshot_core import precision as precision_lib
+
+    return precision_lib.embedding_runtime(precision)
+
+
+def too_short_message(duration_seconds: float) -> str:
+    return (
+        f"{duration_seconds:.3f} s of audio holds no complete 0.96 s frame"
+        f" ({params.MIN_SAMPLES_FOR_ONE_EXAMPLE} samples at 16 kHz)"
+    )
 
 
 def load(model, **options) -> VGGishEmbedder:

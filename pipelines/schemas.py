@@ -170,6 +170,36 @@ SCORE_TABLES = {
     "frames": SCORE_FRAMES,
 }
 
+# Provenance columns that the scoring tables of an embedding model other than the default (VGGish)
+# end with, after PROVENANCE_FIELDS (whose vggish_sha256 and pca_sha256 are then empty).
+EMBEDDING_MODEL_FIELDS = [
+    pa.field("embedding_model", pa.string(), nullable=False),  # e.g. birdnet (gunshot_core.embedding_models)
+    pa.field("embedding_hop_seconds", pa.float64(), nullable=False),  # seconds between frame starts
+    pa.field("embedding_sha256", pa.string(), nullable=False),  # "role=sha256,..." of the model's files
+]
+
+
+def score_tables(model=None) -> dict:
+    """The scoring tables' schemas for frames of embedding `model` (a gunshot_core.embedding_models
+    EmbeddingModel; None or the default model: SCORE_TABLES, unchanged).
+
+    For another model every table ends with EMBEDDING_MODEL_FIELDS, and the embeddings table's
+    `embedding` holds the model's frame as little-endian bytes (BirdNET: float32 [1024], 4096 bytes).
+    """
+    if model is None or model.is_default:
+        return SCORE_TABLES
+    out = {}
+    for name, schema in SCORE_TABLES.items():
+        if name == "embeddings":
+            index = schema.get_field_index("embedding")
+            schema = schema.set(
+                index, pa.field("embedding", pa.binary(model.frame_bytes), nullable=False)
+            )
+        for field in EMBEDDING_MODEL_FIELDS:
+            schema = schema.append(field)
+        out[name] = schema
+    return out
+
 
 # ---- Dataset tables (pipelines.dataset) ------------------------------------------------------
 # Tables in the output directory of `python -m pipelines.dataset` (docs/dataset.md). Times are

@@ -39,7 +39,11 @@ def add_decoding_arguments(group: argparse.ArgumentParser | argparse._ArgumentGr
     """--batch_size, --chunk_seconds, --split_seconds, --archive_part_mb: how recordings are decoded
     and embedded, shared by every job that embeds through these stages (batch, dataset)."""
     group.add_argument(
-        "--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="examples per VGGish batch (%(default)s)"
+        "--batch_size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="network inputs per inference batch (%(default)s VGGish examples; with --embedding_model "
+        "birdnet the default is 64 BirdNET frames)",
     )
     group.add_argument(
         "--chunk_seconds",
@@ -86,6 +90,8 @@ class ScoringConfig:
       clip_padding_seconds: audio kept before and after each event in a clip.
       frame_events: the head has frame scores: events from frames, and rows of the frames table.
       precision: how VGGish runs: fp32 | bf16 | int8 (resolved; gunshot_core.precision).
+      embedding_model, embedding_hop_seconds: the embedding model (gunshot_core.embedding_models) and
+        its hop (None: the model's default); `model` is its description.
     """
 
     checkpoint: str
@@ -106,3 +112,12 @@ class ScoringConfig:
     clip_padding_seconds: float = 1.0
     frame_events: bool = False
     precision: str = "fp32"
+    embedding_model: str = "vggish"
+    embedding_hop_seconds: float | None = None
+
+    @property
+    def model(self):
+        """The gunshot_core.embedding_models.EmbeddingModel frames come from."""
+        from gunshot_core import embedding_models
+
+        return embedding_models.get(self.embedding_model, hop_seconds=self.embedding_hop_seconds)

@@ -17,7 +17,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from gunshot_core import vggish
 from gunshot_core.errors import describe
 from pipelines.scoring import decode_ahead, sources
 from pipelines.scoring.config import FRAMES_TAG, INFO_TAG, NAMESPACE, ScoringConfig
@@ -212,13 +211,12 @@ class DecodeFn(beam.DoFn):
         try:
             info = audio.probe(target)
             resampler = self._config.resampler or resample.DEFAULT_RESAMPLER
-            chunks = audio.iter_examples(
+            chunks = self._config.model.iter_inputs(  # VGGish: log-mel examples; BirdNET: 3-s frames
                 target,
                 resampler=resampler,
                 chunk_seconds=self._config.chunk_seconds,
-                chunk_multiple=vggish.DEFAULT_BATCH_SIZE,  # chunks fill VGGish's blocks: no padding
-                start_example=segment.first,
-                stop_example=segment.stop,
+                start_frame=segment.first,
+                stop_frame=segment.stop,
             )
             for chunk_index, (_, examples) in enumerate(chunks):
                 count += examples.shape[0]

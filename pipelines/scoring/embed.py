@@ -1,8 +1,10 @@
-"""Embedding: chunks of log-mel examples -> uint8 VGGish frames, with RunInference.
+"""Embedding: chunks of network inputs -> frames of the run's embedding model, with RunInference.
 
-Stage: scoring 4 (embed). `VGGishModelHandler`: (key, chunk index, float32 [k, 96, 64]) -> (key,
-(chunk index, uint8 [k, 128])), batched across recordings, one VGGish + PCA postprocessor per worker
-(model files copied once per worker by `pipelines.scoring.model_cache`, see `localize`).
+Stage: scoring 4 (embed). `EmbeddingModelHandler`: (key, chunk index, inputs) -> (key, (chunk index,
+frames)), batched across recordings, one network per worker, built from the run's
+gunshot_core.embedding_models description: VGGish float32 [k, 96, 64] -> uint8 [k, 128] (VGGish + PCA
+postprocessor; model files copied once per worker by `pipelines.scoring.model_cache`, see
+`localize`), BirdNET float32 [k, 144000] -> float32 [k, 1024] (its fixed batch of 8 inside).
 """
 
 import threading
@@ -45,7 +47,7 @@ def import_tensorflow_ahead() -> None:
 
 
 class ModelLoadError(BaseException):
-    """VGGish could not be loaded on a worker.
+    """The embedding network could not be loaded on a worker.
 
     A BaseException on purpose: RunInference's dead-letter handling catches Exception, and a model
     that cannot load must fail the job loudly, not turn every recording into an error row.
@@ -53,20 +55,20 @@ class ModelLoadError(BaseException):
 
 
 class _Embedder:
-    """VGGish + the PCA postprocessor of one worker (what VGGishModelHandler.load_model returns).
+    """The embedding network of one worker (what EmbeddingModelHandler.load_model returns): a
+    gunshot_core.embedding_models Embedder (VGGish + PCA postprocessor, or BirdNET).
 
     The model is built in a background thread started at construction, so decoding the first chunks
-    overlaps with reading the checkpoint and building the network; the first call waits for it.
+    overlaps with reading the model files and building the network; the first call waits for it.
     """
 
-    def __init__(self, checkpoint: str, pca: str, precision: str = "fp32"):
-        self._checkpoint = checkpoint
-        self._pca = pca
-        self._precision = precision
-        self._models = None
+    def __init__(self, model, options: dict):
+        self._model = model
+        self._options = options
+        self._embedder = None
         self._error = None
         COMPUTE_GATE.load_started()  # before the thread starts: decoders see it at once
-        self._loader = threading.Thread(target=self._load, name="vggish-load", daemon=True)
+        self._loader = threading.Thread(target=self._load, name=f"{model.name}-load", daemon=True)
         self._loader.start()
 
     def _load(self):
@@ -80,57 +82,72 @@ class _Embedder:
             from gunshot_core import startup
 
             startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
-
-            from gunshot_core.postprocess import Postprocessor
-            from gunshot_core.vggish import VGGish
-
-            # VGGish.embed runs fixed-shape blocks, so embeddings (and every table) are identical
-            # however RunInference groups chunks into batches.
-            network = VGGish.from_checkpoint(localize(self._checkpoint), precision=self._precision)
-            network.trace()  # compiled here, in the loader thread, not in the first batch
-            self._models = (network, Postprocessor.from_npz(localize(self._pca)))
+            # Networks run fixed-shape blocks, so embeddings (and every table) are identical however
+            # RunInference groups chunks into batches.
+            embedder = self._model.load(**self._options)
+            embedder.prepare()  # compiled here, in the loader thread, not in the first batch
+            self._embedder = embedder
         except BaseException as e:  # noqa: BLE001 - re-raised on first use
             self._error = e
 
-    def __call__(self, examples: np.ndarray) -> np.ndarray:
-        """float32 [n, 96, 64] -> uint8 [n, 128], independent of n and of the other examples."""
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        """Network inputs of n frames -> [n, embedding_size] frames, independent of n and of the others."""
         self._loader.join()
         if self._error is not None:
-            raise ModelLoadError(f"cannot load VGGish ({self._checkpoint}, {self._pca}): {self._error!r}")
-        network, postprocessor = self._models
+            files = ", ".join(str(v) for k, v in sorted(self._options.items()) if k in ("checkpoint", "pca"))
+            raise ModelLoadError(
+                f"cannot load {self._model.display_name}" + (f" ({files})" if files else "") + f": {self._error!r}"
+            )
         with COMPUTE_GATE.busy():  # decoders of this process hold back meanwhile
-            return postprocessor.postprocess(network.embed(examples))
+            return self._embedder.embed_inputs(inputs)
 
 
 def _chunk_examples(chunk) -> int:
     return max(1, int(chunk[2].shape[0]))
 
 
-class VGGishModelHandler(ModelHandler):
-    """RunInference handler: (key, chunk index, float32 [k, 96, 64]) -> (key, (chunk index, uint8 [k, 128])).
+def model_options(config) -> dict:
+    """Options of `EmbeddingModel.load` for a scoring run: the model files (local copies on workers),
+    precision and resampler. Only the default model takes the VGGish checkpoint and PCA files."""
+    options = {"precision": config.precision}
+    if config.model.is_default:
+        options.update(checkpoint=config.checkpoint, pca=config.pca)
+    return options
 
-    One VGGish per worker process (load_model); chunks of several recordings are embedded in one call,
-    batched up to `batch_size` examples. The examples are not kept in the output.
+
+class EmbeddingModelHandler(ModelHandler):
+    """RunInference handler: (key, chunk index, network inputs [k, ...]) -> (key, (chunk index,
+    [k, embedding_size] frames)), for the run's embedding model (VGGish: float32 [k, 96, 64] ->
+    uint8 [k, 128]; BirdNET: float32 [k, 144000] -> float32 [k, 1024]).
+
+    One network per worker process (load_model); chunks of several recordings are embedded in one call,
+    batched up to `batch_size` inputs. The inputs are not kept in the output.
     """
 
     def __init__(
-        self, checkpoint: str, pca: str, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32"
+        self,
+        model,
+        options: dict,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ):
         super().__init__()
-        self._checkpoint = checkpoint
-        self._pca = pca
+        self._model = model
+        self._options = options
         self._batch_size = batch_size
-        self._precision = precision
 
     def load_model(self) -> _Embedder:
-        return _Embedder(self._checkpoint, self._pca, self._precision)
+        options = dict(self._options)
+        for role in ("checkpoint", "pca"):
+            if options.get(role):
+                options[role] = localize(options[role])
+        return _Embedder(self._model, options)
 
     def run_inference(self, batch, model: _Embedder, inference_args=None) -> Iterable:
         if not batch:  # BatchElements can emit an empty batch when sizing by weight
             return []
         sizes = [chunk[2].shape[0] for chunk in batch]
-        examples = batch[0][2] if len(batch) == 1 else np.concatenate([chunk[2] for chunk in batch])
-        frames = model(examples)
+        inputs = batch[0][2] if len(batch) == 1 else np.concatenate([chunk[2] for chunk in batch])
+        frames = model(inputs)
         out, offset = [], 0
         for (key, chunk_index, _), size in zip(batch, sizes, strict=True):
             out.append((key, (chunk_index, frames[offset : offset + size])))
@@ -148,7 +165,12 @@ class VGGishModelHandler(ModelHandler):
         return sum(chunk[2].nbytes for chunk in batch)
 
     def get_metrics_namespace(self) -> str:
-        return "VGGish"
+        return self._model.display_name
+
+
+def make_model_handler(config) -> EmbeddingModelHandler:
+    """The RunInference handler of a scoring run's embedding model and settings."""
+    return EmbeddingModelHandler(config.model, model_options(config), config.batch_size)
 
 
 def _failed_batch_errors(failure) -> Iterator[dict]:

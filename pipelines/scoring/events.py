@@ -59,7 +59,12 @@ def merge_events(
 
 
 def merge_frame_events(
-    frame_scores: np.ndarray, window_starts: np.ndarray, window_ends: np.ndarray, threshold: float
+    frame_scores: np.ndarray,
+    window_starts: np.ndarray,
+    window_ends: np.ndarray,
+    threshold: float,
+    frame_start_seconds: np.ndarray | None = None,
+    frame_end_seconds: np.ndarray | None = None,
 ) -> list[Event]:
     """Events of a head with frame scores: runs of consecutive frames scoring >= threshold.
 
@@ -67,17 +72,21 @@ def merge_frame_events(
       frame_scores: float [n] per-frame scores of one recording.
       window_starts, window_ends: int [w] frame range [start, end) of each scored window.
       threshold: detection threshold.
+      frame_start_seconds, frame_end_seconds: float [n] times of each frame (None: 0.96 s VGGish
+        frames back to back; BirdNET's 3-s frames every hop overlap).
     Returns:
-      events in time order on 0.96 s frame boundaries: start of the run's first frame, end of its last
+      events in time order on frame boundaries: start of the run's first frame, end of its last
       frame, the peak frame score and the start of the (first) peak frame; `num_windows` counts the
       windows that overlap the event.
     """
     n = len(frame_scores)
-    starts = np.arange(n) * params.FRAME_SECONDS
-    events = merge_events(frame_scores, starts, starts + params.FRAME_SECONDS, threshold)
+    if frame_start_seconds is None:
+        frame_start_seconds = np.arange(n) * params.FRAME_SECONDS
+        frame_end_seconds = frame_start_seconds + params.FRAME_SECONDS
+    events = merge_events(frame_scores, frame_start_seconds, frame_end_seconds, threshold)
     out = []
     for event in events:
-        first = int(round(event.start_seconds / params.FRAME_SECONDS))
+        first = int(np.searchsorted(frame_start_seconds, event.start_seconds))
         last = first + event.num_windows  # one past the event's last frame
         overlapping = int(np.count_nonzero((window_starts < last) & (window_ends > first)))
         out.append(dataclasses.replace(event, num_windows=overlapping))

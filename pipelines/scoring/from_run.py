@@ -113,6 +113,13 @@ def read_parent_run(directory: str) -> ParentRun:
             "give the output directory of a finished `gunshot batch` run"
         ) from None
     provenance = manifest.get("provenance") or {}
+    model_name = str(manifest.get("embedding_model") or DEFAULT_EMBEDDING_MODEL)
+    if model_name != DEFAULT_EMBEDDING_MODEL:
+        raise FromRunError(
+            f"--from_run {directory}: the run's frames are {model_name} embeddings, and rescoring reads "
+            f"{DEFAULT_EMBEDDING_MODEL} runs only; score the audio again with --embedding_model {model_name} "
+            "and the new --head"
+        )
     missing = [k for k in ("vggish_sha256", "pca_sha256") if not provenance.get(k)]
     if missing or "window_frames" not in manifest or "hop_frames" not in manifest:
         raise FromRunError(

@@ -16,6 +16,7 @@ as Parquet into --output, plus events.csv, a Raven selection table and run.json;
 """
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamp_pattern",
         help="strptime pattern of the recording start in file names, e.g. %%Y%%m%%d_%%H%%M%%S (UTC unless %%z)",
     )
-    options.add_model_arguments(parser.add_argument_group("models"))
+    models_group = parser.add_argument_group("models")
+    options.add_model_arguments(models_group)
+    options.add_embedding_model_arguments(models_group)
     options.add_scoring_arguments(parser.add_argument_group("scoring"))
     perf = parser.add_argument_group("performance")
     scoring_config.add_decoding_arguments(perf)
@@ -183,35 +186,70 @@ def _nothing_matched(patterns) -> str:
     )
 
 
-def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.Provenance]:
-    """Resolves the model files and settings (hashing the models once, at launch)."""
-    from gunshot_core import hashes, heads, models
+def _model_files(args, model) -> tuple[dict, str, dict]:
+    """({role: path} of the embedding model's files, the head (path or built-in name), {role: sha256}).
 
-    paths = models.resolve_model_paths(args.checkpoint, args.pca, args.head)
-    head = heads.load_head(embed.localize(paths.head))
-    window = windows.seconds_to_frames(args.window_seconds, name="--window_seconds")
-    hop = windows.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
-    threshold = head.threshold if args.threshold is None else float(args.threshold)
-    provenance = scoring_provenance.Provenance(
-        head_name=head.head_id,
-        vggish_sha256=hashes.file_sha256(embed.localize(paths.checkpoint)),
-        pca_sha256=hashes.file_sha256(embed.localize(paths.pca)),
-        head_sha256=head.sha256,
-        code_version=gunshot_core.__version__,
-        window_seconds=round(window * 0.96, 6),
-        hop_seconds=round(hop * 0.96, 6),
-        threshold=threshold,
-        precision=args.precision_used,
-        embedding_runtime=precision.embedding_runtime(args.precision_used),
-    )
+    The default model (VGGish) resolves --checkpoint/--pca/--head as it always did (environment
+    variables, downloaded files, the bundled head); another model its own files and, without --head,
+    its default head.
+    """
+    from gunshot_core import embedding_models, hashes, models
+
+    embedding_models.check_head_name(model, args.head)
+    if model.is_default:
+        paths = models.resolve_model_paths(args.checkpoint, args.pca, args.head)
+        files = {"checkpoint": paths.checkpoint, "pca": paths.pca}
+        return files, paths.head, {role: hashes.file_sha256(embed.localize(p)) for role, p in files.items()}
+    files = model.file_paths()
+    return files, args.head or model.default_head, model.file_hashes()
+
+
+def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.Provenance]:
+    """Resolves the embedding model, its files and the head, and the settings (hashing the models
+    once, at launch).
+
+    Raises:
+      EmbeddingModelError, EmbeddingModelMismatchError: an unknown model or hop, a precision the
+        model does not run at, a head made for another model's frames.
+    """
+    from gunshot_core import embedding_models
+
+    model = embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+    used_precision = model.check_precision(args.precision, args.precision_used)
+    files, head_spec, file_hashes = _model_files(args, model)
+    window = model.seconds_to_frames(args.window_seconds, name="--window_seconds")
+    hop = model.seconds_to_frames(args.hop_seconds, name="--hop_seconds")
+    batch_size = args.batch_size
+    if batch_size == scoring_config.DEFAULT_BATCH_SIZE:  # not given: the model's own batch
+        batch_size = model.batch_inputs
     config = scoring_config.ScoringConfig(
-        checkpoint=paths.checkpoint,
-        pca=paths.pca,
-        head=paths.head,
+        checkpoint=files.get("checkpoint", ""),
+        pca=files.get("pca", ""),
+        head=head_spec,
+        embedding_model=model.name,
+        embedding_hop_seconds=None if model.is_default else model.hop_seconds,
         window_frames=window,
         hop_frames=hop,
+        batch_size=batch_size,
+        precision=used_precision,
+    )
+    head = score.load_scoring_head(config)
+    threshold = head.threshold if args.threshold is None else float(args.threshold)
+    provenance = scoring_provenance.for_model(
+        model,
+        file_hashes,
+        head_name=head.head_id,
+        head_sha256=head.sha256,
+        code_version=gunshot_core.__version__,
+        window_seconds=round(float(model.span_end_seconds(window)), 6),
+        hop_seconds=round(hop * model.hop_seconds, 6),
         threshold=threshold,
-        batch_size=args.batch_size,
+        precision=used_precision,
+        embedding_runtime=model.runtime(used_precision),
+    )
+    config = dataclasses.replace(
+        config,
+        threshold=threshold,
         chunk_seconds=args.chunk_seconds,
         split_seconds=args.split_seconds,
         archive_part_bytes=int(args.archive_part_mb * (1 << 20)),
@@ -222,7 +260,6 @@ def make_config(args) -> tuple[scoring_config.ScoringConfig, scoring_provenance.
         clip_dir=beam.io.filesystems.FileSystems.join(args.output, outputs.CLIPS_DIR),
         clip_padding_seconds=args.clip_padding_seconds,
         frame_events=head.has_frame_scores,
-        precision=args.precision_used,
     )
     return config, provenance
 
@@ -334,7 +371,7 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
         _ = rows | f"Write{name.title()}" >> io_tables.WriteTable(
             staging,
             name,
-            schemas.SCORE_TABLES[name],
+            schemas.score_tables(config.model)[name],
             num_shards=args.num_shards if per_frame else 1,
             batched=per_frame,
             shard_key=outputs.source_key,
@@ -342,7 +379,7 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
             row_group_rows=outputs.ROW_GROUP_ROWS.get(name),
         )
     _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
-    if args.write_embeddings:
+    if args.write_embeddings and config.model.audioset_records:  # AudioSet format: uint8 [n, 128] only
         _ = final["embeddings"] | "EmbeddingRecords" >> exports.WriteEmbeddingRecords(
             staging, args.num_shards
         )
@@ -397,6 +434,26 @@ def summarize(output_dir: str, counts: dict, wall_seconds: float) -> dict:
     }
 
 
+def _manifest_models(config) -> dict:
+    """run.json's "models": the files that made the frames and the head."""
+    if config.model.is_default:
+        return {"checkpoint": config.checkpoint, "pca": config.pca, "head": config.head}
+    return {**config.model.file_paths(), "head": config.head}
+
+
+def _manifest_embedding(config, provenance) -> dict:
+    """run.json's "embedding": the embedding model's description and its files' sha256."""
+    model = config.model
+    out = model.info()
+    out.pop("description", None)
+    out["runtime"] = provenance.embedding_runtime
+    if model.is_default:
+        out["files_sha256"] = {"checkpoint": provenance.vggish_sha256, "pca": provenance.pca_sha256}
+    else:
+        out["files_sha256"] = dict(item.split("=", 1) for item in provenance.embedding_sha256.split(","))
+    return out
+
+
 def run(argv=None, save_main_session=True, test_pipeline=None):
     """Runs the scoring job; returns the run summary dict (also written to run.json)."""
     args, beam_args = parse_known_args(argv)
@@ -438,14 +495,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "run_utc": run_utc,
         "arguments": {k: v for k, v in sorted(vars(args).items())},
         "beam_args": beam_args,
-        "models": {"checkpoint": config.checkpoint, "pca": config.pca, "head": config.head},
+        "models": _manifest_models(config),
         "provenance": provenance.columns(),
         "precision": config.precision,
         "embedding_runtime": provenance.embedding_runtime,
         "window_frames": config.window_frames,
         "hop_frames": config.hop_frames,
         "events_from": "frames" if config.frame_events else "windows",
-        "embedding_model": parent.embedding_model if parent else from_run.DEFAULT_EMBEDDING_MODEL,
+        "embedding_model": parent.embedding_model if parent else config.embedding_model,
+        "embedding": None if parent else _manifest_embedding(config, provenance),
         "parent_run": parent.summary() if parent else None,
         "files_skipped_as_done": len(previous.done_files),
         "counters": counts,

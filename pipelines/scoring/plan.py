@@ -27,7 +27,8 @@ class PlanFn(beam.DoFn):
     """
 
     def __init__(self, config: ScoringConfig):
-        self._split_seconds = config.split_seconds
+        # A model whose frames cannot be split into segments (BirdNET's overlap) streams files whole.
+        self._split_seconds = config.split_seconds if config.model.segmentable else 0
         self._part_bytes = config.archive_part_bytes
         self._split = Metrics.counter(NAMESPACE, "recordings_split")
         self._archives_split = Metrics.counter(NAMESPACE, "archives_split")

@@ -19,7 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
-from gunshot_core import params, windows
+from gunshot_core import windows
 from gunshot_core.errors import describe
 from pipelines.scoring import sources
 from pipelines.scoring.config import (
@@ -36,7 +36,7 @@ from pipelines.scoring.config import (
     ScoringConfig,
 )
 from pipelines.scoring.decode import DecodeFn, RecordingInfo, add_seconds, recording_stub
-from pipelines.scoring.embed import VGGishModelHandler, _failed_batch_errors, localize
+from pipelines.scoring.embed import _failed_batch_errors, localize, make_model_handler
 from pipelines.scoring.events import merge_events, merge_frame_events
 from pipelines.scoring.plan import PlanFn
 from pipelines.scoring.reporting import _Progress, error_row, error_text
@@ -44,17 +44,24 @@ from pipelines.scoring.reporting import _Progress, error_row, error_text
 _LOG = logging.getLogger(__name__)
 
 
-def assemble_recording(key: str, grouped: dict) -> tuple[RecordingInfo, np.ndarray | None, tuple | None]:
+def assemble_recording(
+    key: str, grouped: dict, model=None
+) -> tuple[RecordingInfo, np.ndarray | None, tuple | None]:
     """One recording's decode results and embedded chunks -> its info and frames, or why it failed.
 
     Args:
       key: the source key.
-      grouped: {INFO_TAG: [RecordingInfo per segment], FRAMES_TAG: [(chunk index, uint8 [k, 128])]},
+      grouped: {INFO_TAG: [RecordingInfo per segment], FRAMES_TAG: [(chunk index, [k, d] frames)]},
         as `embed_recordings` groups them.
+      model: the gunshot_core.embedding_models.EmbeddingModel of the frames (None: VGGish).
     Returns:
-      (info, frames uint8 [n, 128] with n >= 1, None) for a usable recording, else
-      (info, None, (stage, reason, message)).
+      (info, frames [n, d] with n >= 1 (VGGish uint8 [n, 128], BirdNET float32 [n, 1024]), None) for a
+      usable recording, else (info, None, (stage, reason, message)).
     """
+    if model is None:
+        from gunshot_core import embedding_models
+
+        model = embedding_models.get()
     infos = sorted(grouped[INFO_TAG], key=lambda i: i.segment_index)
     chunks = sorted(grouped[FRAMES_TAG], key=lambda c: c[0])
     expected = infos[0].segment_count if infos else 1
@@ -67,19 +74,32 @@ def assemble_recording(key: str, grouped: dict) -> tuple[RecordingInfo, np.ndarr
         info = failed[0]
         return info, None, (info.stage or "decode", info.error_reason, info.error_message)
     info = dataclasses.replace(infos[0], num_examples=sum(i.num_examples for i in infos))
-    frames = (
-        np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
-    )
+    frames = np.concatenate([c[1] for c in chunks]) if chunks else model.empty_frames()
     if frames.shape[0] != info.num_examples:
-        message = f"embedded {frames.shape[0]} of {info.num_examples} frames (a VGGish batch failed)"
+        message = f"embedded {frames.shape[0]} of {info.num_examples} frames (a {model.display_name} batch failed)"
         return info, None, ("embed", "embed_failed", message)
     if frames.shape[0] == 0:
-        message = (
-            f"{info.duration_seconds or 0:.3f} s of audio holds no complete 0.96 s frame"
-            f" ({params.MIN_SAMPLES_FOR_ONE_EXAMPLE} samples at 16 kHz)"
-        )
-        return info, None, ("decode", "too_short", message)
+        return info, None, ("decode", "too_short", model.too_short_message(info.duration_seconds or 0))
     return info, frames, None
+
+
+def load_scoring_head(config: ScoringConfig):
+    """The run's head, checked against its embedding model: a built-in head of the model (e.g.
+    BirdNET's "birdnet-gun") or a head file/directory (local copy on workers).
+
+    Raises:
+      EmbeddingModelMismatchError: the head was made for another model's frames.
+    """
+    from gunshot_core import embedding_models
+    from gunshot_core.heads import load_head
+
+    model = config.model
+    if config.head in model.builtin_heads:
+        return embedding_models.load_head(model, config.head)
+    embedding_models.check_head_name(model, config.head)
+    head = load_head(localize(config.head))
+    embedding_models.check_head(model, head)
+    return head
 
 
 class ScoreRecordingFn(beam.DoFn):
@@ -101,9 +121,8 @@ class ScoreRecordingFn(beam.DoFn):
         self._head = None
 
     def setup(self):
-        from gunshot_core.heads import load_head
-
-        self._head = load_head(localize(self._config.head))
+        self._model = self._config.model
+        self._head = load_scoring_head(self._config)
         if self._config.frame_events and not self._head.has_frame_scores:
             raise ValueError(f"frame_events is set but head {self._head.head_id!r} has no frame scores")
 
@@ -118,7 +137,7 @@ class ScoreRecordingFn(beam.DoFn):
 
     def process(self, element):
         key, grouped = element
-        info, frames, failure = assemble_recording(key, grouped)
+        info, frames, failure = assemble_recording(key, grouped, self._model)
         if failure is not None:
             yield from self._fail(info, *failure)
             return
@@ -141,11 +160,12 @@ class ScoreRecordingFn(beam.DoFn):
         yield from outputs
 
     def _score(self, info: RecordingInfo, frames: np.ndarray):
-        config = self._config
+        config, model = self._config, self._model
         n = frames.shape[0]
         scored = windows.score_frames(self._head, frames, config.window_frames, config.hop_frames)
         starts, scores = scored.starts, scored.scores
-        start_s, end_s = scored.start_seconds, scored.end_seconds
+        # times from the model's frames (VGGish: 0.96 s frames back to back; BirdNET: 3 s every hop)
+        start_s, end_s = model.frame_start_seconds(scored.starts), model.span_end_seconds(scored.ends)
         detected = scores >= config.threshold
         for i in range(len(starts)):
             yield beam.pvalue.TaggedOutput(
@@ -162,15 +182,19 @@ class ScoreRecordingFn(beam.DoFn):
             )
         if config.frame_events:
             frame_scores = self._head.frame_scores(frames)
-            events = merge_frame_events(frame_scores, scored.starts, scored.ends, config.threshold)
+            frame_starts = model.frame_start_seconds(np.arange(n))
+            frame_ends = model.span_end_seconds(np.arange(1, n + 1))
+            events = merge_frame_events(
+                frame_scores, scored.starts, scored.ends, config.threshold, frame_starts, frame_ends
+            )
             for i in range(n):
                 yield beam.pvalue.TaggedOutput(
                     FRAME_SCORES_TAG,
                     {
                         "source": info.source,
                         "frame_index": i,
-                        "start_seconds": i * params.FRAME_SECONDS,
-                        "end_seconds": (i + 1) * params.FRAME_SECONDS,
+                        "start_seconds": float(frame_starts[i]),
+                        "end_seconds": float(frame_ends[i]),
                         "score": float(frame_scores[i]),
                         "detected": bool(frame_scores[i] >= config.threshold),
                     },
@@ -193,14 +217,15 @@ class ScoreRecordingFn(beam.DoFn):
                 },
             )
         if config.write_embeddings:
+            stored = frames.astype(np.dtype(model.dtype).newbyteorder("<"), copy=False)  # little-endian
             for i in range(n):
                 yield beam.pvalue.TaggedOutput(
                     EMBEDDINGS_TAG,
                     {
                         "source": info.source,
                         "frame_index": i,
-                        "start_seconds": i * params.FRAME_SECONDS,
-                        "embedding": frames[i].tobytes(),
+                        "start_seconds": float(model.frame_start_seconds(i)),
+                        "embedding": stored[i].tobytes(),
                     },
                 )
         if config.export_clips and events and info.input_kind != sources.KIND_TFRECORD:
@@ -218,7 +243,9 @@ class ScoreRecordingFn(beam.DoFn):
             events=len(events),
             status="ok",
         )
-        seconds = info.duration_seconds if info.duration_seconds is not None else n * params.FRAME_SECONDS
+        seconds = (
+            info.duration_seconds if info.duration_seconds is not None else float(model.span_end_seconds(n))
+        )
         self._ok.inc()
         self._windows.inc(len(starts))
         self._events.inc(len(events))
@@ -247,11 +274,7 @@ def embed_recordings(srcs, config: ScoringConfig):
         INFO_TAG, FRAMES_TAG, main="chunks"
     )
     embedded, dead_letters = (
-        decoded.chunks
-        | "Embed"
-        >> RunInference(
-            VGGishModelHandler(config.checkpoint, config.pca, config.batch_size, config.precision)
-        ).with_exception_handling()
+        decoded.chunks | "Embed" >> RunInference(make_model_handler(config)).with_exception_handling()
     )
     embed_errors = dead_letters.failed_inferences | "EmbedErrors" >> beam.FlatMap(_failed_batch_errors)
     frames = (embedded, decoded[FRAMES_TAG]) | "AllFrames" >> beam.Flatten()
