@@ -439,6 +439,13 @@ def runtime(precision: str = "fp32") -> str:
     return "tflite interpreter"
 
 
+def frame_count_of(model, info) -> int:
+    """Frames of a recording with header `info` (gunshot_core.audio.AudioInfo) at `model`'s hop."""
+    if not info.sample_rate:
+        return 0
+    return frame_count(int(info.frames * SAMPLE_RATE / info.sample_rate), hop_samples(model.hop_seconds))
+
+
 def too_short_message(duration_seconds: float) -> str:
     return (
         f"{duration_seconds:.3f} s of audio holds no BirdNET frame (at least {MIN_FRAME_SECONDS:g} s of a"

@@ -156,6 +156,10 @@ class EmbeddingModel:
         """What runs the network at `precision`, with versions (e.g. "tensorflow 2.21.0")."""
         return self._module().runtime(precision)
 
+    def frame_count(self, info) -> int:
+        """Frames `iter_inputs` gives for a recording with header `info` (gunshot_core.audio.AudioInfo)."""
+        return self._module().frame_count_of(self, info)
+
     def too_short_message(self, duration_seconds: float) -> str:
         """Why a recording of `duration_seconds` gives no frame (the error row's message)."""
         return self._module().too_short_message(duration_seconds)

@@ -45,6 +45,21 @@ def centred(frames: np.ndarray) -> np.ndarray:
     return out
 
 
+def comparable(frames: np.ndarray) -> np.ndarray:
+    """Frames as the cosine takes them: uint8 AudioSet frames -> `centred` (exact integers, see the
+    module doc); float frames (e.g. BirdNET float32 [n, 1024]) -> float64 [n, d] as they are.
+
+    The cosine of float frames is formed from float64 dot products: equal in any batch within ~1e-15
+    (BLAS may add in another order), not bit for bit as the uint8 path is.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return centred(frames)
+    if frames.ndim != 2:
+        raise ValueError(f"frames must be [n, d], got shape {frames.shape}")
+    return frames.astype(np.float64)
+
+
 def squared_norms(centred_frames: np.ndarray) -> np.ndarray:
     """float32 [n, 128] centred frames -> float64 [n] exact squared lengths."""
     c = np.asarray(centred_frames, dtype=np.float64)

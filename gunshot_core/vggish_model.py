@@ -110,6 +110,14 @@ def runtime(precision: str = "fp32") -> str:
     return precision_lib.embedding_runtime(precision)
 
 
+def frame_count_of(model, info) -> int:
+    """0.96 s examples of a recording with header `info` (gunshot_core.audio.AudioInfo)."""
+    samples = int(info.frames * params.SAMPLE_RATE / info.sample_rate) if info.sample_rate else 0
+    if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE:
+        return 0
+    return 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
+
+
 def too_short_message(duration_seconds: float) -> str:
     return (
         f"{duration_seconds:.3f} s of audio holds no complete 0.96 s frame"

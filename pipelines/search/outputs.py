@@ -22,8 +22,6 @@ import tempfile
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from gunshot_core import params
-
 _LOG = logging.getLogger(__name__)
 
 MANIFEST = "search.json"
@@ -85,8 +83,8 @@ def query_rows(resolved) -> list[dict]:
                 "start_seconds": spec.start_seconds,
                 "start_from": spec.start_from,
                 "frame_index": spec.frame_index,
-                "window_start_seconds": round(spec.frame_index * params.FRAME_SECONDS, 6),
-                "window_end_seconds": round((spec.frame_index + spec.frames) * params.FRAME_SECONDS, 6),
+                "window_start_seconds": spec.window_seconds()[0],
+                "window_end_seconds": spec.window_seconds()[1],
                 "frames": spec.frames,
                 "origin": r.origin,
                 "status": "ok" if r.ok else "error",
@@ -167,9 +165,11 @@ def page_name(index: int) -> str:
     return f"query-{index:03d}.html"
 
 
-def _window_text(first: int, count: int) -> str:
+def _window_text(spec) -> str:
+    first, count = spec.frame_index, spec.frames
     frames = f"frame {first}" if count == 1 else f"frames {first}-{first + count - 1}"
-    return f"{frames}: {first * params.FRAME_SECONDS:.2f}-{(first + count) * params.FRAME_SECONDS:.2f} s"
+    start, end = spec.window_seconds()
+    return f"{frames}: {start:.2f}-{end:.2f} s"
 
 
 def _media_job(item):
@@ -226,8 +226,7 @@ def _build_site(directory: str, resolved, hits: list[dict], args, table) -> list
     for r in resolved:
         spec = r.spec
         stem = f"{html.MEDIA_DIR}/q{spec.index:03d}"
-        start = spec.frame_index * params.FRAME_SECONDS
-        end = (spec.frame_index + spec.frames) * params.FRAME_SECONDS
+        start, end = spec.window_seconds(rounded=False)
         if r.ok:  # a failed query's page says why instead
             where[(spec.index, 0)] = (f"{stem}-query.png", f"{stem}-query.wav")
             jobs.append((spec.index, 0, spec.recording, start, end, "query"))
@@ -288,7 +287,7 @@ def _build_site(directory: str, resolved, hits: list[dict], args, table) -> list
                     [
                         ("query", spec.text),
                         ("recording", spec.recording),
-                        ("window", _window_text(spec.frame_index, spec.frames)),
+                        ("window", _window_text(spec)),
                         ("chosen by", START_TEXT.get(spec.start_from, spec.start_from)),
                         ("embedding from", r.origin or "-"),
                         (
@@ -344,21 +343,30 @@ def _build_site(directory: str, resolved, hits: list[dict], args, table) -> list
         settings += [
             (
                 "frames in the table",
-                f"{table.rows:,} ({table.rows * params.FRAME_SECONDS / 3600:,.1f} audio hours)",
+                f"{table.rows:,} ({table.rows * table.model().hop_seconds / 3600:,.1f} audio hours)",
             ),
             (
                 "table files",
                 f"{len(table.files)} searched, {len(table.errors)} unreadable (see the errors table)",
             ),
-            ("VGGish sha256", ", ".join(table.vggish_sha256) or "not recorded"),
-            ("PCA sha256", ", ".join(table.pca_sha256) or "not recorded"),
         ]
+        if table.model().is_default:
+            settings += [
+                ("VGGish sha256", ", ".join(table.vggish_sha256) or "not recorded"),
+                ("PCA sha256", ", ".join(table.pca_sha256) or "not recorded"),
+            ]
+        else:
+            settings += [
+                ("embedding model", f"{table.model().name}, frames every {table.model().hop_seconds:g} s"),
+                ("model files sha256", ", ".join(table.embedding_sha256) or "not recorded"),
+            ]
     settings += [
         ("hits per query (--top)", args.top),
         ("frames per window (--query_frames)", args.query_frames),
         (
             "similarity",
-            "cosine of dequantised uint8 embeddings"
+            ("cosine of dequantised uint8 embeddings" if table is None or table.model().dtype == "uint8"
+             else f"cosine of {table.model().dtype} embeddings")
             + (", mean over the window's frames" if args.query_frames > 1 else ""),
         ),
     ]

@@ -142,11 +142,19 @@ def table_files(embeddings: str) -> list[str]:
     return found
 
 
-def resolve_models(args) -> queries_lib.Models:
-    """The model files for queries decoded from audio (a problem instead of an exception when missing)."""
+def resolve_models(args, model=None) -> queries_lib.Models:
+    """The model files for queries decoded from audio (a problem instead of an exception when missing).
+
+    `model`: the table's embedding model (None: VGGish, from --checkpoint/--pca)."""
     from gunshot_core import hashes, models
     from gunshot_core.errors import GunshotError
 
+    if model is not None and not model.is_default:
+        try:
+            digest = ",".join(f"{r}={s}" for r, s in sorted(model.file_hashes().items()))
+        except (GunshotError, OSError) as e:
+            return queries_lib.Models(problem=str(e))
+        return queries_lib.Models(embedding_sha256=digest, precision=args.precision_used)
     try:
         paths = models.resolve_model_paths(args.checkpoint, args.pca)
         checkpoint, pca = paths.checkpoint, paths.pca
@@ -210,7 +218,9 @@ def build_pipeline(p, args, table: queries_lib.TableInfo, resolved: list[queries
         p
         | "Files" >> beam.Create(list(table.files) if windows else [])
         | "Nearest"
-        >> scan.NearestWindows(windows, texts, args.top, args.query_frames, args.batch_rows, table.rows)
+        >> scan.NearestWindows(
+            windows, texts, args.top, args.query_frames, args.batch_rows, table.rows, table.model()
+        )
     )
     tables = {
         "hits": hits,
@@ -240,14 +250,29 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
             f"none of the {len(files)} files of the embeddings table in {args.embeddings!r} can be read: "
             + "; ".join(m for _, _, m in table.errors[:3])
         )
+    if len(table.embedding_model) > 1:
+        raise SearchError(
+            f"the embeddings in {args.embeddings!r} mix frames of the embedding models "
+            f"{' and '.join(table.embedding_model)}, which cannot be compared; search one model's "
+            "embeddings at a time (one `gunshot batch --write_embeddings` output per model)"
+        )
+    if len(table.embedding_hop_seconds) > 1 or len(table.embedding_sha256) > 1:
+        raise SearchError(
+            f"the {table.embedding_model[0]} embeddings in {args.embeddings!r} were made with "
+            f"{len(table.embedding_sha256)} model files and hops {list(table.embedding_hop_seconds)}; "
+            "search one run's settings at a time"
+        )
     if len(table.vggish_sha256) > 1 or len(table.pca_sha256) > 1:
         raise SearchError(
             f"the embeddings in {args.embeddings!r} were made with {len(table.vggish_sha256)} VGGish checkpoints "
             f"and {len(table.pca_sha256)} PCA files; search one model's embeddings at a time"
         )
+    model = table.model()
     args.precision_used = query_precision(args.precision, table)
     _LOG.info("embeddings table: %d files, %s frames", len(table.files), f"{table.rows:,}")
-    resolved = queries_lib.resolve_queries(args.specs, table, lambda: resolve_models(args), args.resampler)
+    resolved = queries_lib.resolve_queries(
+        args.specs, table, lambda: resolve_models(args, model), args.resampler
+    )
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     staged.clear_staging(args.output)
@@ -284,6 +309,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
             "vggish_sha256": list(table.vggish_sha256),
             "pca_sha256": list(table.pca_sha256),
             "precision": list(table.precision),
+            "embedding_model": model.name,
+            "embedding_hop_seconds": model.hop_seconds,
+            "embedding_sha256": list(table.embedding_sha256),
         },
         "precision": args.precision_used,
         "counters": counts,

@@ -48,6 +48,8 @@ from gunshot_core import params
 from gunshot_core.errors import InputError, describe
 
 _LOG = logging.getLogger(__name__)
+#: The embedding model of tables without an `embedding_model` column (gunshot_core.embedding_models).
+DEFAULT_MODEL = "vggish"
 
 ORIGIN_TABLE = "table"
 ORIGIN_AUDIO = "audio"
@@ -82,11 +84,37 @@ class QuerySpec:
     start_seconds: float
     frames: int = 1
     start_from: str = START_GIVEN
+    # The embedding model's frame grid (gunshot_core.embedding_models): VGGish 0.96 s frames back to
+    # back; BirdNET 3-s frames every hop. Set from the embeddings table (`for_model`).
+    grid_seconds: float = params.FRAME_SECONDS
+    frame_seconds: float = params.FRAME_SECONDS
 
     @property
     def frame_index(self) -> int:
-        """First frame of the query window on the recording's 0.96 s grid."""
-        return frame_of(self.start_seconds)
+        """First frame of the query window on the recording's frame grid (frames start every
+        `grid_seconds`)."""
+        return frame_of(self.start_seconds, self.grid_seconds)
+
+    def window_seconds(self, rounded: bool = True) -> tuple[float, float]:
+        """(start, end) of the audio the query window's frames cover (rounded to microseconds)."""
+        return window_span(self.frame_index, self.frames, self.grid_seconds, self.frame_seconds, rounded)
+
+    def for_model(self, model) -> "QuerySpec":
+        """This query on the frame grid of embedding `model`."""
+        return dataclasses.replace(self, grid_seconds=model.hop_seconds, frame_seconds=model.frame_seconds)
+
+
+def window_span(
+    first: int, count: int, grid_seconds: float, frame_seconds: float, rounded: bool = True
+) -> tuple[float, float]:
+    """(start, end) seconds of frames [first, first + count) on a grid of frames `frame_seconds` long
+    starting every `grid_seconds` (back to back, as VGGish's: exactly (first + count) * grid)."""
+    start = first * grid_seconds
+    if grid_seconds == frame_seconds:
+        end = (first + count) * grid_seconds
+    else:
+        end = (first + count - 1) * grid_seconds + frame_seconds
+    return (round(start, 6), round(end, 6)) if rounded else (start, end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +123,8 @@ class ResolvedQuery:
 
     Attributes:
       spec: the query.
-      frames: uint8 [N, 128] as bytes (None on error).
+      frames: [N, d] frames as bytes, as the embeddings table stores them (VGGish uint8 [N, 128],
+        BirdNET float32 [N, 1024] little-endian) (None on error).
       origin: ORIGIN_TABLE or ORIGIN_AUDIO (None on error).
       reason, message: why the query failed (None when it did not).
     """
@@ -115,9 +144,10 @@ class ResolvedQuery:
         return np.frombuffer(self.frames, np.uint8).reshape(-1, params.EMBEDDING_SIZE)
 
 
-def frame_of(seconds: float) -> int:
-    """Index of the 0.96 s frame holding `seconds` (tolerant to float noise on frame boundaries)."""
-    return int(math.floor(seconds / params.FRAME_SECONDS + 1e-6))
+def frame_of(seconds: float, grid_seconds: float = params.FRAME_SECONDS) -> int:
+    """Index of the frame starting at or before `seconds` on a grid of frames every `grid_seconds`
+    (VGGish: the 0.96 s frame holding it; tolerant to float noise on frame boundaries)."""
+    return int(math.floor(seconds / grid_seconds + 1e-6))
 
 
 def parse_query(text: str, index: int, frames: int = 1) -> QuerySpec:
@@ -150,9 +180,10 @@ def loudest_frames(frame_energy: np.ndarray, n: int) -> int:
     return int(np.argmax(sums))
 
 
-def frame_energy(recording: str) -> np.ndarray:
-    """float64 [frames]: energy of the recording in each frame of its 0.96 s grid (complete frames
-    only, the frames `gunshot batch` embeds), decoded block by block at the recording's own rate.
+def frame_energy(recording: str, model=None) -> np.ndarray:
+    """float64 [frames]: energy of the recording in each step of its frame grid (VGGish: each 0.96 s
+    frame; BirdNET: each hop, the stretch its frame starts with), for the frames `gunshot batch`
+    embeds, decoded block by block at the recording's own rate.
 
     Raises:
       FileNotFoundError, AudioDecodeError, MediaError, OSError, ValueError: the audio cannot be read.
@@ -162,16 +193,11 @@ def frame_energy(recording: str) -> np.ndarray:
     with open_recording(recording) as target:
         info = audio.probe(target)
         rate = info.sample_rate
-        samples = int(info.frames * params.SAMPLE_RATE / rate) if rate else 0
-        available = (
-            0
-            if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE
-            else 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
-        )
+        available, grid = _available_frames(info, model)
         energy = np.zeros(available, np.float64)
         position = 0
         for block in audio.iter_waveform(target, rate):
-            frame = (position + np.arange(block.size)) * (1.0 / (rate * params.FRAME_SECONDS))
+            frame = (position + np.arange(block.size)) * (1.0 / (rate * grid))
             index = np.floor(frame + 1e-9).astype(np.int64)
             keep = index < available
             if keep.any():  # a block spans a few consecutive frames: add them into that stretch
@@ -182,7 +208,20 @@ def frame_energy(recording: str) -> np.ndarray:
     return energy
 
 
-def place_unstarted(spec: QuerySpec) -> QuerySpec:
+def _available_frames(info, model=None) -> tuple[int, float]:
+    """(frames `gunshot batch` embeds of a recording with header `info`, seconds between frame starts)."""
+    if model is not None and not model.is_default:
+        return model.frame_count(info), model.hop_seconds
+    samples = int(info.frames * params.SAMPLE_RATE / info.sample_rate) if info.sample_rate else 0
+    available = (
+        0
+        if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE
+        else 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
+    )
+    return available, params.FRAME_SECONDS
+
+
+def place_unstarted(spec: QuerySpec, model=None) -> QuerySpec:
     """A query given without @START -> the same query on the loudest N frames of its recording (or its
     first N frames, START_FIRST_FRAMES, when the audio cannot be read); other queries unchanged."""
     from gunshot_core.errors import AudioDecodeError
@@ -191,16 +230,16 @@ def place_unstarted(spec: QuerySpec) -> QuerySpec:
     if spec.start_from != START_LOUDEST:
         return spec
     try:
-        energy = frame_energy(spec.recording)
+        energy = frame_energy(spec.recording, model)
     except (FileNotFoundError, AudioDecodeError, MediaError, OSError, ValueError) as e:
         _LOG.info("query %d %r: no @START and the audio cannot be read to find its loudest frames (%s); "
                   "using its first %d frame(s)", spec.index, spec.text, describe(e), spec.frames)  # fmt: skip
         return dataclasses.replace(spec, start_seconds=0.0, start_from=START_FIRST_FRAMES)
     first = loudest_frames(energy, spec.frames)
-    start = round(first * params.FRAME_SECONDS, 6)
+    start = round(first * spec.grid_seconds, 6)
     _LOG.info(
         "query %d %r: no @START; using the loudest %.2f s of the recording, from %.2f s (frame %d of %d)",
-        spec.index, spec.text, spec.frames * params.FRAME_SECONDS, start, first, energy.size,
+        spec.index, spec.text, spec.frames * spec.grid_seconds, start, first, energy.size,
     )  # fmt: skip
     return dataclasses.replace(spec, start_seconds=start)
 
@@ -233,6 +272,8 @@ class TableInfo:
       errors: (file, reason, message) for files that cannot be searched.
       vggish_sha256, pca_sha256: model hashes found in the files (from column statistics).
       precision: how the embeddings were computed (fp32 for files without the column).
+      embedding_model: the embedding models of the files ("vggish" for files without the column).
+      embedding_hop_seconds, embedding_sha256: a non-default model's hop and file hashes.
     """
 
     files: tuple[str, ...]
@@ -241,6 +282,17 @@ class TableInfo:
     vggish_sha256: tuple[str, ...]
     pca_sha256: tuple[str, ...]
     precision: tuple[str, ...] = ()
+    embedding_model: tuple[str, ...] = ()
+    embedding_hop_seconds: tuple[float, ...] = ()
+    embedding_sha256: tuple[str, ...] = ()
+
+    def model(self):
+        """The gunshot_core.embedding_models.EmbeddingModel of the table (one model: see run)."""
+        from gunshot_core import embedding_models
+
+        name = self.embedding_model[0] if self.embedding_model else embedding_models.DEFAULT
+        hop = self.embedding_hop_seconds[0] if self.embedding_hop_seconds else None
+        return embedding_models.get(name, hop_seconds=hop)
 
 
 REQUIRED_COLUMNS = ("source", "frame_index", "start_seconds", "embedding")
@@ -278,11 +330,48 @@ def _schema_problem(schema: pa.Schema) -> str | None:
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         return f"no column {', '.join(missing)}"
+    model = _schema_model(schema)
+    if model is None:
+        return "column embedding_model names no known embedding model"
+    expected = schemas.score_tables(model)["embeddings"]
     for name in REQUIRED_COLUMNS:
-        want, got = schemas.SCORE_EMBEDDINGS.field(name).type, schema.field(name).type
+        want, got = expected.field(name).type, schema.field(name).type
         if got != want:
             return f"column {name} is {got}, expected {want}"
     return None
+
+
+def _schema_model(schema: pa.Schema, metadata=None):
+    """The embedding model a file's schema (and, given the footer, its statistics) says made its
+    frames: the default model without an `embedding_model` column, else the column's value (None when
+    it names no known model). Without `metadata` the embedding width decides between known models."""
+    from gunshot_core import embedding_models
+
+    if "embedding_model" not in schema.names:
+        return embedding_models.get()
+    if metadata is not None:
+        names = _stat_values(metadata, "embedding_model")
+        if len(names) == 1 and next(iter(names)) in embedding_models.MODELS:
+            return embedding_models.get(next(iter(names)))
+        return None if names else embedding_models.get()
+    width = schema.field("embedding").type.byte_width if "embedding" in schema.names else -1
+    for model in embedding_models.MODELS.values():
+        if not model.is_default and model.frame_bytes == width:
+            return model
+    return None
+
+
+def _float_stat_values(metadata, column: str) -> set[float]:
+    names = metadata.schema.names
+    if column not in names:
+        return set()
+    index = names.index(column)
+    values = set()
+    for rg in range(metadata.num_row_groups):
+        stats = metadata.row_group(rg).column(index).statistics
+        if stats is not None and stats.has_min_max:
+            values.update(float(v) for v in (stats.min, stats.max))
+    return values
 
 
 def inspect_table(paths: list[str]) -> TableInfo:
@@ -293,6 +382,7 @@ def inspect_table(paths: list[str]) -> TableInfo:
     """
     files, errors, rows = [], [], 0
     vggish, pca, precisions = set(), set(), set()
+    model_names, hops, model_hashes = set(), set(), set()
     for path in sorted(paths):
         try:
             metadata = _open_parquet(path).metadata
@@ -308,6 +398,10 @@ def inspect_table(paths: list[str]) -> TableInfo:
         vggish |= _stat_values(metadata, "vggish_sha256")
         pca |= _stat_values(metadata, "pca_sha256")
         precisions |= _stat_values(metadata, "precision") or {"fp32"}  # older tables: always fp32
+        if metadata.num_rows:
+            model_names |= _stat_values(metadata, "embedding_model") or {DEFAULT_MODEL}  # no column: VGGish
+        hops |= _float_stat_values(metadata, "embedding_hop_seconds")
+        model_hashes |= _stat_values(metadata, "embedding_sha256")
     return TableInfo(
         tuple(files),
         rows,
@@ -315,6 +409,9 @@ def inspect_table(paths: list[str]) -> TableInfo:
         tuple(sorted(vggish)),
         tuple(sorted(pca)),
         tuple(sorted(precisions)),
+        tuple(sorted(model_names)),
+        tuple(sorted(hops)),
+        tuple(sorted(model_hashes)),
     )
 
 
@@ -324,7 +421,7 @@ def lookup_table_frames(files, specs: list[QuerySpec]) -> tuple[dict[int, bytes]
     Reads only row groups whose `source` min/max statistics can hold one of the queried recordings.
 
     Returns:
-      ({query index: uint8 [N, 128] bytes} for the windows the table holds whole,
+      ({query index: [N, d] frames as bytes} for the windows the table holds whole,
        {source_key: frames the table holds} for every queried recording found in it).
     """
     wanted = {}  # source key -> [(spec, frame indices)]
@@ -387,14 +484,42 @@ def open_recording(recording: str):
 
 
 class QueryEmbedder:
-    """VGGish + PCA loaded on first use; embeds the frames of query windows as `gunshot batch` does."""
+    """VGGish + PCA loaded on first use; embeds the frames of query windows as `gunshot batch` does.
 
-    def __init__(self, checkpoint: str, pca: str, resampler: str, precision: str = "fp32"):
+    With `model` (an EmbeddingModel other than the default) that model's network instead."""
+
+    def __init__(self, checkpoint: str, pca: str, resampler: str, precision: str = "fp32", model=None):
         self._checkpoint = checkpoint
         self._pca = pca
         self._resampler = resampler
         self._precision = precision
         self._models = None
+        self._model = model if model is not None and not model.is_default else None
+        self._embedder = None
+
+    def _model_frames(self, spec: QuerySpec) -> np.ndarray:
+        """The frames of a non-default model: the recording embedded whole (streamed), as `gunshot
+        batch` embeds it, then the window's rows."""
+        from gunshot_core import audio
+
+        model = self._model
+        with open_recording(spec.recording) as target:
+            info = audio.probe(target)
+            available = model.frame_count(info)
+            first, n = spec.frame_index, spec.frames
+            _check_range(spec, info, available, first, n)
+            if self._embedder is None:
+                _LOG.info("loading %s to embed queries from audio", model.display_name)
+                try:
+                    self._embedder = model.load(resampler=self._resampler)
+                except Exception as e:  # noqa: BLE001 - every query that needs the model says why
+                    raise ModelLoadError(f"cannot load {model.display_name}: {describe(e)}") from e
+            frames = self._embedder.frames(target)
+        if frames.shape[0] < first + n:
+            raise QueryRangeError(
+                "too_short", f"{spec.recording}: {frames.shape[0]} frames, the query window needs {first + n}"
+            )
+        return np.ascontiguousarray(frames[first : first + n].astype(np.dtype(model.dtype).newbyteorder("<")))
 
     def _load(self):
         if self._models is None:
@@ -423,27 +548,13 @@ class QueryEmbedder:
         """
         from gunshot_core import audio
 
+        if self._model is not None:
+            return self._model_frames(spec)
         with open_recording(spec.recording) as target:
             info = audio.probe(target)
-            samples = int(info.frames * params.SAMPLE_RATE / info.sample_rate) if info.sample_rate else 0
-            available = (
-                0
-                if samples < params.MIN_SAMPLES_FOR_ONE_EXAMPLE
-                else 1 + (samples - params.MIN_SAMPLES_FOR_ONE_EXAMPLE) // params.EXAMPLE_HOP_SAMPLES
-            )
+            available, _ = _available_frames(info)
             first, n = spec.frame_index, spec.frames
-            if first >= available:
-                raise QueryRangeError(
-                    "start_beyond_end",
-                    f"{spec.recording}: START {spec.start_seconds:g} s is beyond the last complete 0.96 s "
-                    f"frame of the recording ({info.duration_seconds:.3f} s, {available} frames)",
-                )
-            if first + n > available:
-                raise QueryRangeError(
-                    "too_short",
-                    f"{spec.recording}: {n} frames from START {spec.start_seconds:g} s run past the end of the "
-                    f"recording ({info.duration_seconds:.3f} s, {available} frames)",
-                )
+            _check_range(spec, info, available, first, n)
             # Decoding may only start on an input sample: at the nearest such frame before `first`.
             begin = first - first % audio.example_start_step(info.sample_rate)
             chunks = [
@@ -455,6 +566,23 @@ class QueryEmbedder:
         examples = np.concatenate(chunks)[first - begin :]
         network, postprocessor = self._load()
         return postprocessor.postprocess(network.embed(examples))
+
+
+def _check_range(spec: QuerySpec, info, available: int, first: int, n: int) -> None:
+    """Raises QueryRangeError when frames [first, first + n) are not all among `available`."""
+    if first >= available:
+        what = "complete 0.96 s frame" if spec.grid_seconds == spec.frame_seconds else "frame"
+        raise QueryRangeError(
+            "start_beyond_end",
+            f"{spec.recording}: START {spec.start_seconds:g} s is beyond the last {what} "
+            f"of the recording ({info.duration_seconds:.3f} s, {available} frames)",
+        )
+    if first + n > available:
+        raise QueryRangeError(
+            "too_short",
+            f"{spec.recording}: {n} frames from START {spec.start_seconds:g} s run past the end of the "
+            f"recording ({info.duration_seconds:.3f} s, {available} frames)",
+        )
 
 
 class ModelLoadError(Exception):
@@ -478,6 +606,8 @@ class Models:
       vggish_sha256, pca_sha256: their hashes.
       problem: why decoding queries is impossible (None when it is possible).
       precision: how VGGish runs for them (the embeddings table's precision).
+      embedding_sha256: for a non-default embedding model, "role=sha256,..." of its files (as the
+        tables' `embedding_sha256`).
     """
 
     checkpoint: str | None = None
@@ -486,6 +616,7 @@ class Models:
     pca_sha256: str | None = None
     problem: str | None = None
     precision: str = "fp32"
+    embedding_sha256: str | None = None
 
 
 def resolve_queries(
@@ -502,7 +633,8 @@ def resolve_queries(
     from gunshot_core.errors import AudioDecodeError
     from pipelines.report.media import MediaError
 
-    specs = [place_unstarted(spec) for spec in specs]
+    model = table.model()
+    specs = [place_unstarted(spec.for_model(model), model) for spec in specs]
     from_table, in_table = lookup_table_frames(table.files, specs) if specs else ({}, {})
     embedder = models = None
     resolved = []
@@ -515,7 +647,7 @@ def resolve_queries(
             reason = "start_beyond_end" if spec.frame_index >= held else "too_short"
             message = (
                 f"{spec.recording}: the embeddings table holds frames 0-{held - 1} of this recording "
-                f"({held * params.FRAME_SECONDS:.2f} s); the query window needs frames "
+                f"({window_span(0, held, spec.grid_seconds, spec.frame_seconds)[1]:.2f} s); the query window needs frames "
                 f"{spec.frame_index}-{spec.frame_index + spec.frames - 1} (START {spec.start_seconds:g} s)"
             )
             resolved.append(ResolvedQuery(spec, reason=reason, message=message))
@@ -528,7 +660,7 @@ def resolve_queries(
             resolved.append(ResolvedQuery(spec, reason=reason, message=f"{spec.text}: {message}"))
             continue
         if embedder is None:
-            embedder = QueryEmbedder(models.checkpoint, models.pca, resampler, models.precision)
+            embedder = QueryEmbedder(models.checkpoint, models.pca, resampler, models.precision, model)
         try:
             frames = embedder.frames(spec)
         except QueryRangeError as e:
@@ -573,6 +705,14 @@ def _decode_message(recording: str, error) -> str:
 def _model_problem(models: Models, table: TableInfo) -> tuple[str, str] | None:
     if models.problem:
         return "models_missing", models.problem
+    if table.embedding_sha256:  # a non-default embedding model: its files' hashes
+        if models.embedding_sha256 not in table.embedding_sha256:
+            return (
+                "model_mismatch",
+                f"the installed {table.model().name} model files ({models.embedding_sha256}) are not the "
+                f"ones the embeddings were made with ({', '.join(table.embedding_sha256)})",
+            )
+        return None
     for name, ours, theirs in (
         ("VGGish checkpoint", models.vggish_sha256, table.vggish_sha256),
         ("PCA parameters", models.pca_sha256, table.pca_sha256),

@@ -15,6 +15,7 @@ recording, overlapping frames) is never a candidate.
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 
@@ -44,7 +45,7 @@ class QueryWindow:
       index: query index.
       source_key: `queries.source_key` of the query's recording (to exclude its own window).
       frame_index: first frame of the query window.
-      frames: uint8 [N, 128] as bytes.
+      frames: [N, d] frames as the table stores them (VGGish uint8 [N, 128], BirdNET float32 [N, 1024]), as bytes.
     """
 
     index: int
@@ -67,17 +68,22 @@ class Candidate:
         return -self.neg_similarity
 
 
-def frames_of(table: pa.Table) -> np.ndarray:
-    """uint8 [n, 128] view of the `embedding` column (fixed_size_binary[128]) of a table."""
+def frames_of(table: pa.Table, model=None) -> np.ndarray:
+    """[n, d] view of the `embedding` column of a table: VGGish uint8 [n, 128] (fixed_size_binary[128]),
+    or the frames of embedding `model` (BirdNET float32 [n, 1024] from fixed_size_binary[4096])."""
+    if model is None:
+        from gunshot_core import embedding_models
+
+        model = embedding_models.get()
     column = table.column("embedding")
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if array.null_count:
         raise ValueError(f"{array.null_count} null embeddings")
     width = array.type.byte_width
-    if width != params.EMBEDDING_SIZE:
-        raise ValueError(f"embeddings are {width} bytes wide, expected {params.EMBEDDING_SIZE}")
+    if width != model.frame_bytes:
+        raise ValueError(f"embeddings are {width} bytes wide, expected {model.frame_bytes} ({model.name})")
     data = np.frombuffer(array.buffers()[1], np.uint8)
-    return data[array.offset * width : (array.offset + len(array)) * width].reshape(-1, width)
+    return model.frames_from_bytes(data[array.offset * width : (array.offset + len(array)) * width])
 
 
 class _Progress:
@@ -113,7 +119,16 @@ class ScanFn(beam.DoFn):
     (see GroupBySource); windows are runs of N consecutive frames of one recording.
     """
 
-    def __init__(self, windows: list[QueryWindow], k: int, width: int, batch_rows: int, total_rows: int = 0):
+    def __init__(
+        self, windows: list[QueryWindow], k: int, width: int, batch_rows: int, total_rows: int = 0, model=None
+    ):
+        if model is None:
+            from gunshot_core import embedding_models
+
+            model = embedding_models.get()
+        self._model = model
+        # Frames after a frame that share audio with it: 0 for VGGish, ceil(3 / hop) - 1 for BirdNET.
+        self._overlap = max(0, math.ceil(model.frame_seconds / model.hop_seconds - 1e-9) - 1)
         self._windows = list(windows)
         self._k = k
         self._width = width
@@ -124,14 +139,13 @@ class ScanFn(beam.DoFn):
         self._null = Metrics.counter(NAMESPACE, "null_embeddings_skipped")
 
     def setup(self):
+        model = self._model
         stacked = (
-            np.concatenate(
-                [np.frombuffer(w.frames, np.uint8).reshape(-1, params.EMBEDDING_SIZE) for w in self._windows]
-            )
+            np.concatenate([model.frames_from_bytes(w.frames) for w in self._windows])
             if self._windows
-            else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
+            else model.empty_frames()
         )
-        self._queries = similarity.centred(stacked)  # [Q * N, 128]
+        self._queries = similarity.comparable(stacked)  # [Q * N, d]
         self._query_norms = similarity.squared_norms(self._queries)
 
     def process(self, table: pa.Table):
@@ -149,7 +163,7 @@ class ScanFn(beam.DoFn):
             self._null.inc(batch.num_rows - pc.sum(valid_rows.cast(pa.int64())).as_py())
             batch = batch.filter(valid_rows)
         width, n = self._width, batch.num_rows
-        frames = frames_of(batch)
+        frames = frames_of(batch, self._model)
         # Recordings as integer codes: names compared once per distinct recording, not per row.
         encoded = pc.dictionary_encode(batch.column("source")).combine_chunks()
         names = encoded.dictionary.to_pylist()
@@ -160,7 +174,7 @@ class ScanFn(beam.DoFn):
         name_keys = [queries_lib.source_key(name) for name in names]
         frame_index = batch.column("frame_index").to_numpy().astype(np.int64)
         start_seconds = batch.column("start_seconds").to_numpy()
-        a = similarity.centred(frames)
+        a = similarity.comparable(frames)
         cosines = similarity.cosine_from_centred(
             a, similarity.squared_norms(a), self._queries, self._query_norms
         )
@@ -174,9 +188,9 @@ class ScanFn(beam.DoFn):
             scores = columns[:, 0] if width == 1 else similarity.window_similarity(columns)
             mask = valid
             same = [i for i, key in enumerate(name_keys) if key == window.source_key]
-            if same:
+            if same:  # windows sharing audio with the query's own (BirdNET's 3-s frames overlap)
                 own = np.isin(codes[:count], same) & (
-                    np.abs(frame_index[:count] - window.frame_index) < width
+                    np.abs(frame_index[:count] - window.frame_index) < width + self._overlap
                 )
                 mask = valid & ~own
             rows = np.flatnonzero(mask)
@@ -227,9 +241,10 @@ class GroupBySource(beam.PTransform):
         )
 
 
-def _hit_rows(element, width: int, texts: dict):
+def _hit_rows(element, width: int, texts: dict, model=None):
     """(query index, [Candidate]) -> hits-table rows, ranked from 1."""
     index, candidates = element
+    span = width * params.FRAME_SECONDS if model is None else float(model.span_end_seconds(width))
     for rank, c in enumerate(sorted(candidates), start=1):
         yield {
             "query_index": index,
@@ -238,7 +253,7 @@ def _hit_rows(element, width: int, texts: dict):
             "source": c.source,
             "frame_index": c.frame_index,
             "start_seconds": c.start_seconds,
-            "end_seconds": round(c.start_seconds + width * params.FRAME_SECONDS, 6),
+            "end_seconds": round(c.start_seconds + span, 6),
             "similarity": c.similarity,
         }
 
@@ -256,9 +271,19 @@ class NearestWindows(beam.PTransform):
     """
 
     def __init__(
-        self, windows, texts, k: int, width: int, batch_rows: int = DEFAULT_BATCH_ROWS, total_rows: int = 0
+        self,
+        windows,
+        texts,
+        k: int,
+        width: int,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        total_rows: int = 0,
+        model=None,
     ):
         super().__init__()
+        self._model = model
+        # Frames after a frame that share audio with it: 0 for VGGish, ceil(3 / hop) - 1 for BirdNET.
+        self._overlap = max(0, math.ceil(model.frame_seconds / model.hop_seconds - 1e-9) - 1)
         self._windows = list(windows)
         self._texts = dict(texts)
         self._k = k
@@ -273,7 +298,9 @@ class NearestWindows(beam.PTransform):
         return (
             tables
             | "Scan"
-            >> beam.ParDo(ScanFn(self._windows, self._k, self._width, self._batch_rows, self._total_rows))
+            >> beam.ParDo(
+                ScanFn(self._windows, self._k, self._width, self._batch_rows, self._total_rows, self._model)
+            )
             | "TopK" >> beam.combiners.Top.SmallestPerKey(self._k)
-            | "Rank" >> beam.FlatMap(_hit_rows, self._width, self._texts)
+            | "Rank" >> beam.FlatMap(_hit_rows, self._width, self._texts, self._model)
         )
