@@ -490,6 +490,17 @@ def _summary_table(names: list[str], summaries: list[dict], manifests: list[dict
         row("VGGish sha256", [short_hash(p.get("vggish_sha256")) for p in prov]),
         row("PCA sha256", [short_hash(p.get("pca_sha256")) for p in prov]),
         row("code version", [p.get("code_version") for p in prov]),
+    ]
+    if any(p.get("embedding_model") for p in prov):  # runs on another embedding model than VGGish
+        rows += [
+            row(
+                "embedding model",
+                [f"{p.get('embedding_model') or 'vggish'} (frames every {p.get('embedding_hop_seconds') or 0.96:g} s)"
+                 for p in prov],
+            ),
+            row("embedding files sha256", [p.get("embedding_sha256") or "" for p in prov]),
+        ]
+    rows += [
         # runs from before the precision columns existed ran fp32 TensorFlow
         row("precision", [(p.get("precision") or "fp32") if p else "" for p in prov]),
         row("embedding runtime", [p.get("embedding_runtime") or ("TensorFlow" if p else "") for p in prov]),
@@ -674,6 +685,10 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
         )
     windows = [tables.windows_in_spans(i, spans) for i in runs]
     frame_events = [(m or {}).get("events_from") == "frames" for m in tables.manifests]
+    # seconds one frame covers (run.json's embedding model; runs before it: VGGish's 0.96 s)
+    frame_seconds = [
+        ((m or {}).get("embedding") or {}).get("frame_seconds") or params.FRAME_SECONDS for m in tables.manifests
+    ]
     frames = [tables.windows_in_spans(i, spans, "frames") if frame_events[i] else {} for i in runs]
     tasks = []
     for k, item in enumerate(events):
@@ -694,9 +709,10 @@ def _build(args, tables: ReportTables, names: list[str], output: str, media_dir:
             item["peaks"][i] = float(event["peak_score"]) if event is not None else None
         peak_start = float(primary["peak_seconds"])
         width = primary.get("window_seconds") or 9.6
+        frame = frame_seconds[item["primary"]]
         if frame_events[item["primary"]]:
-            width = params.FRAME_SECONDS
-        peak = (peak_start, min(peak_start + width, max(e1, peak_start + params.FRAME_SECONDS)))
+            width = frame
+        peak = (peak_start, min(peak_start + width, max(e1, peak_start + frame)))
         duration = primary.get("duration_seconds")
         item["rank"] = k + 1
         item["stem"] = f"event-{k + 1:04d}"

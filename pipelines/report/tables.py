@@ -209,7 +209,7 @@ class ReportTables:
         events = self._rows(f"SELECT count(*) AS n FROM r{i}_events")[0]["n"]
         errors = self._rows(f"SELECT count(*) AS n FROM r{i}_errors")[0]["n"]
         provenance = {}
-        names = [f.name for f in schemas.PROVENANCE_FIELDS]
+        names = [f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS]
         for table in ("recordings", "windows", "errors"):
             present = {d[0] for d in self.con.execute(f"SELECT * FROM r{i}_{table} LIMIT 0").description}
             # tables from before the precision columns lack them: the summary shows fp32 for those
