@@ -8,10 +8,15 @@ CPU time by `time.process_time` (all threads):
      decoding, framing, the interpreter, birdnet-gun windows); ratio floor / scoring (goal >= 0.8);
   3. the same recordings through VGGish scoring (Scorer with the bundled head), as audio hours per
      CPU-hour for both models.
+`--pipeline` instead runs the Beam scoring job (`gunshot batch`, DirectRunner in this process) on the
+same audio: BirdNET alone vs. `gunshot batch --embedding_model birdnet` (goal >= 0.8), and audio hours
+per CPU-hour of `gunshot batch` on BirdNET vs. on VGGish (`--random_weights` or --checkpoint/--pca),
+each job timed after a warm-up job on one file (imports, derived model file, hash caches).
 `--thresholds` instead measures birdnet-gun recall and non-gun frames per hour at several thresholds
 on synthetic field recordings (tests/field_sites.py), at two SNR ranges (docs/models.md's table).
 
     python benchmarks/bench_birdnet.py --random_weights [--minutes 5] [--hop 1.0]
+    python benchmarks/bench_birdnet.py --pipeline --random_weights [--minutes 10] [--hop 1.0]
     python benchmarks/bench_birdnet.py --thresholds
 """
 
@@ -99,6 +104,59 @@ def speed(args) -> None:
             print(f"BirdNET / VGGish audio hours per CPU-hour: {cpu_vggish / cpu_score:.2f}")
 
 
+def pipeline_speed(args) -> None:
+    """BirdNET alone vs. the BirdNET scoring pipeline vs. the VGGish scoring pipeline, one process."""
+    import logging
+
+    from gunshot_core import audio, birdnet
+    from pipelines import score
+
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        (root / "in").mkdir()
+        paths = write_wavs(root / "in", args.minutes)
+        (root / "warm").mkdir()
+        os.link(paths[0], root / "warm" / "rec.wav")
+        hours = args.minutes / 60.0
+        network = birdnet.BirdNET()
+        hop = birdnet.hop_samples(args.hop)
+
+        def alone():
+            for path in paths:
+                network.infer(birdnet.frames_of(audio.load_audio(path, birdnet.SAMPLE_RATE), hop))
+
+        birdnet_args = ["--embedding_model=birdnet", f"--embedding_hop_seconds={args.hop}"]
+        runs = 0
+
+        def job(inputs, extra):
+            nonlocal runs
+            runs += 1
+            score.run([f"--input={inputs}", f"--output={root / f'out{runs}'}", *extra])
+
+        job(root / "warm", birdnet_args)
+        alone()  # warm-up of the plain loop
+        cpu_alone, wall_alone = timed(alone)
+        cpu_job, wall_job = timed(lambda: job(root / "in", birdnet_args))
+        print(
+            f"{args.minutes:g} min of 44.1 kHz audio in {len(paths)} files; hop {args.hop} s; {os.cpu_count()} CPUs"
+        )
+        print(f"BirdNET alone (plain loop):          CPU {cpu_alone:.2f} s, wall {wall_alone:.2f} s")
+        print(f"gunshot batch --embedding_model birdnet: CPU {cpu_job:.2f} s, wall {wall_job:.2f} s")
+        print(f"ratio alone/pipeline (CPU): {cpu_alone / cpu_job:.2f}   (goal >= 0.8)")
+        print(f"BirdNET pipeline: {hours / (cpu_job / 3600):.0f} audio hours per CPU-hour")
+        if args.checkpoint or args.random_weights:
+            checkpoint, pca = (args.checkpoint, args.pca) if args.checkpoint else random_weight_models()
+            vggish_args = [f"--checkpoint={checkpoint}", f"--pca={pca}"]
+            job(root / "warm", vggish_args)
+            cpu_vggish, wall_vggish = timed(lambda: job(root / "in", vggish_args))
+            print(
+                f"gunshot batch (VGGish):               CPU {cpu_vggish:.2f} s, wall {wall_vggish:.2f} s: "
+                f"{hours / (cpu_vggish / 3600):.0f} audio hours per CPU-hour"
+            )
+            print(f"BirdNET / VGGish pipeline audio hours per CPU-hour: {cpu_vggish / cpu_job:.2f}")
+
+
 def thresholds(args) -> None:
     from gunshot_core import birdnet, embedding_models
     from tests import field_sites
@@ -158,9 +216,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="audio to score (default %(default)s)")
     parser.add_argument("--hop", type=float, default=1.0, help="BirdNET hop in seconds (default %(default)s)")
     parser.add_argument("--thresholds", action="store_true", help="measure birdnet-gun thresholds instead")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="measure the Beam scoring job (gunshot batch) instead of Scorer"
+    )
     args = parser.parse_args()
     if args.thresholds:
         thresholds(args)
+    elif args.pipeline:
+        pipeline_speed(args)
     else:
         speed(args)
 

@@ -41,7 +41,8 @@ def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     add_vggish_arguments(parser)
     parser.add_argument(
         "--head",
-        help="head: an original .h5 file or a trained head directory (default: the bundled LSTM head)",
+        help="head: an original .h5 file or a trained head directory (default: the bundled LSTM head), or a "
+        "built-in head: birdnet-gun, BirdNET's own gun class (the default with --embedding_model birdnet)",
     )
 
 

@@ -7,6 +7,7 @@ the tables and writes run.json. `python -m pipelines.score` and `gunshot batch` 
 
     python -m pipelines.score --input 'recordings/**' --output scores/ [options] [Beam options]
     python -m pipelines.score --from_run scores/ --head heads/site7/ --output rescored/   (no VGGish)
+    python -m pipelines.score --input 'recordings/**' --output scores/ --embedding_model birdnet   (BirdNET V2.4)
 
 With --from_run, the stored embeddings of an earlier run (scored with --write_embeddings) are scored
 with another head instead (`pipelines.scoring.from_run`): the same tables, the same recordings.
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="instead of --input: score the embeddings table of the earlier run in RUN_DIR (one scored "
         "with --write_embeddings) with --head; the tables keep that run's recordings (sources, start "
-        "times, formats, failures) and VGGish does not run; window and hop are that run's",
+        "times, formats, failures) and VGGish does not run; window and hop are that run's (VGGish runs only)",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
     pipelines_options.add_switch(
@@ -107,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipelines_options.add_switch(
         extra,
         "--write_embeddings",
-        help="also write the postprocessed VGGish frames: the embeddings table and AudioSet-format "
-        "TFRecords (one SequenceExample per recording), so VGGish never has to run on them again",
+        help="also write the frames: the embeddings table (VGGish: 128 bytes per frame, plus AudioSet-format "
+        "TFRecords, one SequenceExample per recording; BirdNET: 1024 float32 little-endian), so the network "
+        "never has to run on them again (gunshot search reads the table)",
     )
     logs.add_logging_flags(parser)
     return parser
