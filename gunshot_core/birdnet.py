@@ -218,14 +218,20 @@ class BirdNET:
         self._lock = threading.Lock()
 
     def class_layer(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 [1024] weights, float32 scalar bias) of the Gun_Gun row of the class layer, read
-        from the original model file (constant tensors; without the XNNPACK delegate)."""
+        """(float32 [1024] weights, float32 scalar bias) of the Gun_Gun row of the class layer (see
+        `gun_class_layer`)."""
+        return gun_class_layer(self.files)
+
+    @staticmethod
+    def read_class_layer(files: ModelFiles, gun_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The Gun_Gun row of the class layer read from the original model file (constant tensors,
+        without the XNNPACK delegate: ~7 s and ~1 GB for the whole graph's tensors)."""
         Interpreter = interpreter_class()
-        plain = Interpreter(model_path=self.files.model, experimental_preserve_all_tensors=True)
+        plain = Interpreter(model_path=files.model, experimental_preserve_all_tensors=True)
         plain.allocate_tensors()
         details = {d["name"]: d["index"] for d in plain.get_tensor_details()}
-        weights = plain.get_tensor(details[CLASS_WEIGHTS_TENSOR])[self.gun_index].astype(np.float32)
-        bias = np.float32(plain.get_tensor(details[CLASS_BIAS_TENSOR])[self.gun_index])
+        weights = plain.get_tensor(details[CLASS_WEIGHTS_TENSOR])[gun_index].astype(np.float32)
+        bias = np.float32(plain.get_tensor(details[CLASS_BIAS_TENSOR])[gun_index])
         return weights, bias
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,6 +268,26 @@ class BirdNET:
 
 
 # ---- framing ------------------------------------------------------------------------------------------
+
+
+def gun_class_layer(files: ModelFiles | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [1024] weights, float32 scalar bias) of the class layer's Gun_Gun row.
+
+    Read once from the model file and kept next to the derived model file (`gun_class_layer.npz`,
+    keyed by the model's sha256), since reading constants out of the TFLite graph costs seconds:
+    workers that load the `birdnet-gun` head then read 4 kB.
+    """
+    files = files or model_files()
+    cache = derived_model_path(files.model).parent / "gun_class_layer.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            return data["weights"].astype(np.float32), np.float32(data["bias"])
+    weights, bias = BirdNET.read_class_layer(files, gun_class_index(files.labels))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
+        np.savez(tmp, weights=weights, bias=bias)
+    os.replace(tmp.name, cache)
+    return weights, bias
 
 
 def hop_samples(hop_seconds: float) -> int:
@@ -555,6 +581,6 @@ def make_head(name: str, model, *, embedder: BirdNETEmbedder | None = None, **_)
         raise ValueError(f"BirdNET has no built-in head {name!r}")
     from gunshot_core.hashes import file_sha256
 
-    network = embedder.network if embedder is not None else BirdNET(batch_size=1)
-    weights, bias = embedder.gun_layer() if embedder is not None else network.class_layer()
-    return GunHead(weights, bias, sha256=file_sha256(network.files.model), source_path=network.files.model)
+    files = embedder.network.files if embedder is not None else model_files()
+    weights, bias = embedder.gun_layer() if embedder is not None else gun_class_layer(files)
+    return GunHead(weights, bias, sha256=file_sha256(files.model), source_path=files.model)

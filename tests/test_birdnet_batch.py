@@ -245,3 +245,19 @@ def test_report_builds_on_a_birdnet_run(runs, tmp_path):
     assert build.main([f"--scores={out}", f"--output={tmp_path / 'r'}", "--top=3"]) == 0
     index = (tmp_path / "r" / "index.html").read_text()
     assert "birdnet" in index and "embedding model" in index
+
+
+def test_rethreshold_at_the_run_threshold_gives_the_run_events(runs, tmp_path):
+    """`gunshot batch --thresholds` on a BirdNET run: its frame events on the 3-s frames every hop."""
+    _, out, _ = runs
+    threshold = json.loads((out / "run.json").read_text())["provenance"]["threshold"]
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"overall": {"threshold": threshold}, "groups": {}}))
+    new = tmp_path / "new"
+    assert score.main([f"--thresholds={calibration}", f"--scores={out}", f"--output={new}"]) == 0
+    columns = ["source", "event_index", "start_seconds", "end_seconds", "peak_score", "num_windows"]
+    assert _table(out, "events").num_rows > 0
+    assert _table(new, "events").select(columns).to_pylist() == (
+        _table(out, "events").sort_by([("source", "ascending"), ("event_index", "ascending")]).select(columns).to_pylist()
+    )
+    assert _table(new, "events").column("embedding_model").to_pylist()[0] == "birdnet"

@@ -9,9 +9,9 @@
     records.py          decode  embedding TFRecords read record by record (no VGGish needed)
     from_run.py         decode  --from_run: an earlier run's recordings and stored frames (no VGGish)
     decode_ahead.py     decode  decoding ahead of VGGish on spare cores
-    decode.py        3 decode   work item -> chunks of float32 [k, 96, 64] examples + RecordingInfo
+    decode.py        3 decode   work item -> chunks of network inputs (the embedding model's) + RecordingInfo
     model_cache.py      embed   local copies of gs:// model files, once per worker
-    embed.py         4 embed    RunInference(VGGishModelHandler) -> uint8 [k, 128] frames
+    embed.py         4 embed    RunInference(EmbeddingModelHandler) -> [k, d] frames
     events.py        5 events   runs of above-threshold windows (frames, for a frame-pooling head)
     score.py         6 score    frames -> windows / recordings / events / errors (/ frames) rows;
                                 embed_recordings (stages 2-4 for other jobs); ScoreRecordings
@@ -23,8 +23,11 @@
     pipeline.py        the job  options -> config -> the stages above -> tables, run.json
 
 A head with frame scores (a frame-pooling head, `Head.has_frame_scores`) also scores every frame:
-its events are runs of above-threshold frames, starting and ending on 0.96 s frame boundaries, and a
-`frames` table holds the frame scores.
+its events are runs of above-threshold frames, starting and ending on frame boundaries (VGGish 0.96 s
+frames; BirdNET 3-s frames every hop), and a `frames` table holds the frame scores.
+
+Every stage takes what differs between embedding models (`--embedding_model vggish|birdnet`) from the
+run's description (`ScoringConfig.model`, gunshot_core.embedding_models).
 
 `python -m pipelines.score` (`pipelines/score.py`) is the entry point; docs/scoring.md the guide.
 """

@@ -1,8 +1,9 @@
-"""Decoding: a work item -> chunks of VGGish examples, plus one RecordingInfo per recording.
+"""Decoding: a work item -> chunks of network inputs, plus one RecordingInfo per recording.
 
-Stage: scoring 3 (decode). `DecodeFn`: (Source, Segment or ArchivePart) -> (key, chunk of float32
-[k, 96, 64] examples) and (key, RecordingInfo). Recordings are decoded, resampled and framed in
-bounded chunks (`gunshot_core.audio.iter_examples`), ahead of VGGish on spare cores
+Stage: scoring 3 (decode). `DecodeFn`: (Source, Segment or ArchivePart) -> (key, chunk of network
+inputs: VGGish float32 [k, 96, 64] log-mel examples, BirdNET float32 [k, 144000] 3-s frames) and
+(key, RecordingInfo). Recordings are decoded, resampled and framed in bounded chunks (the embedding
+model's `iter_inputs`: `gunshot_core.audio.iter_examples` for VGGish), ahead of the network on spare cores
 (`pipelines.scoring.decode_ahead`); embedding TFRecords (`pipelines.scoring.records`) skip VGGish and
 emit their uint8 frames directly.
 """
@@ -364,6 +365,14 @@ class DecodeFn(beam.DoFn):
             yield from self._decode_archive_part(source, segment)
         elif source.kind == sources.KIND_ARCHIVE:
             yield from self._decode_archive(source)
+        elif source.kind == sources.KIND_TFRECORD and not self._config.model.audioset_records:
+            model = self._config.model.name
+            yield from self._archive_error(
+                source,
+                "unsupported",
+                f"{source.path}: embedding TFRecords hold VGGish frames, which --embedding_model {model} "
+                f"cannot score; give the recordings themselves",
+            )
         elif source.kind == sources.KIND_TFRECORD:
             yield from self._decode_tfrecord(source)
         else:

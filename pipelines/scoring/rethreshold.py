@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gunshot_core import logs, params
+from gunshot_core import logs
 from pipelines import schemas
 from pipelines.scoring import events as events_lib
 from pipelines.scoring import exports, outputs
@@ -56,11 +56,27 @@ def _shards(run_dir: str, table: str) -> list[str]:
     )
 
 
-def _read(run_dir: str, table: str) -> pa.Table | None:
+def _run_model(run_dir: str):
+    """The embedding model (gunshot_core.embedding_models) of a run, from its run.json (VGGish for runs
+    that name none)."""
+    from gunshot_core import embedding_models
+
+    manifest_path = os.path.join(run_dir, outputs.RUN_MANIFEST)
+    manifest = {}
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    model = embedding_models.get(manifest.get("embedding_model") or None)
+    if model.is_default:
+        return model
+    return model.with_hop((manifest.get("embedding") or {}).get("hop_seconds"))
+
+
+def _read(run_dir: str, table: str, model=None) -> pa.Table | None:
     files = _shards(run_dir, table)
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files]).cast(schemas.SCORE_TABLES[table])
+    return pa.concat_tables([pq.read_table(f) for f in files]).cast(schemas.score_tables(model)[table])
 
 
 def _groups(run_dir: str, pattern: str | None) -> dict[str, str]:
@@ -93,7 +109,8 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
     Args:
       calibration: read by `pipelines.report.thresholds.read_calibration`.
     """
-    windows = _read(run_dir, "windows")
+    model = _run_model(run_dir)
+    windows = _read(run_dir, "windows", model)
     if windows is None:
         raise FileNotFoundError(
             f"--scores {run_dir}: no windows-*.parquet there; pass a `gunshot batch` output"
@@ -113,9 +130,9 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
         return table.set_column(table.schema.get_field_index("threshold"), "threshold", pa.array(thresholds))
 
     windows = apply(windows)
-    frames = _read(run_dir, "frames")
+    frames = _read(run_dir, "frames", model)
     frames = apply(frames) if frames is not None else None
-    recordings = _read(run_dir, "recordings")
+    recordings = _read(run_dir, "recordings", model)
     start_utc = {}
     if recordings is not None:
         start_utc = dict(
@@ -125,7 +142,9 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
                 strict=True,
             )
         )
-    provenance_names = [f.name for f in schemas.PROVENANCE_FIELDS]
+    provenance_names = [
+        f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS if f.name in windows.schema.names
+    ]
     event_rows = []
     by_source = windows.to_pydict()
     order = np.lexsort((np.array(by_source["window_index"]), np.array(by_source["source"], dtype=object)))
@@ -142,9 +161,15 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
             mine = [k for k, s in enumerate(frame_data["source"]) if s == source]
             mine.sort(key=lambda k: frame_data["frame_index"][k])
             frame_scores = np.array([frame_data["score"][k] for k in mine], np.float64)
-            window_first = np.round(starts / params.FRAME_SECONDS).astype(int)
-            window_last = np.round(ends / params.FRAME_SECONDS).astype(int)
-            found = events_lib.merge_frame_events(frame_scores, window_first, window_last, threshold)
+            frame_starts = np.array([frame_data["start_seconds"][k] for k in mine], np.float64)
+            frame_ends = np.array([frame_data["end_seconds"][k] for k in mine], np.float64)
+            # windows as frame ranges [first, last): the frames starting at the window's start and
+            # ending at its end (VGGish 0.96 s frames back to back; BirdNET 3-s frames every hop)
+            window_first = np.searchsorted(frame_starts, starts - 1e-6)
+            window_last = np.searchsorted(frame_ends, ends - 1e-6) + 1
+            found = events_lib.merge_frame_events(
+                frame_scores, window_first, window_last, threshold, frame_starts, frame_ends
+            )
         else:
             found = events_lib.merge_events(scores, starts, ends, threshold)
         origin = start_utc.get(source)
@@ -164,7 +189,7 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
                     "threshold": threshold,
                 }
             )
-    events = pa.Table.from_pylist(event_rows, schema=schemas.SCORE_EVENTS)
+    events = pa.Table.from_pylist(event_rows, schema=schemas.score_tables(model)["events"])
     _write(output, "windows", windows)
     _write(output, "events", events)
     if frames is not None:
@@ -189,7 +214,7 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
         for name, values in columns.items():
             recordings = recordings.set_column(recordings.schema.get_field_index(name), name, values)
         _write(output, "recordings", recordings)
-    errors = _read(run_dir, "errors")
+    errors = _read(run_dir, "errors", model)
     if errors is not None:
         _write(output, "errors", errors)
     with open(os.path.join(output, outputs.EVENTS_CSV), "w", encoding="utf-8", newline="") as f:

@@ -2,13 +2,15 @@
 
 Stage: scoring 6 (score), and `ScoreRecordings`, the composite of stages 2-6:
 
-    Source --PlanFn--> work items --DecodeFn--> (key, chunk of float32 [k, 96, 64] examples) + (key, RecordingInfo)
-           --RunInference(VGGishModelHandler)--> (key, (chunk index, uint8 [k, 128] frames))
+    Source --PlanFn--> work items --DecodeFn--> (key, chunk of network inputs) + (key, RecordingInfo)
+           --RunInference(EmbeddingModelHandler)--> (key, (chunk index, [k, d] frames))
            --CoGroupByKey(info, frames)--> ScoreRecordingFn --> windows / recordings / events / errors rows
 
-Every 0.96 s frame is embedded once; head windows are views over a recording's frame sequence
-(`gunshot_core.windows`, the same windows the `gunshot score` CLI uses); per recording only the uint8
-frames (128 bytes per 0.96 s) are grouped.
+Every frame is embedded once; head windows are views over a recording's frame sequence
+(`gunshot_core.windows`, the same windows the `gunshot score` CLI uses); per recording only the
+frames are grouped (VGGish: uint8, 128 bytes per 0.96 s; BirdNET: float32, 4 kB per hop). What
+differs between embedding models (inputs, network, frame times, dtype) comes from the run's
+`gunshot_core.embedding_models` description (`ScoringConfig.model`).
 """
 
 import dataclasses

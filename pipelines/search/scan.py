@@ -282,8 +282,6 @@ class NearestWindows(beam.PTransform):
     ):
         super().__init__()
         self._model = model
-        # Frames after a frame that share audio with it: 0 for VGGish, ceil(3 / hop) - 1 for BirdNET.
-        self._overlap = max(0, math.ceil(model.frame_seconds / model.hop_seconds - 1e-9) - 1)
         self._windows = list(windows)
         self._texts = dict(texts)
         self._k = k
