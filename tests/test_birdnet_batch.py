@@ -261,3 +261,22 @@ def test_rethreshold_at_the_run_threshold_gives_the_run_events(runs, tmp_path):
         _table(out, "events").sort_by([("source", "ascending"), ("event_index", "ascending")]).select(columns).to_pylist()
     )
     assert _table(new, "events").column("embedding_model").to_pylist()[0] == "birdnet"
+
+
+def test_from_run_rescores_the_stored_birdnet_frames(runs, tmp_path, capfd):
+    """--from_run on a BirdNET run: the stored float32 frames scored again without the network; with
+    the same head the windows, frames and events are the parent's."""
+    _, out, _ = runs
+    again = tmp_path / "again"
+    score.run([f"--from_run={out}", f"--output={again}"])
+    columns = {"windows": ["source", "window_index", "start_seconds", "end_seconds", "score"],
+               "frames": ["source", "frame_index", "start_seconds", "end_seconds", "score"],
+               "events": ["source", "event_index", "start_seconds", "end_seconds", "peak_score"]}  # fmt: skip
+    for name, keep in columns.items():
+        assert _table(again, name).select(keep).to_pylist() == _table(out, name).select(keep).to_pylist(), name
+    assert json.loads((again / "run.json").read_text())["embedding_model"] == "birdnet"
+    vggish_head = str(SEED_MODELS / "1LayerLSTM__Loss=BinCE_20Epochs_july02.h5")
+    capfd.readouterr()
+    assert score.main([f"--from_run={out}", f"--output={tmp_path / 'x'}", f"--head={vggish_head}"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vggish" in err[0] and "birdnet" in err[0], err

@@ -41,7 +41,7 @@ from pipelines.scoring.decode import RecordingInfo
 DEFAULT_EMBEDDING_MODEL = "vggish"
 #: Error rows of these stages are not carried over from the parent (this run makes its own exports).
 NOT_CARRIED_STAGES = frozenset({"export"})
-_PROVENANCE = tuple(f.name for f in schemas.PROVENANCE_FIELDS)
+_PROVENANCE = tuple(f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS)
 
 
 class FromRunError(GunshotError):
@@ -74,6 +74,14 @@ class ParentRun:
     recordings: tuple[str, ...]
     embeddings: tuple[str, ...]
     errors: tuple[str, ...]
+
+    @property
+    def model(self):
+        """The gunshot_core.embedding_models.EmbeddingModel of the stored frames (with the run's hop)."""
+        from gunshot_core import embedding_models
+
+        model = embedding_models.get(self.embedding_model)
+        return model if model.is_default else model.with_hop(self.provenance.get("embedding_hop_seconds"))
 
     @property
     def vggish_sha256(self) -> str:
@@ -114,13 +122,8 @@ def read_parent_run(directory: str) -> ParentRun:
         ) from None
     provenance = manifest.get("provenance") or {}
     model_name = str(manifest.get("embedding_model") or DEFAULT_EMBEDDING_MODEL)
-    if model_name != DEFAULT_EMBEDDING_MODEL:
-        raise FromRunError(
-            f"--from_run {directory}: the run's frames are {model_name} embeddings, and rescoring reads "
-            f"{DEFAULT_EMBEDDING_MODEL} runs only; score the audio again with --embedding_model {model_name} "
-            "and the new --head"
-        )
-    missing = [k for k in ("vggish_sha256", "pca_sha256") if not provenance.get(k)]
+    hashes = ("vggish_sha256", "pca_sha256") if model_name == DEFAULT_EMBEDDING_MODEL else ("embedding_sha256",)
+    missing = [k for k in hashes if not provenance.get(k)]
     if missing or "window_frames" not in manifest or "hop_frames" not in manifest:
         raise FromRunError(
             f"--from_run {directory}: its {outputs.RUN_MANIFEST} lacks the model hashes or window "
@@ -168,7 +171,11 @@ def check_head(head, parent: ParentRun) -> None:
     where = f"head {head.head_id!r} ({head.source_path})"
     fix = "choose a head trained on these embeddings, or score the audio with the head's own models"
     if card is not None:
-        model = card.extra.get("embedding_model") or (card.training or {}).get("embedding_model")
+        model = (
+            card.extra.get("embedding_model")
+            or (card.training or {}).get("embedding_model")
+            or getattr(card, "embedding_model", None)
+        )
         if model and str(model) != parent.embedding_model:
             raise HeadMismatchError(
                 f"{where} was trained on {model} embeddings; the frames of --from_run "
@@ -209,16 +216,18 @@ class SplitRecordingsFn(beam.DoFn):
         yield row["source"], info
 
 
-def chunk_frames(table: pa.Table):
+def chunk_frames(table: pa.Table, model=None):
     """One row group of an embeddings table -> its recordings' frames, a chunk per run of consecutive
     frames of one recording.
 
     Args:
-      table: columns source, frame_index and embedding (fixed_size_binary(128)), rows in file order
-        (sorted by source and frame_index, as WriteTable writes them).
+      table: columns source, frame_index and embedding (fixed_size_binary(128), or the frame bytes of
+        `model`), rows in file order (sorted by source and frame_index, as WriteTable writes them).
+      model: the gunshot_core.embedding_models.EmbeddingModel of the frames (None: VGGish).
     Yields:
-      (source, (first frame index, uint8 [k, 128])): the chunk index is the first frame's index, so a
-      recording's chunks (from several row groups) concatenate in order.
+      (source, (first frame index, [k, d] frames: uint8 [k, 128] VGGish, float32 [k, 1024] BirdNET)):
+      the chunk index is the first frame's index, so a recording's chunks (from several row groups)
+      concatenate in order.
     """
     if table.num_rows == 0:
         return
@@ -227,9 +236,12 @@ def chunk_frames(table: pa.Table):
     source = table.column("source").combine_chunks()
     index = table.column("frame_index").to_numpy().astype(np.int64)
     embedding = table.column("embedding").combine_chunks()
-    offset = embedding.offset * params.EMBEDDING_SIZE
+    width = params.EMBEDDING_SIZE if model is None else model.frame_bytes
+    offset = embedding.offset * width
     raw = np.frombuffer(embedding.buffers()[1], np.uint8)
-    frames = raw[offset : offset + table.num_rows * params.EMBEDDING_SIZE].reshape(-1, params.EMBEDDING_SIZE)
+    frames = raw[offset : offset + table.num_rows * width].reshape(-1, width)
+    if model is not None:
+        frames = model.frames_from_bytes(frames.reshape(-1)).astype(model.dtype)
     changed = pc.not_equal(source.slice(1), source.slice(0, len(source) - 1)).to_numpy(zero_copy_only=False)
     breaks = np.flatnonzero(changed | (index[1:] != index[:-1] + 1)) + 1
     bounds = [0, *breaks.tolist(), table.num_rows]
@@ -240,12 +252,13 @@ def chunk_frames(table: pa.Table):
 class ChunkFramesFn(beam.DoFn):
     """pyarrow.Table (a row group of the embeddings table) -> (source, (first frame, uint8 [k, 128]))."""
 
-    def __init__(self):
+    def __init__(self, model=None):
+        self._model = model
         self._frames = Metrics.counter(NAMESPACE, "frames_read")
 
     def process(self, table):
         self._frames.inc(table.num_rows)
-        yield from chunk_frames(table)
+        yield from chunk_frames(table, self._model)
 
 
 def _carry_error(row: dict):
@@ -283,7 +296,7 @@ class ReadParentRun(beam.PTransform):
             pbegin
             | f"ReadEmbeddings{i}"
             >> beam.io.ReadFromParquetBatched(path, columns=["source", "frame_index", "embedding"])
-            | f"ChunkFrames{i}" >> beam.ParDo(ChunkFramesFn())
+            | f"ChunkFrames{i}" >> beam.ParDo(ChunkFramesFn(None if parent.model.is_default else parent.model))
             for i, path in enumerate(parent.embeddings)
         ]
         frames = chunks | "AllFrames" >> beam.Flatten()

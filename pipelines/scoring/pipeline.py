@@ -273,23 +273,36 @@ def make_rescore_config(args, parent: from_run.ParentRun):
       from_run.HeadMismatchError: the head cannot score the parent's frames (before any work).
       from_run.FromRunError: --window_seconds / --hop_seconds other than the parent's.
     """
-    from gunshot_core import heads
+    from gunshot_core import embedding_models, heads
+    from gunshot_core import models as core_models
 
+    model = parent.model
     for flag, value, default, frames in (
         ("--window_seconds", args.window_seconds, windows.DEFAULT_WINDOW_SECONDS, parent.window_frames),
         ("--hop_seconds", args.hop_seconds, windows.DEFAULT_HOP_SECONDS, parent.hop_frames),
     ):
-        if value != default and windows.seconds_to_frames(value, name=flag) != frames:
+        if value != default and model.seconds_to_frames(value, name=flag) != frames:
             raise from_run.FromRunError(
                 f"{flag} {value}: a rescored run keeps the window and hop of --from_run {parent.directory} "
                 f"({frames} frames); leave {flag} out"
             )
     models = parent.manifest.get("models") or {}
-    from gunshot_core import models as core_models
-
-    head_path = args.head or os.environ.get(core_models.ENV_HEAD) or str(heads.DEFAULT_HEAD_PATH)
-    head = heads.load_head(embed.localize(head_path))
+    if args.embedding_model not in (embedding_models.DEFAULT, model.name):
+        raise from_run.FromRunError(
+            f"--embedding_model {args.embedding_model}: the frames of --from_run {parent.directory} are "
+            f"{model.name} embeddings; leave --embedding_model out"
+        )
+    if model.is_default:
+        head_path = args.head or os.environ.get(core_models.ENV_HEAD) or str(heads.DEFAULT_HEAD_PATH)
+    else:
+        head_path = args.head or model.default_head
+    embedding_models.check_head_name(model, head_path)
+    if head_path in model.builtin_heads:
+        head = embedding_models.load_head(model, head_path)
+    else:
+        head = heads.load_head(embed.localize(head_path))
     from_run.check_head(head, parent)
+    embedding_models.check_head(model, head)
     threshold = head.threshold if args.threshold is None else float(args.threshold)
     provenance = scoring_provenance.Provenance(
         head_name=head.head_id,
@@ -297,9 +310,12 @@ def make_rescore_config(args, parent: from_run.ParentRun):
         pca_sha256=parent.pca_sha256,
         head_sha256=head.sha256,
         code_version=gunshot_core.__version__,
-        window_seconds=round(parent.window_frames * 0.96, 6),
-        hop_seconds=round(parent.hop_frames * 0.96, 6),
+        window_seconds=round(float(model.span_end_seconds(parent.window_frames)), 6),
+        hop_seconds=round(parent.hop_frames * model.hop_seconds, 6),
         threshold=threshold,
+        embedding_model=parent.provenance.get("embedding_model"),
+        embedding_hop_seconds=parent.provenance.get("embedding_hop_seconds"),
+        embedding_sha256=parent.provenance.get("embedding_sha256"),
         # the stored frames were made at the parent's precision; rescoring keeps saying so
         precision=parent.provenance.get("precision") or precision.DEFAULT_PRECISION,
         embedding_runtime=parent.provenance.get("embedding_runtime") or "",
@@ -309,6 +325,8 @@ def make_rescore_config(args, parent: from_run.ParentRun):
         checkpoint=models.get("checkpoint") or "",
         pca=models.get("pca") or "",
         head=head_path,
+        embedding_model=model.name,
+        embedding_hop_seconds=None if model.is_default else model.hop_seconds,
         window_frames=parent.window_frames,
         hop_frames=parent.hop_frames,
         threshold=threshold,
