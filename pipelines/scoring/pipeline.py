@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="instead of --input: score the embeddings table of the earlier run in RUN_DIR (one scored "
         "with --write_embeddings) with --head; the tables keep that run's recordings (sources, start "
-        "times, formats, failures) and VGGish does not run; window and hop are that run's (VGGish runs only)",
+        "times, formats, failures) and no network runs; window, hop and embedding model are that run's",
     )
     io_group.add_argument("--output", required=True, help="output directory (local or gs://)")
     pipelines_options.add_switch(
