@@ -167,8 +167,8 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
             # ending at its end (VGGish 0.96 s frames back to back; BirdNET 3-s frames every hop)
             window_first = np.searchsorted(frame_starts, starts - 1e-6)
             window_last = np.searchsorted(frame_ends, ends - 1e-6) + 1
-            found = events_lib.merge_frame_events(
-                frame_scores, window_first, window_last, threshold, frame_starts, frame_ends
+            found = events_lib.merge_frame_events(  # events end at start + frame length, as scoring's
+                frame_scores, window_first, window_last, threshold, frame_starts, frame_starts + model.frame_seconds
             )
         else:
             found = events_lib.merge_events(scores, starts, ends, threshold)

@@ -185,9 +185,15 @@ class ScoreRecordingFn(beam.DoFn):
         if config.frame_events:
             frame_scores = self._head.frame_scores(frames)
             frame_starts = model.frame_start_seconds(np.arange(n))
-            frame_ends = model.span_end_seconds(np.arange(1, n + 1))
+            frame_ends = model.span_end_seconds(np.arange(1, n + 1))  # VGGish: (i + 1) * 0.96, as ever
+            # events end at start + frame length (VGGish: i * 0.96 + 0.96, as they always did)
             events = merge_frame_events(
-                frame_scores, scored.starts, scored.ends, config.threshold, frame_starts, frame_ends
+                frame_scores,
+                scored.starts,
+                scored.ends,
+                config.threshold,
+                frame_starts,
+                model.frame_end_seconds(np.arange(n)),
             )
             for i in range(n):
                 yield beam.pvalue.TaggedOutput(
