@@ -76,7 +76,8 @@ class ScoringConfig:
       checkpoint, pca, head: model files (local or gs://).
       window_frames, hop_frames: head window and hop in 0.96 s frames.
       threshold: a window with score >= threshold is a detection.
-      batch_size: examples per VGGish batch (RunInference batches chunks up to this many examples).
+      batch_size: network inputs per RunInference batch (VGGish examples, BirdNET frames; chunks are
+        batched up to this many inputs).
       chunk_seconds: seconds of audio decoded per chunk.
       split_seconds: recordings longer than this are decoded in segments of about this length,
         which the runner can spread over workers (0: never split).

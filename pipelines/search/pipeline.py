@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         description=__doc__.split("\n", 1)[0]
         + " Similarity is the cosine of the dequantised uint8 embeddings (the mean of the per-frame cosines "
-        "for windows of several frames).",
+        "for windows of several frames); on a table of `gunshot batch --embedding_model birdnet` the cosine "
+        "of its float32 BirdNET embeddings, on its 3-s frames every hop (the table says which model).",
         epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
     )
     io_group = parser.add_argument_group("inputs and outputs")
