@@ -114,6 +114,40 @@ def sigmoid(logits: np.ndarray, sensitivity: float = 1.0) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-sensitivity * x))).astype(np.float32)
 
 
+def gun_class_layer(files: ModelFiles | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [1024] weights, float32 scalar bias) of the class layer's Gun_Gun row, read from the
+    original model file (constant tensors; no delegate, no inference)."""
+    files = files or model_files()
+    index = gun_class_index(files.labels)
+    Interpreter = interpreter_class()
+    plain = Interpreter(model_path=files.model, experimental_preserve_all_tensors=True)
+    plain.allocate_tensors()
+    details = {d["name"]: d["index"] for d in plain.get_tensor_details()}
+    weights = plain.get_tensor(details[CLASS_WEIGHTS_TENSOR])[index].astype(np.float32)
+    bias = np.float32(plain.get_tensor(details[CLASS_BIAS_TENSOR])[index])
+    return weights, bias
+
+
+def gun_prior(**_) -> tuple[tuple[np.ndarray, np.float32], dict]:
+    """The prior of a `gunprior` head: BirdNET's Gun_Gun logit on an embedding, w . x + b.
+
+    Returns:
+      ((float32 [1024] w, float32 b), JSON-able provenance for the head card).
+    """
+    from gunshot_core.hashes import file_sha256
+
+    files = model_files()
+    weights, bias = gun_class_layer(files)
+    source = {
+        "kind": "birdnet_class_layer_row",
+        "label": GUN_LABEL,
+        "model_file": os.path.basename(files.model),
+        "model_sha256": file_sha256(files.model),
+        "license": LICENSE,
+    }
+    return (weights, bias), source
+
+
 # ---- interpreter and derived model file --------------------------------------------------------------
 
 
@@ -220,13 +254,7 @@ class BirdNET:
     def class_layer(self) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [1024] weights, float32 scalar bias) of the Gun_Gun row of the class layer, read
         from the original model file (constant tensors; without the XNNPACK delegate)."""
-        Interpreter = interpreter_class()
-        plain = Interpreter(model_path=self.files.model, experimental_preserve_all_tensors=True)
-        plain.allocate_tensors()
-        details = {d["name"]: d["index"] for d in plain.get_tensor_details()}
-        weights = plain.get_tensor(details[CLASS_WEIGHTS_TENSOR])[self.gun_index].astype(np.float32)
-        bias = np.float32(plain.get_tensor(details[CLASS_BIAS_TENSOR])[self.gun_index])
-        return weights, bias
+        return gun_class_layer(self.files)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Runs the network.

@@ -203,8 +203,8 @@ def train_head(
         heads.HeadCard(
             head_id=f"transfer-{kind}-{embedding_model}",
             threshold=0.5,
-            frames=window,
-            pad_to_frames=window,
+            frames=None if embedding_model != "vggish" else window,  # as training.train writes it
+            pad_to_frames=0 if embedding_model != "vggish" else window,
             input_convention=heads.INPUT_FLOAT32
             if embedding_model != "vggish"
             else heads.INPUT_UINT8_AS_FLOAT,
