@@ -172,3 +172,16 @@ def test_framepool_still_trains_on_birdnet_frames(loop, tmp_path):
         held_out[0].frames.shape[0],
     )
     assert not np.isnan(head.frame_logits(held_out[0].frames)).any()
+
+
+def test_gunprior_needs_a_model_with_its_own_gun_class():
+    from gunshot_core import embedding_models
+    from gunshot_core.errors import EmbeddingModelError
+    from training import models
+
+    with pytest.raises(EmbeddingModelError, match="gunprior needs frames of a model with its own gun class"):
+        embedding_models.get("vggish").gun_prior()
+    config = models.PRESETS["gunprior"]
+    with pytest.raises(ValueError, match="needs the embedding model's own gun class"):
+        models.build_models(config, 3, np.zeros(1024), np.ones(1024), width=1024)
+    assert models.default_model("birdnet") == "gunprior" and models.default_model("vggish") == "lstm"
