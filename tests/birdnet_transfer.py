@@ -1,8 +1,8 @@
 """Transfer to new sites and new guns: heads trained on some synthetic field sites, measured on others.
 
 The split (`make_split`): training sites whose gunshots are cut from one gun family
-(tests.field_sites.GUN_FAMILIES, default `pistol`) and held-out sites, with their own soundscapes,
-whose gunshots come from another family (default `ultimate`): the held-out sites' guns were never
+(tests.field_sites.GUN_FAMILIES, default `ultimate`) and held-out sites, with their own soundscapes,
+whose gunshots come from another family (default `pistol`): the held-out sites' guns were never
 heard in training. Frames are computed with the embedding model directly (gunshot_core.birdnet /
 gunshot_core.vggish_model, not through Beam). Heads are built by training.models exactly as
 `gunshot train` builds them, trained on clips of consecutive frames, written as head artifacts
@@ -26,8 +26,8 @@ import numpy as np
 
 from tests import field_sites
 
-TRAIN_FAMILIES = ("pistol",)
-HELD_OUT_FAMILIES = ("ultimate",)
+TRAIN_FAMILIES = ("ultimate",)
+HELD_OUT_FAMILIES = ("pistol",)
 BUDGETS = (10, 20, 40)
 
 
