@@ -114,6 +114,26 @@ def sigmoid(logits: np.ndarray, sensitivity: float = 1.0) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-sensitivity * x))).astype(np.float32)
 
 
+def gun_prior(**_) -> tuple[tuple[np.ndarray, np.float32], dict]:
+    """The prior of a `gunprior` head: BirdNET's Gun_Gun logit on an embedding, w . x + b.
+
+    Returns:
+      ((float32 [1024] w, float32 b), JSON-able provenance for the head card).
+    """
+    from gunshot_core.hashes import file_sha256
+
+    files = model_files()
+    weights, bias = gun_class_layer(files)
+    source = {
+        "kind": "birdnet_class_layer_row",
+        "label": GUN_LABEL,
+        "model_file": os.path.basename(files.model),
+        "model_sha256": file_sha256(files.model),
+        "license": LICENSE,
+    }
+    return (weights, bias), source
+
+
 # ---- interpreter and derived model file --------------------------------------------------------------
 
 

@@ -189,6 +189,22 @@ class EmbeddingModel:
         """{role: path} of the model's files (VGGish: checkpoint, pca; BirdNET: model, labels)."""
         return self._module().file_paths(**options)
 
+    def gun_prior(self, **options) -> tuple[tuple[np.ndarray, float], dict]:
+        """The model's own gun class as a logit on its embeddings, ((w [d], b), provenance), for the
+        `gunprior` head (training.models).
+
+        Raises:
+          EmbeddingModelError: the model has no gun class of its own (VGGish).
+        """
+        module = self._module()
+        if not hasattr(module, "gun_prior"):
+            names = [m.name for m in MODELS.values() if m.default_head]
+            raise EmbeddingModelError(
+                f"--model gunprior needs frames of a model with its own gun class ({', '.join(names)}); "
+                f"these are {self.name} frames: pick another --model (e.g. framepool)"
+            )
+        return module.gun_prior(**options)
+
     def file_hashes(self, **options) -> dict[str, str]:
         """{role: sha256} of the model's files (cached across processes, see gunshot_core.hashes)."""
         from gunshot_core.hashes import file_sha256

@@ -4,6 +4,12 @@ Context features: `video_id` (bytes), `start_time_seconds` and `end_time_seconds
 `labels` (int64 list of class indices). Feature list `audio_embedding`: one 128-byte string of uint8
 per 0.96 s frame. Every reader and writer in the project imports these names from here.
 
+Frames of another embedding model (gunshot_core.embedding_models, e.g. BirdNET: 1024 floats per 3-s
+frame every hop) use the same SequenceExample with two more context features, `embedding_model`
+(bytes, the model's name) and `embedding_hop_seconds` (float), and one `float_list` of
+`embedding_size` values per frame in `audio_embedding` (`encode_embedding_record`). A record without
+`embedding_model` is a VGGish record (the AudioSet format, unchanged).
+
 Besides the names, this module encodes and decodes the records and reads and writes their TFRecord
 framing (length, masked CRC32C of the length, payload, masked CRC32C of the payload) record by record,
 so a reader can report a bad CRC or a truncated file and go on, instead of failing a whole job.
@@ -35,6 +41,10 @@ END_TIME = "end_time_seconds"
 LABELS = "labels"
 EMBEDDING = "audio_embedding"
 EMBEDDING_WIDTH = 128
+EMBEDDING_MODEL = "embedding_model"
+EMBEDDING_HOP = "embedding_hop_seconds"
+#: The embedding model of a record without an `embedding_model` context feature (AudioSet format).
+DEFAULT_EMBEDDING_MODEL = "vggish"
 
 MAX_RECORD_BYTES = 64 << 20
 """A framed length above this is taken as corruption (AudioSet records are ~1.5 kB)."""
@@ -46,7 +56,7 @@ class RecordError(ValueError):
     Attributes:
       reason: short machine-readable kind, one of `not_a_sequence_example`, `missing_video_id`,
         `missing_start_time`, `missing_end_time`, `missing_labels`, `missing_embedding`,
-        `empty_embedding`, `bad_embedding_width`.
+        `empty_embedding`, `bad_embedding_width`, `unknown_embedding_model`.
     """
 
     def __init__(self, message: str, reason: str):
@@ -146,12 +156,16 @@ class ClipContext(NamedTuple):
       start_time: clip start in seconds (float32 in the record, here a Python float).
       end_time: clip end in seconds.
       labels: class indices (class_labels_indices.csv `index`), tuple of int in record order.
+      embedding_model: the embedding model of the frames ("vggish" for AudioSet-format records).
+      hop_seconds: seconds between frame starts (None for VGGish records: 0.96 s).
     """
 
     video_id: str
     start_time: float
     end_time: float
     labels: tuple[int, ...]
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    hop_seconds: float | None = None
 
     @property
     def key(self) -> str:
@@ -201,7 +215,37 @@ def context_from_features(features) -> ClipContext:
     feature = get(LABELS)
     if feature is None or not feature.HasField("int64_list"):
         raise RecordError(f"record has no {LABELS!r} int64 feature", "missing_labels")
-    return ClipContext(video_id, float(start[0]), float(end[0]), tuple(feature.int64_list.value))
+    labels = tuple(feature.int64_list.value)
+    feature = get(EMBEDDING_MODEL)
+    if feature is None:
+        return ClipContext(video_id, float(start[0]), float(end[0]), labels)
+    names = feature.bytes_list.value
+    try:
+        model = names[0].decode("utf-8") if len(names) == 1 else ""
+    except UnicodeDecodeError:
+        model = ""
+    if not model:
+        raise RecordError(
+            f"{EMBEDDING_MODEL} must be one model name, got {list(names)!r}", "unknown_embedding_model"
+        )
+    feature = get(EMBEDDING_HOP)
+    hop = feature.float_list.value if feature is not None else ()
+    return ClipContext(
+        video_id, float(start[0]), float(end[0]), labels, model, float(hop[0]) if hop else None
+    )
+
+
+def _model_width(name: str) -> int:
+    """Values per frame of embedding model `name` (its description in gunshot_core.embedding_models)."""
+    from gunshot_core import embedding_models
+
+    model = embedding_models.MODELS.get(name)
+    if model is None:
+        raise RecordError(
+            f"record frames are of unknown embedding model {name!r}; known: {', '.join(embedding_models.NAMES)}",
+            "unknown_embedding_model",
+        )
+    return model.embedding_size
 
 
 def parse_record(serialized: bytes):
@@ -246,6 +290,29 @@ def embedding_frames(example) -> list[bytes]:
     return [values[0] for values in frames]
 
 
+def float_embedding_frames(example, width: int) -> np.ndarray:
+    """The `audio_embedding` frames of a parsed record of float frames, checked for width.
+
+    Returns:
+      float32 [n, width], n >= 1.
+    Raises:
+      RecordError: missing or empty feature list, or a frame that is not `width` floats.
+    """
+    lists = example.feature_lists.feature_list
+    if EMBEDDING not in lists:
+        raise RecordError(f"record has no {EMBEDDING!r} feature list", "missing_embedding")
+    frames = [feature.float_list.value for feature in lists[EMBEDDING].feature]
+    if not frames:
+        raise RecordError(f"{EMBEDDING} has no frame", "empty_embedding")
+    for i, values in enumerate(frames):
+        if len(values) != width:
+            raise RecordError(
+                f"{EMBEDDING} frame {i} has {len(values)} float values, expected {width}",
+                "bad_embedding_width",
+            )
+    return np.array(frames, dtype=np.float32).reshape(len(frames), width)
+
+
 def validate_record(serialized: bytes) -> tuple[ClipContext, int]:
     """Fully checks a serialized record (context and embedding) without building numpy arrays.
 
@@ -255,19 +322,26 @@ def validate_record(serialized: bytes) -> tuple[ClipContext, int]:
       RecordError: see RecordError.reason.
     """
     example = parse_record(serialized)
-    return context_from_features(example.context), len(embedding_frames(example))
+    context = context_from_features(example.context)
+    if context.embedding_model == DEFAULT_EMBEDDING_MODEL:
+        return context, len(embedding_frames(example))
+    return context, len(float_embedding_frames(example, _model_width(context.embedding_model)))
 
 
 def decode_sequence_example(serialized: bytes) -> tuple[ClipContext, np.ndarray]:
     """Decodes a serialized AudioSet SequenceExample.
 
     Returns:
-      (context, embedding uint8 [num_frames, 128]).
+      (context, embedding uint8 [num_frames, 128]) for an AudioSet-format (VGGish) record; for a
+      record of another embedding model (context `embedding_model`), float32 [num_frames, d] with d
+      that model's embedding_size.
     Raises:
       RecordError: malformed record (see RecordError.reason).
     """
     example = parse_record(serialized)
     context = context_from_features(example.context)
+    if context.embedding_model != DEFAULT_EMBEDDING_MODEL:
+        return context, float_embedding_frames(example, _model_width(context.embedding_model))
     frames = embedding_frames(example)
     embedding = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), EMBEDDING_WIDTH)
     return context, embedding
@@ -302,6 +376,48 @@ def encode_sequence_example(
     frames = example.feature_lists.feature_list[EMBEDDING].feature
     for row in embedding:
         frames.add().bytes_list.value.append(row.tobytes())
+    return example.SerializeToString(deterministic=True)
+
+
+def encode_embedding_record(
+    video_id: str, start_time: float, end_time: float, labels: Sequence[int], frames: np.ndarray, model
+) -> bytes:
+    """Serializes one clip's frames of any embedding model: the one writer for training records.
+
+    VGGish frames give the AudioSet format byte for byte (`encode_sequence_example`); other models'
+    frames get the context features `embedding_model` (model.name) and `embedding_hop_seconds`
+    (model.hop_seconds) and one float_list of model.embedding_size values per frame.
+
+    Args:
+      video_id: the clip's recording id.
+      start_time, end_time: seconds (stored as float32).
+      labels: class indices.
+      frames: [num_frames, model.embedding_size] of model.dtype (uint8 for VGGish, float32 else).
+      model: gunshot_core.embedding_models.EmbeddingModel the frames were made with.
+    Returns:
+      the serialized tf.train.SequenceExample (deterministic bytes for equal input).
+    Raises:
+      ValueError: frames of the wrong dtype or shape for the model.
+    """
+    if model.name == DEFAULT_EMBEDDING_MODEL:
+        return encode_sequence_example(video_id, start_time, end_time, labels, frames)
+    frames = np.asarray(frames)
+    if frames.ndim != 2 or frames.shape[1] != model.embedding_size or frames.dtype != np.dtype(model.dtype):
+        raise ValueError(
+            f"{model.name} frames must be {model.dtype} [n, {model.embedding_size}], "
+            f"got {frames.dtype} {list(frames.shape)}"
+        )
+    example = SequenceExample()
+    context = example.context.feature
+    context[VIDEO_ID].bytes_list.value.append(video_id.encode("utf-8"))
+    context[START_TIME].float_list.value.append(float(start_time))
+    context[END_TIME].float_list.value.append(float(end_time))
+    context[LABELS].int64_list.value.extend(int(v) for v in labels)
+    context[EMBEDDING_MODEL].bytes_list.value.append(model.name.encode("utf-8"))
+    context[EMBEDDING_HOP].float_list.value.append(float(model.hop_seconds))
+    lists = example.feature_lists.feature_list[EMBEDDING].feature
+    for row in frames:
+        lists.add().float_list.value.extend(row.tolist())
     return example.SerializeToString(deterministic=True)
 
 

@@ -258,8 +258,19 @@ def _lowpass(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
     return np.fft.irfft(spectrum / np.sqrt(1.0 + (f / cutoff_hz) ** 4), n=len(x))
 
 
-def _gunshot(rng: np.random.Generator, sample_rate: int) -> tuple[np.ndarray, str]:
+#: Gun sound families: the seed recording each family's shots are cut from. A split whose held-out
+#: sites hear another family than the training sites (`make_sites(gun_families=...)`) measures how a
+#: head transfers to guns it has not heard.
+GUN_FAMILIES = {"pistol": "pistol_shot.wav", "ultimate": "ultimate_gunshot.wav"}
+
+
+def _gunshot(
+    rng: np.random.Generator, sample_rate: int, families: Sequence[str] | None = None
+) -> tuple[np.ndarray, str]:
     snippets = gunshot_snippets(sample_rate)
+    if families is not None:
+        names = {GUN_FAMILIES[f] for f in families}
+        snippets = tuple(s for s in snippets if s[0] in names)
     name, onset, material = snippets[rng.integers(len(snippets))]
     length = min(len(material), int(rng.uniform(0.5, 1.5) * sample_rate))
     x = material[:length].astype(np.float64)
@@ -419,12 +430,14 @@ def synthesize(
     confuser_snr_db: tuple[float, float] = CONFUSER_SNR_DB,
     min_gap_seconds: float = 1.5,
     annotated_labels: Iterable[str] = DEFAULT_ANNOTATED,
+    gun_families: Sequence[str] | None = None,
 ) -> Synthesized:
     """One synthetic recording of `site` in memory (see the module docstring for the model).
 
     Each layer (noise, chirps, rain, events) draws from its own seeded stream, so the background
     does not change when the event rates change. Event counts are `round(rate * minutes)`;
-    confuser labels are drawn uniformly from `confuser_labels`.
+    confuser labels are drawn uniformly from `confuser_labels`. Gunshots are cut from the recordings
+    of `gun_families` (keys of GUN_FAMILIES; None: all).
 
     Returns:
       Synthesized: mix and background float32 [round(minutes * 60 * sample_rate)].
@@ -446,7 +459,14 @@ def synthesize(
         str(rng.choice(list(confuser_labels))) for _ in range(int(round(confusers_per_minute * minutes)))
     ]
     labels = [labels[i] for i in rng.permutation(len(labels))]
-    signals = [_MAKERS[label](rng, sample_rate) for label in labels]
+    if gun_families is not None:
+        unknown = set(gun_families) - set(GUN_FAMILIES)
+        if unknown or not gun_families:
+            raise ValueError(f"gun_families must be among {sorted(GUN_FAMILIES)}, got {gun_families!r}")
+    signals = [
+        _gunshot(rng, sample_rate, gun_families) if label == GUNSHOT else _MAKERS[label](rng, sample_rate)
+        for label in labels
+    ]
     starts = _place(rng, [len(x) / sample_rate for x, _ in signals], seconds, min_gap_seconds)
 
     mix = background.copy()
@@ -552,6 +572,7 @@ def make_sites(
     min_gap_seconds: float = 1.5,
     annotated_labels: Sequence[str] = DEFAULT_ANNOTATED,
     tables: bool = True,
+    gun_families: dict[str, Sequence[str]] | None = None,
 ) -> list[Insertion]:
     """Writes synthetic recordings per site under `root` with Raven tables; returns the insertions.
 
@@ -573,6 +594,9 @@ def make_sites(
       min_gap_seconds: least silence between two events.
       annotated_labels: labels written to the Raven tables.
       tables: write the Raven tables.
+      gun_families: {site: gun families (GUN_FAMILIES keys)} its shots are cut from; sites not in it
+        (or None) hear every family. Different families for training and held-out sites make the
+        split where the held-out sites' guns were never heard in training.
     Returns:
       list[Insertion] sorted by (file, start), `file` the audio path under `root`.
     """
@@ -596,6 +620,9 @@ def make_sites(
         "annotated_labels": list(annotated_labels),
         "tables": tables,
     }
+    gun_families = {s: list(f) for s, f in (gun_families or {}).items()}
+    if gun_families:  # only when given: the cache keys of sets made without it stay the same
+        params["gun_families"] = gun_families
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     params_path = root / PARAMS_FILE
     if params_path.exists() and (root / GROUND_TRUTH).exists():
@@ -617,6 +644,7 @@ def make_sites(
                 gunshots_per_minute=gunshots_per_minute, confusers_per_minute=confusers_per_minute,
                 confuser_labels=confuser_labels, snr_db=snr_db, confuser_snr_db=confuser_snr_db,
                 min_gap_seconds=min_gap_seconds, annotated_labels=annotated_labels,
+                gun_families=gun_families.get(site),
             )  # fmt: skip
             path = root / site / f"{site}_rec{i:02d}.{fmt}"
             sf.write(str(path), rec.mix, rate, subtype="PCM_16", format=fmt.upper())

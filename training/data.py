@@ -51,7 +51,9 @@ class Clip:
       start_time: start of the segment in the video, seconds.
       end_time: end of the segment, seconds.
       class_ids: AudioSet label indices (`labels` context feature).
-      frames: uint8 [n, 128], one postprocessed VGGish embedding per 0.96 s.
+      frames: uint8 [n, 128], one postprocessed VGGish embedding per 0.96 s; or float32 [n, d] frames
+        of the embedding model the record names (e.g. BirdNET [n, 1024], a 3-s frame every hop).
+      embedding_model: the frames' embedding model ("vggish" for AudioSet-format records).
     """
 
     video_id: str
@@ -59,6 +61,7 @@ class Clip:
     end_time: float
     class_ids: tuple
     frames: np.ndarray
+    embedding_model: str = records.DEFAULT_EMBEDDING_MODEL
 
 
 def clip_key(video_id: str, start_time: float) -> str:
@@ -72,12 +75,19 @@ def decode_clip(serialized: bytes) -> Clip:
     Args:
       serialized: bytes of a `tf.train.SequenceExample`.
     Returns:
-      The clip, frames uint8 [n, 128] (n >= 1).
+      The clip, frames uint8 [n, 128] (n >= 1), or float32 [n, d] for another embedding model.
     Raises:
       records.RecordError: malformed record; `.reason` says why (e.g. `bad_embedding_width`).
     """
     context, frames = records.decode_sequence_example(serialized)
-    return Clip(context.video_id, context.start_time, context.end_time, context.labels, frames)
+    return Clip(
+        context.video_id,
+        context.start_time,
+        context.end_time,
+        context.labels,
+        frames,
+        context.embedding_model,
+    )
 
 
 def pad_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
@@ -249,6 +259,7 @@ class LabelledClips:
       labels: int64 [n], 1 for the positive tag.
       frames: list of uint8 [n_i, 128], the clips' frames as stored.
       errors: list of (source, reason, message) for records that could not be used.
+      embedding_models: the embedding models of the clips' frames (a set; {"vggish"} for AudioSet records).
     """
 
     video_ids: list
@@ -258,6 +269,7 @@ class LabelledClips:
     labels: np.ndarray
     frames: list
     errors: list
+    embedding_models: set = dataclasses.field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -309,6 +321,7 @@ def load_clips(pattern: str, tags: dict[str, str], positive_tag: str = POSITIVE_
         out.class_ids.append(clip.class_ids)
         labels.append(int(tag == positive_tag))
         out.frames.append(clip.frames)
+        out.embedding_models.add(clip.embedding_model)
     if out.errors:
         logging.warning(
             "%d of %d records unusable, first: %s",

@@ -82,7 +82,7 @@ def score_clips(head, frames: list) -> np.ndarray:
 
     Args:
       head: gunshot_core.heads.Head.
-      frames: list of uint8 [n_i, 128].
+      frames: list of [n_i, d] frames (uint8 VGGish [n_i, 128], float32 BirdNET [n_i, 1024]).
     Returns:
       float32 [len(frames)] scores.
     """
@@ -429,6 +429,13 @@ def evaluate(args) -> dict:
     clips = data.load_clips(args.data, tags, positive_tag=args.positive_tag)
     if len(clips) == 0:
         raise ValueError(f"no usable clip in {args.data!r} ({len(clips.errors)} unusable records)")
+    for name in sorted(clips.embedding_models - {head.embedding_model}):
+        from gunshot_core.errors import EmbeddingModelMismatchError
+
+        raise EmbeddingModelMismatchError(
+            f"head {head.head_id!r} was trained on {head.embedding_model} frames but {args.data!r} holds "
+            f"{name} frames: evaluate a head trained on {name} frames"
+        )
     logging.info("scoring %d clips with %r", len(clips), head)
     scores = score_clips(head, clips.frames)
     labels = clips.labels

@@ -25,12 +25,17 @@ import numpy as np
 
 from gunshot_core import params
 
-MODELS = ("lstm", "logreg", "mlp", "framepool")
+MODELS = ("lstm", "logreg", "mlp", "framepool", "gunprior")
+#: Heads whose frame logit starts from an embedding model's own class logit (need `prior` weights).
+PRIOR_MODELS = ("gunprior",)
 POOLINGS = ("max", "attention")
 
 #: Layer names of a framepool head that gunshot_core.heads looks up (card `frame_pooling`).
 FRAME_LOGITS_LAYER = "frame_logit"
 ATTENTION_LOGITS_LAYER = "attention_logit"
+#: The frozen prior and the learned correction of a gunprior head.
+PRIOR_LAYER = "gun_prior"
+CORRECTION_LAYER = "correction"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +43,7 @@ class HeadConfig:
     """Architecture options.
 
     Attributes:
-      kind: lstm | logreg | mlp | framepool.
+      kind: lstm | logreg | mlp | framepool | gunprior.
       units: LSTM units per layer (lstm).
       layers: stacked LSTM layers (lstm).
       hidden: hidden Dense units (mlp; per frame in framepool, 0 = a per-frame logistic regression).
@@ -46,7 +51,8 @@ class HeadConfig:
       batch_norm: BatchNormalization on the input (and between LSTM layers), as in the original.
       activation: LSTM cell / hidden layer activation (the original LSTMs used relu).
       recurrent_activation: LSTM gate activation.
-      pooling: framepool only: max | attention.
+      pooling: framepool and gunprior: max | attention.
+      l2: L2 penalty on the kernels of the correction (gunprior; 0 = none).
     """
 
     kind: str
@@ -58,6 +64,7 @@ class HeadConfig:
     activation: str = "relu"
     recurrent_activation: str = "sigmoid"
     pooling: str = "max"
+    l2: float = 0.0
 
 
 # The original project's heads (see ../shared/seed/models): 1-layer LSTM(128) with input batch-norm
@@ -71,7 +78,16 @@ PRESETS = {
     # window. Without the dropout a hidden layer under max pooling can memorise one stray frame per
     # training window (held-out ROC-AUC 0.5-0.6 on tests/test_framepool.py's data; 1.0 with it).
     "framepool": HeadConfig("framepool", hidden=32, dropout=0.25, pooling="max"),
+    # Not an original head: BirdNET's Gun_Gun logit per frame (frozen) + a linear correction on the
+    # z-scored embedding (L2 1e-3, starts at zero) -> max over the window. See the module docstring.
+    "gunprior": HeadConfig("gunprior", hidden=0, dropout=0.0, batch_norm=False, pooling="max", l2=1e-3),
 }
+
+
+def default_model(embedding_model: str) -> str:
+    """The architecture `gunshot train` uses without --model: gunprior on BirdNET frames (a head that
+    keeps BirdNET's own gun class as its prior), the original project's LSTM on VGGish frames."""
+    return "gunprior" if embedding_model == "birdnet" else "lstm"
 
 
 def _layers(config: HeadConfig) -> list:
@@ -108,12 +124,15 @@ def _layers(config: HeadConfig) -> list:
     return out
 
 
-def _framepool(config: HeadConfig):
-    """The layers of a framepool head, as a function float32 [batch, t, 128] -> float32 [batch, 1].
+def _framepool(config: HeadConfig, prior: tuple[np.ndarray, float] | None = None):
+    """The layers of a framepool head, as a function float32 [batch, t, d] -> float32 [batch, 1].
 
     Per frame: [BatchNorm] -> [Dropout] -> [Dense(hidden, activation)] -> Dense(1) = frame logit z_t
     (float32 [batch, t, 1]). Pooled: max_t z_t (`max`), or sum_t softmax_t(a_t) z_t with attention
     logits a_t = Dense(1) of the same per-frame features (`attention`). Then a sigmoid.
+
+    With `prior` (gunprior): z_t = frozen Dense(prior kernel [d], prior bias)(x_t) + the above
+    (named CORRECTION_LAYER, L2 `config.l2`, zero-initialised); `x_t` is the head's input.
     """
     if config.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {config.pooling!r}; expected one of {POOLINGS}")
@@ -126,7 +145,26 @@ def _framepool(config: HeadConfig):
         pre.append(keras.layers.Dropout(config.dropout, name="input_dropout"))
     if config.hidden > 0:
         pre.append(keras.layers.Dense(config.hidden, activation=config.activation, name="frame_hidden"))
-    frame_logit = keras.layers.Dense(1, name=FRAME_LOGITS_LAYER)
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
+    if prior is None:
+        frame_logit = keras.layers.Dense(1, name=FRAME_LOGITS_LAYER, kernel_regularizer=regularizer)
+    else:
+        kernel, bias = prior
+        prior_layer = keras.layers.Dense(
+            1,
+            name=PRIOR_LAYER,
+            trainable=False,
+            kernel_initializer=keras.initializers.Constant(np.asarray(kernel, np.float32).reshape(-1, 1)),
+            bias_initializer=keras.initializers.Constant(float(bias)),
+        )
+        correction = keras.layers.Dense(
+            1, name=CORRECTION_LAYER, kernel_regularizer=regularizer, kernel_initializer="zeros"
+        )
+        add = keras.layers.Add(name=FRAME_LOGITS_LAYER)
+
+        def frame_logit(x, inputs):
+            return add([prior_layer(inputs), correction(x)])
+
     score = keras.layers.Activation("sigmoid", name="score")
     if config.pooling == "max":
         pool = keras.layers.GlobalMaxPooling1D(name="pool_max")
@@ -136,10 +174,11 @@ def _framepool(config: HeadConfig):
         weighted_sum = keras.layers.Dot(axes=1, name="pool_attention")  # [b, t, 1] . [b, t, 1] -> [b, 1, 1]
         flat = keras.layers.Reshape((1,), name="pooled_logit")
 
-    def apply(x):
+    def apply(inputs):
+        x = inputs
         for layer in pre:
             x = layer(x)
-        z = frame_logit(x)
+        z = frame_logit(x) if prior is None else frame_logit(x, inputs)
         if config.pooling == "max":
             return score(pool(z))
         return score(flat(weighted_sum([weights(attention_logit(x)), z])))
@@ -149,7 +188,7 @@ def _framepool(config: HeadConfig):
 
 def frame_pooling_card(config: HeadConfig) -> dict | None:
     """The card's `frame_pooling` entry of a framepool head (None for other kinds)."""
-    if config.kind != "framepool":
+    if config.kind not in ("framepool", "gunprior"):
         return None
     return {
         "pooling": config.pooling,
@@ -158,9 +197,9 @@ def frame_pooling_card(config: HeadConfig) -> dict | None:
     }
 
 
-def _head_fn(config: HeadConfig):
-    if config.kind == "framepool":
-        return _framepool(config)
+def _head_fn(config: HeadConfig, prior=None):
+    if config.kind in ("framepool", "gunprior"):
+        return _framepool(config, prior)
     layers = _layers(config)
 
     def apply(x):
@@ -171,26 +210,56 @@ def _head_fn(config: HeadConfig):
     return apply
 
 
-def build_models(config: HeadConfig, frames: int, mean: np.ndarray, std: np.ndarray):
+def fold_prior(
+    prior: tuple[np.ndarray, float], mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The prior's (kernel [d], bias) on z-scored frames s = (x - mean) / std that gives w . x + b:
+    (w * std, w . mean + b), in float64 then float32."""
+    w = np.asarray(prior[0], np.float64).reshape(-1)
+    mean, std = np.asarray(mean, np.float64).reshape(-1), np.asarray(std, np.float64).reshape(-1)
+    return (w * std).astype(np.float32), float(w @ mean + float(prior[1]))
+
+
+def build_models(
+    config: HeadConfig,
+    frames: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    width: int = params.EMBEDDING_SIZE,
+    prior: tuple[np.ndarray, float] | None = None,
+):
     """Builds the training and serving models of one head (shared layers).
 
     Args:
       config: architecture.
       frames: frames per clip (fixed input length of both models).
-      mean, std: float [128] per-dimension statistics from the transform_fn.
+      mean, std: float [d] per-dimension statistics from the transform_fn.
+      width: values per frame d (the embedding model's embedding_size: 128 VGGish, 1024 BirdNET).
+      prior: gunprior only: (float [d] kernel, float bias) of the embedding model's own gun logit on
+        raw frames (BirdNET's Gun_Gun row, gunshot_core.birdnet.BirdNET.class_layer).
     Returns:
-      (training_model on z-scored frames, serving_model on raw uint8-valued float32 frames); both
-      map float32 [batch, frames, 128] -> float32 [batch, 1] gunshot probability. A framepool head's
-      models take any number of frames (float32 [batch, t, 128]), so its frame scores can be read
-      over a whole recording at once.
+      (training_model on z-scored frames, serving_model on raw float32 frames as stored, uint8 values
+      for VGGish); both map float32 [batch, frames, d] -> float32 [batch, 1] gunshot probability. A
+      framepool or gunprior head's models take any number of frames (float32 [batch, t, d]), so its
+      frame scores can be read over a whole recording at once.
+    Raises:
+      ValueError: bad statistics, or a prior missing (gunprior) or of the wrong size.
     """
-    width = params.EMBEDDING_SIZE
     mean = np.asarray(mean, np.float32).reshape(width)
     std = np.asarray(std, np.float32).reshape(width)
     if not np.all(np.isfinite(std)) or np.any(std <= 0):
         raise ValueError(f"frame std must be finite and > 0, got min {std.min()}")
-    head = _head_fn(config)
-    length = None if config.kind == "framepool" else frames
+    if config.kind in PRIOR_MODELS:
+        if prior is None:
+            raise ValueError(f"--model {config.kind} needs the embedding model's own gun class (a prior)")
+        if np.asarray(prior[0]).size != width:
+            raise ValueError(f"prior kernel has {np.asarray(prior[0]).size} values, frames have {width}")
+        prior = fold_prior(prior, mean, std)
+    else:
+        prior = None
+    head = _head_fn(config, prior)
+    length = None if config.kind in ("framepool", "gunprior") else frames
 
     scaled_in = keras.Input(shape=(length, width), dtype="float32", name="scaled_frames")
     training_model = keras.Model(scaled_in, head(scaled_in), name=f"{config.kind}_training")

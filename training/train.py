@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from gunshot_core import arguments, logs, params, startup
+from gunshot_core import arguments, embedding_models, logs, params, startup
 from gunshot_core.errors import GunshotError, InputError
 from training import data, models
 
@@ -39,7 +39,10 @@ def parse_args(argv):
     parser.add_argument("--transformed", help="output directory of training.transform (TDIR)")
     parser.add_argument("--output", required=True, help="artifact directory MDIR")
     parser.add_argument(
-        "--model", choices=models.MODELS, default="lstm", help="architecture preset (%(default)s)"
+        "--model",
+        choices=models.MODELS,
+        help="architecture preset (default: gunprior on BirdNET frames, i.e. BirdNET's own Gun_Gun logit "
+        "plus a learned correction; lstm on VGGish frames). gunprior needs BirdNET frames",
     )
     parser.add_argument(
         "--import_h5", help="convert an original Keras 2 .h5 head into MDIR instead of training"
@@ -56,6 +59,9 @@ def parse_args(argv):
     arch.add_argument("--no_batch_norm", action="store_true", help="drop the input batch-norm")
     arch.add_argument("--activation", help="LSTM cell / hidden activation (preset: relu)")
     arch.add_argument("--recurrent_activation", help="LSTM gate activation (preset: sigmoid)")
+    arch.add_argument(
+        "--l2", type=float, help="gunprior: L2 penalty on the learned correction (preset: 0.001)"
+    )
     arch.add_argument(
         "--pooling",
         choices=models.POOLINGS,
@@ -116,8 +122,10 @@ def parse_args(argv):
         parser.error("--transformed TDIR is required (or --import_h5 FILE)")
     if not 0.0 <= args.validation_fraction < 1.0:
         parser.error(f"--validation_fraction must be in [0, 1), got {args.validation_fraction}")
-    if args.pooling and args.model != "framepool":
-        parser.error(f"--pooling applies to --model framepool, not {args.model}")
+    if args.pooling and args.model not in (None, "framepool", "gunprior"):
+        parser.error(f"--pooling applies to --model framepool or gunprior, not {args.model}")
+    if args.l2 is not None and args.l2 < 0:
+        parser.error(f"--l2 must be >= 0, got {args.l2}")
     if args.epochs < 1 or args.batch_size < 1:
         parser.error(f"--epochs and --batch_size must be >= 1, got {args.epochs}, {args.batch_size}")
     return args
@@ -127,7 +135,16 @@ def head_config(args) -> models.HeadConfig:
     """The preset of --model with the architecture flags given on the command line applied."""
     overrides = {
         k: getattr(args, k)
-        for k in ("units", "layers", "hidden", "dropout", "activation", "recurrent_activation", "pooling")
+        for k in (
+            "units",
+            "layers",
+            "hidden",
+            "dropout",
+            "activation",
+            "recurrent_activation",
+            "pooling",
+            "l2",
+        )
         if getattr(args, k) is not None
     }
     if args.no_batch_norm:
@@ -140,6 +157,7 @@ def make_dataset(
     split: str,
     *,
     frames: int,
+    width: int = params.EMBEDDING_SIZE,
     subset: str,
     held_out: frozenset = frozenset(),
     batch_size: int,
@@ -157,7 +175,7 @@ def make_dataset(
     so all clips of one recording or site fall on the same side; it never depends on file order).
 
     Returns:
-      tf.data.Dataset of (float32 [batch, frames, 128] z-scored frames, float32 [batch] labels), plus
+      tf.data.Dataset of (float32 [batch, frames, width] z-scored frames, float32 [batch] labels), plus
       float32 [batch] mixing weights as a third element when the transformed data has `weight`
       (training.transform with --train sources; see has_example_weights).
     """
@@ -176,10 +194,9 @@ def make_dataset(
     spec = {
         k: spec[k] for k in (data.FRAMES, data.LABEL, data.VIDEO_ID) + ((data.WEIGHT,) if weighted else ())
     }
-    stored = spec[data.FRAMES].shape[0] // params.EMBEDDING_SIZE
-    width = params.EMBEDDING_SIZE
+    stored = spec[data.FRAMES].shape[0] // width
     # A raw zero frame after the z-score: the padding value a served head sees for missing frames.
-    pad_frame = tf.constant(_zero_frame(transform_dir, stored), tf.float32)
+    pad_frame = tf.constant(_zero_frame(transform_dir, stored, width), tf.float32)
     # Membership by comparison with the sorted held-out ids: stateless, so tf.data keeps the parse
     # map parallel (a lookup table is a resource its optimiser handles less well).
     held_out_ids = tf.constant(sorted(held_out), tf.string, shape=[len(held_out)])
@@ -362,10 +379,10 @@ def has_example_weights(transform_dir: str) -> bool:
     return data.WEIGHT in tft.TFTransformOutput(transform_dir).transformed_feature_spec()
 
 
-def _zero_frame(transform_dir: str, frames: int) -> np.ndarray:
+def _zero_frame(transform_dir: str, frames: int, width: int = params.EMBEDDING_SIZE) -> np.ndarray:
     from training import transform
 
-    mean, std = transform.frame_statistics(transform_dir, frames)
+    mean, std = transform.frame_statistics(transform_dir, frames, width)
     return (-mean / std).astype(np.float32)
 
 
@@ -524,12 +541,25 @@ def train(args, extra_callbacks=()) -> dict:
     info = transform.read_info(args.transformed)
     stored_frames = int(info["frames"])
     frames = args.frames or stored_frames
-    mean, std = transform.frame_statistics(args.transformed, stored_frames)
+    embedding_model = embedding_models.get(
+        info.get("embedding_model"), hop_seconds=info.get("embedding_hop_seconds")
+    )
+    width = embedding_model.embedding_size
+    mean, std = transform.frame_statistics(args.transformed, stored_frames, width)
+    args.model = args.model or models.default_model(embedding_model.name)
+    if args.pooling and args.model not in ("framepool", "gunprior"):
+        raise InputError(f"--pooling applies to --model framepool or gunprior, not {args.model}")
+    if args.l2 is not None and args.model not in models.PRIOR_MODELS:
+        raise InputError(f"--l2 applies to --model gunprior, not {args.model}")
     config = head_config(args)
+    prior, prior_source = None, None
+    if config.kind in models.PRIOR_MODELS:
+        prior, prior_source = embedding_model.gun_prior()
     plan = plan_validation(args.transformed, info, args.validation, args.validation_fraction)
     os.makedirs(args.output, exist_ok=True)
     common = dict(
         frames=frames,
+        width=width,
         batch_size=args.batch_size,
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
@@ -587,7 +617,7 @@ def train(args, extra_callbacks=()) -> dict:
     if val_ds is not None:
         val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-len(val_labels) // args.batch_size)))
 
-    training_model, serving_model = models.build_models(config, frames, mean, std)
+    training_model, serving_model = models.build_models(config, frames, mean, std, width=width, prior=prior)
     training_model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         loss="binary_crossentropy",
@@ -664,15 +694,21 @@ def train(args, extra_callbacks=()) -> dict:
     os.replace(tmp, model_path)
     transform_copy = _copy_transform(args.transformed, args.output)
     head_id = args.head_id or f"gunshot-{args.model}-seed{args.seed}"
+    free_length = embedding_model.dtype != "uint8" and models.frame_pooling_card(config) is not None
     card = heads.HeadCard(
         head_id=head_id,
         threshold=float(threshold),
-        frames=frames,
-        pad_to_frames=frames,
+        # A frame-pooling head on float frames takes any number of frames and pads none: a zero
+        # BirdNET embedding is not silence (its Gun_Gun logit is the bias, a score of 0.5).
+        frames=None if free_length else frames,
+        pad_to_frames=0 if free_length else frames,
         classes=[data.NEGATIVE_TAG, info["positive_tag"]],
-        input_convention=heads.INPUT_UINT8_AS_FLOAT,
+        input_convention=heads.INPUT_UINT8_AS_FLOAT
+        if embedding_model.dtype == "uint8"
+        else heads.INPUT_FLOAT32,
         transform=None,  # baked into model.keras (Normalization layer 'transform_zscore')
         frame_pooling=models.frame_pooling_card(config),
+        embedding_model=embedding_model.name,
         vggish_checkpoint_sha256=args.vggish_sha256,
         pca_params_sha256=args.pca_sha256,
         training={
@@ -701,7 +737,12 @@ def train(args, extra_callbacks=()) -> dict:
             },
             "data": {"train": info["train_pattern"], "tags": info["tags_pattern"]},
             "mixing": mixing,
-            "embeddings": "AudioSet-format uint8 VGGish embeddings after PCA/whitening/quantisation",
+            "embeddings": (
+                "AudioSet-format uint8 VGGish embeddings after PCA/whitening/quantisation"
+                if embedding_model.name == "vggish"
+                else f"{embedding_model.description}; hop {embedding_model.hop_seconds} s"
+            ),
+            "prior": prior_source,
             "options": {k: v for k, v in sorted(vars(args).items())},
         },
         metrics=metrics,

@@ -10,7 +10,11 @@ so that the clips of source i sum to (W_i / sum W) * N (N clips in all, mean wei
 the sources' sizes; the counts n_i are taken inside the pipeline. Without weights every clip
 weighs 1. Evaluation clips always weigh 1.
 
-The analysis runs on the training split only: per-dimension mean and standard deviation of the uint8
+The records' embedding model (VGGish's AudioSet format, or the model named in the records' context,
+e.g. BirdNET's 1024 floats per frame) sets the frame width; it is recorded in transform_info.json,
+and `gunshot train` / `evaluate` read it from there.
+
+The analysis runs on the training split only: per-dimension mean and standard deviation of the
 embedding values over the real (unpadded) frames, and the vocabulary of tags with their counts. Both
 splits are transformed with the same `transform_fn`. Output layout:
 
@@ -36,23 +40,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from gunshot_core import arguments, logs, params, records, startup
+from gunshot_core import arguments, embedding_models, logs, params, records, startup
 from gunshot_core.errors import InputError
 from pipelines import options as pipelines_options
 from pipelines.io import counters, launch, sharded
 from training import data
 
-RAW = "raw_frames"  # raw input feature: float32 [frames * 128], uint8 values zero-padded
+RAW = "raw_frames"  # raw input feature: float32 [frames * d] frames as stored, zero-padded
 SOURCE = "source_index"  # raw input feature: int64, index of the --train source of the clip
 TAG_VOCABULARY = "tags"
 INFO_FILE = "transform_info.json"
 SOURCES_DIR = "sources"  # TDIR/sources/train-00000-of-00001.jsonl: clips per --train source
 
 
-def raw_feature_spec(num_frames: int) -> dict:
-    """The feature spec of the instance dicts fed to tf.Transform."""
+def raw_feature_spec(num_frames: int, width: int = params.EMBEDDING_SIZE) -> dict:
+    """The feature spec of the instance dicts fed to tf.Transform (`width` values per frame)."""
     return {
-        RAW: tf.io.FixedLenFeature([num_frames * params.EMBEDDING_SIZE], tf.float32),
+        RAW: tf.io.FixedLenFeature([num_frames * width], tf.float32),
         data.NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
         data.TAG: tf.io.FixedLenFeature([], tf.string),
         data.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
@@ -62,14 +66,13 @@ def raw_feature_spec(num_frames: int) -> dict:
     }
 
 
-def make_preprocessing_fn(num_frames: int, positive_tag: str):
-    """Returns the tf.Transform preprocessing_fn for clips of `num_frames` frames.
+def make_preprocessing_fn(num_frames: int, positive_tag: str, width: int = params.EMBEDDING_SIZE):
+    """Returns the tf.Transform preprocessing_fn for clips of `num_frames` frames of `width` values.
 
-    Outputs `frames` (float32 [num_frames * 128]): (x - mean) / std per embedding dimension, with
+    Outputs `frames` (float32 [num_frames * width]): (x - mean) / std per embedding dimension, with
     mean and std over the real frames of the training split (a dimension with zero variance keeps
     std 1); padding frames are raw zeros scaled the same way, exactly as a served head sees them.
     """
-    width = params.EMBEDDING_SIZE
 
     def preprocessing_fn(inputs):
         x = tf.cast(tf.reshape(inputs[RAW], [-1, num_frames, width]), tf.float64)
@@ -107,8 +110,16 @@ class DecodeClipFn(beam.DoFn):
     Errors are JSON strings {"source", "reason", "message"}; each reason has its own counter.
     """
 
-    def __init__(self, split: str, num_frames: int, tags_pattern: str | None, source_index: int = 0):
+    def __init__(
+        self,
+        split: str,
+        num_frames: int,
+        tags_pattern: str | None,
+        source_index: int = 0,
+        embedding_model: str = records.DEFAULT_EMBEDDING_MODEL,
+    ):
         self._split = split
+        self._embedding_model = embedding_model
         self._source_index = source_index
         self._num_frames = num_frames
         self._tags_pattern = tags_pattern
@@ -139,6 +150,13 @@ class DecodeClipFn(beam.DoFn):
             clip = data.decode_clip(serialized)
         except records.RecordError as e:
             yield self._error(source, e.reason, str(e))
+            return
+        if clip.embedding_model != self._embedding_model:
+            yield self._error(
+                source,
+                "embedding_model_mismatch",
+                f"clip frames are {clip.embedding_model} frames, the transform's are {self._embedding_model}",
+            )
             return
         key = data.clip_key(clip.video_id, clip.start_time)
         tag = self._tags.get(key)
@@ -242,8 +260,9 @@ def parse_known_args(argv):
     parser.add_argument(
         "--frames",
         type=int,
-        default=params.HEAD_FRAMES,
-        help="frames per clip after zero-padding/truncation (default %(default)s = 10 s clips)",
+        help=f"frames per clip after zero-padding/truncation (default: {params.HEAD_FRAMES} = 10 s clips for "
+        "VGGish records; for other models' records the longest clip among the first records, so clips "
+        "are not padded: a zero BirdNET embedding is not silence)",
     )
     parser.add_argument(
         "--num_shards",
@@ -254,7 +273,7 @@ def parse_known_args(argv):
     )
     logs.add_logging_flags(parser)
     args, beam_args = pipelines_options.split_args(parser, argv)
-    if args.frames < 1 or args.num_shards < 1:
+    if (args.frames is not None and args.frames < 1) or args.num_shards < 1:
         parser.error(f"--frames and --num_shards must be >= 1, got {args.frames}, {args.num_shards}")
     args.train = _split_values(args.train)
     if not args.train:
@@ -282,7 +301,57 @@ def parse_known_args(argv):
         raise InputError(
             f"--train: {e}; give the TFRecords written by `gunshot subset` or `gunshot dataset`"
         ) from e
+    args.embedding_model, args.embedding_hop_seconds, longest = records_embedding_model(
+        args.train + ([args.eval] if args.eval else [])
+    )
+    if args.frames is None:
+        vggish = args.embedding_model == records.DEFAULT_EMBEDDING_MODEL
+        args.frames = params.HEAD_FRAMES if vggish or not longest else longest
     return args, beam_args
+
+
+def records_embedding_model(patterns: list[str]) -> tuple[str, float | None, int]:
+    """The embedding model (and hop) of the records, from the first readable records of each pattern.
+
+    Records of VGGish (the AudioSet format) name no model; records of other models carry it in their
+    context (gunshot_core.records.encode_embedding_record).
+
+    Returns:
+      (model name, hop seconds or None, most frames in one of the records read).
+    Raises:
+      InputError: two sources hold frames of different embedding models.
+    """
+    found, longest = {}, 0
+    for pattern in patterns:
+        for _, payload, _, _ in _first_records(pattern):
+            try:
+                context, frames = records.validate_record(payload)
+            except records.RecordError:
+                continue
+            found.setdefault(pattern, (context.embedding_model, context.hop_seconds))
+            longest = max(longest, frames)
+    models = sorted({model for model, _ in found.values()})
+    if len(models) > 1:
+        detail = ", ".join(f"{p!r}: {m}" for p, (m, _) in found.items())
+        raise InputError(
+            f"the records hold frames of different embedding models ({detail}); transform one model's "
+            "records at a time"
+        )
+    if not found:
+        return records.DEFAULT_EMBEDDING_MODEL, None, longest
+    return (*next(iter(found.values())), longest)
+
+
+def _first_records(pattern: str, limit: int = 16):
+    """Up to `limit` good record payloads from the first files of `pattern`."""
+    count = 0
+    for path in data.match_files(pattern):
+        for slot in data.read_file_records(path):
+            if slot[1] is not None:
+                yield slot
+                count += 1
+                if count >= limit:
+                    return
 
 
 def _key_of(element):
@@ -337,10 +406,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     """Builds and runs the transform pipeline; returns the PipelineResult."""
     args, beam_args = parse_known_args(argv)
     options = PipelineOptions(beam_args, save_main_session=save_main_session)
+    width = embedding_models.get(args.embedding_model).embedding_size
     metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(raw_feature_spec(args.frames))
+        schema_utils.schema_from_feature_spec(raw_feature_spec(args.frames, width))
     )
-    preprocessing_fn = make_preprocessing_fn(args.frames, args.positive_tag)
+    preprocessing_fn = make_preprocessing_fn(args.frames, args.positive_tag, width)
     temp_dir = os.path.join(args.output, "tmp")
     splits = [
         ("train", i, pattern, tags)
@@ -361,9 +431,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                 | f"Match{title}" >> beam.Create(files)
                 | f"Reshuffle{title}" >> beam.Reshuffle()  # spread the files over workers
                 | f"Decode{title}"
-                >> beam.ParDo(DecodeClipFn(split, args.frames, tags, index)).with_outputs(
-                    "errors", main="clips"
-                )
+                >> beam.ParDo(
+                    DecodeClipFn(split, args.frames, tags, index, args.embedding_model)
+                ).with_outputs("errors", main="clips")
             )
             clips[split].append(decoded.clips)
             errors[split].append(decoded.errors)
@@ -426,7 +496,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     return result
 
 
-def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def frame_statistics(
+    transform_dir: str, num_frames: int, width: int = params.EMBEDDING_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Reads the analysed per-dimension mean and std back out of a transform_fn.
 
     The transform is affine per dimension, scaled = (x - mean) / std, so two probes (all-zero and
@@ -434,10 +506,9 @@ def frame_statistics(transform_dir: str, num_frames: int) -> tuple[np.ndarray, n
     mean = -s0 * std.
 
     Returns:
-      (mean, std), float64 [128] each.
+      (mean, std), float64 [width] each (width: values per frame, 128 for VGGish).
     """
     output = tft.TFTransformOutput(transform_dir)
-    width = params.EMBEDDING_SIZE
 
     def probe(value):
         features = {
@@ -510,8 +581,12 @@ def write_info(args) -> dict:
         for line in f:
             count, _, tag = line.rstrip("\n").partition(" ")
             counts[tag] = int(count)
-    mean, std = frame_statistics(args.output, args.frames)
+    model = embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+    mean, std = frame_statistics(args.output, args.frames, model.embedding_size)
     info = {
+        "embedding_model": model.name,
+        "embedding_size": model.embedding_size,
+        "embedding_hop_seconds": model.hop_seconds,
         "frames": args.frames,
         "positive_tag": args.positive_tag,
         "train_pattern": ",".join(args.train),

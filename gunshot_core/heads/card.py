@@ -27,7 +27,8 @@ DEFAULT_CLASSES = ("no_gunshot", "gunshot")
 #: Input conventions: how uint8 frames become the model's float32 input.
 INPUT_UINT8_AS_FLOAT = "uint8_as_float"  # float32(x), values 0..255 (the original project's convention)
 INPUT_UINT8_DIV_255 = "uint8_div_255"  # float32(x) / 255, values 0..1
-INPUT_CONVENTIONS = (INPUT_UINT8_AS_FLOAT, INPUT_UINT8_DIV_255)
+INPUT_FLOAT32 = "float32"  # float frames as stored (e.g. BirdNET's 1024 floats), unchanged
+INPUT_CONVENTIONS = (INPUT_UINT8_AS_FLOAT, INPUT_UINT8_DIV_255, INPUT_FLOAT32)
 #: How a frame-pooling head turns its frame logits into the window's (card `frame_pooling.pooling`).
 FRAME_POOLINGS = ("max", "attention")
 
@@ -45,7 +46,8 @@ class HeadCard:
       threshold: default decision threshold (score >= threshold means positive).
       frames: fixed number of frames the model takes, or null for any length.
       pad_to_frames: zero frames are appended to shorter inputs up to this many frames (10).
-      input_convention: "uint8_as_float" (float32(x), 0..255) or "uint8_div_255".
+      input_convention: "uint8_as_float" (float32(x), 0..255), "uint8_div_255", or "float32" (float
+        frames as stored, e.g. BirdNET's).
       frame_pooling: null, or {"pooling": "max" | "attention", "frame_logits": <name of the layer
         whose output is the per-frame logit, float32 [batch, t, 1]>, "attention_logits": <name of the
         layer giving per-frame attention logits (attention pooling), else null>}: the head scores

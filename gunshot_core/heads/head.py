@@ -1,4 +1,5 @@
-"""The loaded head and `load_head`: uint8 VGGish frames [n, 128] -> gunshot score.
+"""The loaded head and `load_head`: frames [n, d] -> gunshot score (uint8 VGGish [n, 128], or the
+frames of the embedding model the head's card names, e.g. float32 BirdNET [n, 1024]).
 
 Stage: heads (scoring). `load_head(path)` opens an original Keras 2 `.h5` file (`keras2`) or a head
 artifact directory (`keras3` + `card`) and returns a `Head`, whose feeding convention is that of the
@@ -97,11 +98,11 @@ class Head:
         """
         a = np.asarray(x)
         if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise ValueError(f"head input must be uint8 frames, got dtype {a.dtype}")
-        if a.ndim not in (2, 3) or a.shape[-1] != params.EMBEDDING_SIZE:
+            raise ValueError(f"head input must be {self.embedding_model} frames, got dtype {a.dtype}")
+        width = self.frame_width
+        if a.ndim not in (2, 3) or a.shape[-1] != width:
             raise ValueError(
-                f"head input must be [frames, {params.EMBEDDING_SIZE}] or [batch, frames, "
-                f"{params.EMBEDDING_SIZE}], got shape {a.shape}"
+                f"head input must be [frames, {width}] or [batch, frames, {width}], got shape {a.shape}"
             )
         single = a.ndim == 2
         if single:
@@ -121,11 +122,9 @@ class Head:
         """The input convention of `prepare` without padding: uint8 [batch, t, 128] -> float32."""
         a = np.asarray(a)
         if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise ValueError(f"head input must be uint8 frames, got dtype {a.dtype}")
-        if a.shape[-1] != params.EMBEDDING_SIZE:
-            raise ValueError(
-                f"head input must have {params.EMBEDDING_SIZE} values per frame, got shape {a.shape}"
-            )
+            raise ValueError(f"head input must be {self.embedding_model} frames, got dtype {a.dtype}")
+        if a.shape[-1] != self.frame_width:
+            raise ValueError(f"head input must have {self.frame_width} values per frame, got shape {a.shape}")
         a = a.astype(np.float32)
         if self.input_convention == INPUT_UINT8_DIV_255:
             a = a / np.float32(255.0)
@@ -146,6 +145,14 @@ class Head:
     def embedding_model(self) -> str:
         """The embedding model the head was trained on: the card's, "vggish" for an .h5 head."""
         return self.card.embedding_model if self.card is not None else "vggish"
+
+    @property
+    def frame_width(self) -> int:
+        """Values per input frame: the embedding_size of the head's embedding model (128 for VGGish)."""
+        from gunshot_core import embedding_models
+
+        model = embedding_models.MODELS.get(self.embedding_model)
+        return model.embedding_size if model is not None else params.EMBEDDING_SIZE
 
     @property
     def has_frame_scores(self) -> bool:
@@ -173,7 +180,7 @@ class Head:
             raise ValueError(f"head {self.head_id!r} has no frame scores (not a frame-pooling head)")
         a = np.asarray(frames)
         if a.ndim != 2:
-            raise ValueError(f"frame_scores needs frames [n, {params.EMBEDDING_SIZE}], got shape {a.shape}")
+            raise ValueError(f"frame_scores needs frames [n, {self.frame_width}], got shape {a.shape}")
         if a.shape[0] == 0:
             return np.zeros(0, np.float32)
         out = []
