@@ -122,3 +122,32 @@ def make_run(
         os.path.join(run_dir, "recordings-00000-of-00001.parquet"),
     )
     return {"windows": windows, "sources": sorted({w["source"] for w in windows})}
+
+
+def answer_from_insertions(review_dir, insertions, *, reviewer="annotations", label="gunshot") -> dict:
+    """Answers every item of a review sample from a field-site generator's insertions, as the review
+    app writes the answers (`pipelines.review.verdicts.append_verdict`, one locked line per answer).
+
+    An item is "yes" when its window overlaps an annotated insertion with `label`, else "no" (a
+    listener hears the shot in the window).
+
+    Args:
+      review_dir: a `gunshot review sample` folder.
+      insertions: tests.field_sites.Insertion list of the scored recordings.
+    Returns:
+      {item_id: "yes" | "no"}.
+    """
+    from pipelines.review import sample, verdicts
+
+    spans = {}
+    for i in insertions:
+        if i.label == label and i.annotated:
+            spans.setdefault(pathlib.Path(i.file).resolve(), []).append((i.start, i.end))
+    answers = {}
+    for row in sample.read_sample(str(review_dir)):
+        start, end = float(row["start_seconds"]), float(row["end_seconds"])
+        found = spans.get(pathlib.Path(row["source"]).resolve(), [])
+        verdict = "yes" if any(s < end and e > start for s, e in found) else "no"
+        verdicts.append_verdict(str(review_dir), {**row, "verdict": verdict, "reviewer": reviewer})
+        answers[row["item_id"]] = verdict
+    return answers
