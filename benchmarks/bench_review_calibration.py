@@ -1,13 +1,13 @@
-"""Per-site calibration from 100 reviewed windows on synthetic field sites, against the head card's
+"""Per-site calibration from 100 reviewed windows or events on synthetic field sites, against the head card's
 threshold.
 
     python benchmarks/bench_review_calibration.py [--work DIR] [--minutes 3] [--verdicts 100]
 
 A frame-pooling head is trained on four synthetic sites (tests/field_sites.py, as
 tests/test_adapt_loop.py does, with the random-weight VGGish of the test fixtures), then scores four
-held-out sites. From that run a stratified review sample of `--verdicts` windows (per site) is drawn
-and answered from the generator's annotations (a window is "yes" when it overlaps an annotated
-gunshot), `gunshot calibrate` fits per-site thresholds for precision 0.9, `gunshot batch
+held-out sites. From that run a stratified review sample of `--verdicts` items (per site; windows
+and events side by side, `--items`) is drawn and answered from the generator's annotations (an item
+is "yes" when it overlaps an annotated gunshot), `gunshot calibrate` fits per-site thresholds for precision 0.9, `gunshot batch
 --thresholds` re-derives the events, and `gunshot evaluate-events` compares the card's threshold
 with the calibrated ones on the held-out annotations: event recall and false alarms per hour, side
 by side in one run. Prints one JSON line with the figures.
