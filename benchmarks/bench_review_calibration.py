@@ -1,13 +1,13 @@
-"""Per-site calibration from 100 reviewed windows on synthetic field sites, against the head card's
+"""Per-site calibration from 100 reviewed windows or events on synthetic field sites, against the head card's
 threshold.
 
     python benchmarks/bench_review_calibration.py [--work DIR] [--minutes 3] [--verdicts 100]
 
 A frame-pooling head is trained on four synthetic sites (tests/field_sites.py, as
 tests/test_adapt_loop.py does, with the random-weight VGGish of the test fixtures), then scores four
-held-out sites. From that run a stratified review sample of `--verdicts` windows (per site) is drawn
-and answered from the generator's annotations (a window is "yes" when it overlaps an annotated
-gunshot), `gunshot calibrate` fits per-site thresholds for precision 0.9, `gunshot batch
+held-out sites. From that run a stratified review sample of `--verdicts` items (per site; windows
+and events side by side, `--items`) is drawn and answered from the generator's annotations (an item
+is "yes" when it overlaps an annotated gunshot), `gunshot calibrate` fits per-site thresholds for precision 0.9, `gunshot batch
 --thresholds` re-derives the events, and `gunshot evaluate-events` compares the card's threshold
 with the calibrated ones on the held-out annotations: event recall and false alarms per hour, side
 by side in one run. Prints one JSON line with the figures.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from gunshot_core import cli  # noqa: E402
 from pipelines.review import sample, verdicts  # noqa: E402
-from tests import field_sites  # noqa: E402
+from tests import field_sites, review_runs  # noqa: E402
 
 TRAIN_SITES = ("site1", "site2", "site3", "site4")
 HELDOUT_SITES = ("site5", "site6", "site7", "site8")
@@ -62,6 +62,14 @@ def main() -> int:
         "footsteps) per minute instead of the training sites' 4: a soundscape the head never met",
     )
     parser.add_argument("--min_verdicts", type=int, default=30, help="gunshot calibrate --min_verdicts")
+    parser.add_argument("--min_recall", type=float, help="gunshot calibrate --min_recall")
+    parser.add_argument(
+        "--items",
+        nargs="+",
+        choices=("windows", "events"),
+        default=["windows", "events"],
+        help="review items compared side by side (gunshot review sample --items)",
+    )
     args = parser.parse_args()
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="bench-review-"))
     ckpt, pca = random_vggish()
@@ -77,7 +85,7 @@ def main() -> int:
     out = work  # where the held-out scores, review, calibration and evaluation go
     heldout_sites = sites
     if args.heldout_confusers_per_minute is not None:
-        out = work / f"confusers{args.heldout_confusers_per_minute:g}"
+        out = work / f"confusers{args.heldout_confusers_per_minute:g}-seed{args.seed}"
         heldout_sites = out / "sites"
         insertions = field_sites.make_sites(
             heldout_sites, sites=HELDOUT_SITES, recordings_per_site=1, minutes=args.minutes, seed=args.seed + 1,
@@ -103,44 +111,52 @@ def main() -> int:
         step("batch", *heldout, "--output", str(out / "scores"), "--head", str(work / "head"), *models)
     trained = time.monotonic() - started
 
-    review = out / "review"
-    if not (review / sample.SAMPLE_CSV).exists():
-        step("review", "sample", "--scores", str(out / "scores"), "--output", str(review), "--size",
-             str(args.verdicts), "--per_group", "--group_pattern", pattern, "--seed", str(args.seed))  # fmt: skip
-    (review / verdicts.VERDICTS_CSV).unlink(missing_ok=True)
-    gunshots = {}
-    for i in insertions:
-        if i.label == field_sites.GUNSHOT and i.annotated:
-            gunshots.setdefault(pathlib.Path(i.file).resolve(), []).append((i.start, i.end))
-    for row in sample.read_sample(str(review)):
-        spans = gunshots.get(pathlib.Path(row["source"]).resolve(), [])
-        start, end = float(row["start_seconds"]), float(row["end_seconds"])
-        yes = any(s < end and e > start for s, e in spans)
-        verdicts.append_verdict(
-            str(review), {**row, "verdict": "yes" if yes else "no", "reviewer": "annotations"}
-        )
-    step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision), "--output", str(out / "cal"),
-         "--min_verdicts", str(args.min_verdicts))  # fmt: skip
-    step("batch", "--thresholds", str(out / "cal" / "calibration.json"), "--scores", str(out / "scores"),
-         "--output", str(out / "scores_cal"))  # fmt: skip
     notes = [a for s in HELDOUT_SITES for a in ("--annotations", str(heldout_sites / s))]
-    step("evaluate-events", "--scores", f"card={out / 'scores'}", "--scores", f"calibrated={out / 'scores_cal'}",
-         *notes, "--group_pattern", pattern, "--output", str(out / "eval"))  # fmt: skip
+    scorers = ["--scores", f"card={out / 'scores'}"]
+    calibrations = {}
+    for kind in args.items:
+        review = out / f"review_{kind}"
+        if not (review / sample.SAMPLE_CSV).exists():
+            step("review", "sample", "--scores", str(out / "scores"), "--output", str(review), "--size",
+                 str(args.verdicts), "--items", kind, "--per_group", "--group_pattern", pattern,
+                 "--seed", str(args.seed))  # fmt: skip
+        (review / verdicts.VERDICTS_CSV).unlink(missing_ok=True)
+        review_runs.answer_from_insertions(review, insertions)
+        cal = out / f"cal_{kind}"
+        step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision),
+             "--output", str(cal), "--min_verdicts", str(args.min_verdicts),
+             *(["--min_recall", str(args.min_recall)] if args.min_recall else []))  # fmt: skip
+        step("batch", "--thresholds", str(cal / "calibration.json"), "--scores", str(out / "scores"),
+             "--output", str(out / f"scores_{kind}"))  # fmt: skip
+        scorers += ["--scores", f"{kind}={out / f'scores_{kind}'}"]
+        calibrations[kind] = json.loads((cal / "calibration.json").read_text())
+    step("evaluate-events", *scorers, *notes, "--group_pattern", pattern, "--output", str(out / "eval"))
     metrics = json.loads((out / "eval" / "metrics.json").read_text())["scorers"]
-    card, cal = metrics["card"]["run_threshold"], metrics["calibrated"]["run_threshold"]
-    calibration = json.loads((out / "cal" / "calibration.json").read_text())
+    card = metrics["card"]["run_threshold"]
+
+    def figures(kind):
+        cal = metrics[kind]["run_threshold"]
+        calibration = calibrations[kind]
+        return {
+            "recall": cal["recall"],
+            "false_alarms_per_hour": cal["false_alarms_per_hour"],
+            "false_alarm_ratio": (card["false_alarms_per_hour"] / cal["false_alarms_per_hour"])
+            if cal["false_alarms_per_hour"]
+            else None,
+            "items_in_frame": calibration["overall"]["windows"],
+            "thresholds": {g: round(r["threshold"], 4) for g, r in calibration["groups"].items()},
+            "fits": {g: r["fit"]["source"] for g, r in calibration["groups"].items()},
+        }
+
     result = {
         "heldout_sites": len(HELDOUT_SITES),
         "minutes_per_site": args.minutes,
         "verdicts": args.verdicts,
         "target_precision": args.target_precision,
+        "min_recall": args.min_recall,
+        "min_verdicts": args.min_verdicts,
         "card_threshold": {"recall": card["recall"], "false_alarms_per_hour": card["false_alarms_per_hour"]},
-        "calibrated": {"recall": cal["recall"], "false_alarms_per_hour": cal["false_alarms_per_hour"]},
-        "false_alarm_ratio": (card["false_alarms_per_hour"] / cal["false_alarms_per_hour"])
-        if cal["false_alarms_per_hour"]
-        else None,
-        "thresholds": {g: round(r["threshold"], 4) for g, r in calibration["groups"].items()},
-        "fits": {g: r["fit"]["source"] for g, r in calibration["groups"].items()},
+        "calibrated": {kind: figures(kind) for kind in args.items},
         "seconds_training_and_scoring": round(trained, 1),
         "seconds_total": round(time.monotonic() - started, 1),
         "heldout_confusers_per_minute": args.heldout_confusers_per_minute or 4.0,

@@ -23,6 +23,8 @@ Threshold (`threshold_for_precision`): with the fitted p(s) and ALL the run's sc
 precision of "detected = s >= t" is mean(p(s_i) for s_i >= t); the threshold chosen is the lowest t
 whose expected precision reaches the target; implied recall = sum(p(s_i), s_i >= t) / sum(p(s_i)).
 Assumes the logistic model holds (a gunshot's chance rises smoothly with the logit of the score).
+With a recall floor (`min_recall`) the precision target gives way when it would cost more recall:
+then the highest threshold whose implied recall keeps the floor is chosen (reached = False).
 
 Counts (`estimate_totals`): the model-assisted stratified estimator (a difference / GREG estimator,
 Saerndal, Swensson and Wretman 1992) of a total: T = sum_i p(s_i) over the frame (the fit's prediction
@@ -207,13 +209,18 @@ class ThresholdChoice:
     reached: bool
 
 
-def threshold_for_precision(model: Logistic, scores: np.ndarray, target: float) -> ThresholdChoice:
+def threshold_for_precision(
+    model: Logistic, scores: np.ndarray, target: float, *, min_recall: float | None = None
+) -> ThresholdChoice:
     """The lowest threshold whose expected precision on `scores` reaches `target` (see module doc).
 
     Args:
       model: the fit.
-      scores: float [n] every window's score in the run (or the group).
+      scores: float [n] every item's score in the run (or the group).
       target: precision wanted, in (0, 1).
+      min_recall: the implied recall the threshold must keep, or None. When the lowest threshold
+        reaching `target` keeps less, the target is not reached and the highest threshold keeping
+        `min_recall` is given instead (the most precise one that keeps the recall asked for).
     """
     s = np.sort(np.asarray(scores, np.float64))[::-1]
     if s.size == 0:
@@ -221,17 +228,21 @@ def threshold_for_precision(model: Logistic, scores: np.ndarray, target: float) 
     p = model.predict(s)
     expected = np.cumsum(p)
     precision = expected / np.arange(1, s.size + 1)
+    total = float(expected[-1])
+    recall = expected / total if total > 0 else np.full(s.size, np.nan)
     # A threshold lies between distinct scores: only the last index of a run of ties is a cut.
     cut = np.ones(s.size, bool)
     cut[:-1] = s[:-1] != s[1:]
     ok = np.flatnonzero(cut & (precision >= target))
     reached = ok.size > 0
     k = int(ok[-1]) if reached else int(np.flatnonzero(cut)[np.argmax(precision[cut])])
-    total = float(expected[-1])
+    if min_recall is not None and total > 0 and recall[k] < min_recall:
+        keeps = np.flatnonzero(cut & (recall >= min_recall))  # the last cut (every item) always keeps it
+        k, reached = int(keeps[0]), False
     return ThresholdChoice(
         threshold=float(s[k]),
         precision=float(precision[k]),
-        recall=float(expected[k] / total) if total > 0 else math.nan,
+        recall=float(recall[k]) if total > 0 else math.nan,
         detections=k + 1,
         reached=reached,
     )

@@ -53,8 +53,13 @@ def make_run(
     site_shift=None,
     seed=0,
     write_audio=True,
+    write_events=False,
 ):
     """Writes the run folder (windows + recordings tables, one shard each) and the audio it names.
+
+    With `write_events`, also the events table: runs of consecutive windows scoring >= 0.5, merged as
+    the scoring pipeline merges them (`pipelines.scoring.events.merge_events`); the returned
+    {"events": [...]} carry `truth` = any of their windows holds a gunshot.
 
     Returns:
       {"windows": [dict per window], "sources": [paths]}.
@@ -63,7 +68,7 @@ def make_run(
     run_dir, audio_dir = pathlib.Path(run_dir), pathlib.Path(audio_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     site_shift = site_shift or {}
-    windows, recordings = [], []
+    windows, recordings, events = [], [], []
     day0 = datetime.datetime(2026, 3, 1, 22, 0, tzinfo=datetime.UTC)
     for s, site in enumerate(sites):
         for r in range(recordings_per_site):
@@ -95,6 +100,29 @@ def make_run(
                         "site": site,
                     }
                 )
+            if write_events:
+                from pipelines.scoring import events as events_lib
+
+                starts = np.arange(n) * WINDOW
+                merged = events_lib.merge_events(scores, starts, starts + WINDOW, PROVENANCE["threshold"])
+                for k, e in enumerate(merged):
+                    first = int(round(e.start_seconds / WINDOW))
+                    events.append(
+                        {
+                            "source": str(path),
+                            "event_index": k,
+                            "start_seconds": e.start_seconds,
+                            "end_seconds": e.end_seconds,
+                            "peak_score": e.peak_score,
+                            "peak_seconds": e.peak_seconds,
+                            "num_windows": e.num_windows,
+                            "start_utc": start_utc + datetime.timedelta(seconds=e.start_seconds),
+                            "end_utc": start_utc + datetime.timedelta(seconds=e.end_seconds),
+                            **PROVENANCE,
+                            "truth": bool(truth[first : first + e.num_windows].any()),
+                            "site": site,
+                        }
+                    )
             recordings.append(
                 {
                     "source": str(path),
@@ -121,4 +149,39 @@ def make_run(
         pa.Table.from_pylist(recordings, schema=schemas.SCORE_RECORDINGS),
         os.path.join(run_dir, "recordings-00000-of-00001.parquet"),
     )
-    return {"windows": windows, "sources": sorted({w["source"] for w in windows})}
+    if write_events:
+        names = schemas.SCORE_EVENTS.names
+        pq.write_table(
+            pa.Table.from_pylist([{k: e[k] for k in names} for e in events], schema=schemas.SCORE_EVENTS),
+            os.path.join(run_dir, "events-00000-of-00001.parquet"),
+        )
+    return {"windows": windows, "events": events, "sources": sorted({w["source"] for w in windows})}
+
+
+def answer_from_insertions(review_dir, insertions, *, reviewer="annotations", label="gunshot") -> dict:
+    """Answers every item of a review sample from a field-site generator's insertions, as the review
+    app writes the answers (`pipelines.review.verdicts.append_verdict`, one locked line per answer).
+
+    An item is "yes" when its window overlaps an annotated insertion with `label`, else "no" (a
+    listener hears the shot in the window).
+
+    Args:
+      review_dir: a `gunshot review sample` folder.
+      insertions: tests.field_sites.Insertion list of the scored recordings.
+    Returns:
+      {item_id: "yes" | "no"}.
+    """
+    from pipelines.review import sample, verdicts
+
+    spans = {}
+    for i in insertions:
+        if i.label == label and i.annotated:
+            spans.setdefault(pathlib.Path(i.file).resolve(), []).append((i.start, i.end))
+    answers = {}
+    for row in sample.read_sample(str(review_dir)):
+        start, end = float(row["start_seconds"]), float(row["end_seconds"])
+        found = spans.get(pathlib.Path(row["source"]).resolve(), [])
+        verdict = "yes" if any(s < end and e > start for s, e in found) else "no"
+        verdicts.append_verdict(str(review_dir), {**row, "verdict": verdict, "reviewer": reviewer})
+        answers[row["item_id"]] = verdict
+    return answers

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gunshot_core import annotations
-from tests import field_sites
+from pipelines.review import verdicts
+from tests import field_sites, review_runs
 
 pytestmark = [
     pytest.mark.slow,
@@ -94,7 +95,8 @@ def loop(random_vggish, tmp_path_factory):
                       + ["--output", str(work / "head"), "--verbose", "0"]) == 0  # fmt: skip
     # 4. score the held-out sites with the new head and with the default head
     score.run([*heldout_audio, "--output", str(work / "scores_new"), "--head", str(work / "head"), *models])
-    score.run([*heldout_audio, "--output", str(work / "scores_default"), *models])
+    # (with the embeddings, so that a head trained from review verdicts rescores them without VGGish)
+    score.run([*heldout_audio, "--output", str(work / "scores_default"), "--write_embeddings", *models])
     # 5. compare them on the held-out annotations
     argv = ["--scores", f"default={work / 'scores_default'}", "--scores", f"new={work / 'scores_new'}"]
     argv += [arg for s in HELDOUT_SITES for arg in ("--annotations", str(sites / s))]
@@ -152,3 +154,82 @@ def test_evaluation_outputs_are_ready_for_the_next_review(loop):
         parsed = annotations.read_annotations(str(table))
         assert parsed.rows and not parsed.errors
         assert {r.label for r in parsed.rows} <= {"missed gunshot", "false alarm"}
+
+
+REVIEW_VERDICTS = 120
+
+
+@pytest.fixture(scope="module")
+def review_loop(loop):
+    """The review loop on top of `loop`: the default head's run of sites 1-4 is reviewed, the verdicts
+    train a head, and that head rescores the held-out sites' stored embeddings:
+
+        gunshot review sample --scores scores_train --per_group      120 windows, stratified by score
+        (answered from the annotations into verdicts.csv, as the review app writes them)
+        gunshot dataset --embeddings scores_train --annotations review/verdicts.csv
+            --label_column verdict --positive yes --negative no --fully_annotated none
+        gunshot transform, gunshot train --model framepool
+        gunshot batch --from_run scores_default --head head_verdicts    held-out sites 5-6, no VGGish
+        gunshot evaluate-events --scores default=.. --scores verdicts=..
+    """
+    from gunshot_core import cli
+
+    work, insertions = loop
+    review = work / "review"
+    pattern = "/(site[0-9]+)/"
+
+    def step(*argv):
+        assert cli.main([str(a) for a in argv]) == 0, argv
+
+    step("review", "sample", "--scores", work / "scores_train", "--output", review, "--size", REVIEW_VERDICTS,
+         "--per_group", "--group_pattern", pattern, "--seed", 0, "--workers", 2)  # fmt: skip
+    answers = review_runs.answer_from_insertions(review, insertions)
+    # A review sample annotates its windows only: no background windows from the rest of the audio
+    # (they may hold gunshots nobody listened to).
+    step("dataset", "--embeddings", work / "scores_train", "--annotations", review / verdicts.VERDICTS_CSV,
+         "--label_column", "verdict", "--positive", "yes", "--negative", "no", "--fully_annotated", "none",
+         "--group_pattern", pattern, "--split", "train=0.75", "--split", "eval=0.25", "--positive_shifts", 2,
+         "--output", work / "dataset_verdicts")  # fmt: skip
+    step("transform", "--train", work / "dataset_verdicts" / "train", "--eval", work / "dataset_verdicts" / "eval",
+         "--output", work / "tft_verdicts")  # fmt: skip
+    step("train", "--transformed", work / "tft_verdicts", "--model", "framepool", "--output",
+         work / "head_verdicts", "--verbose", 0)  # fmt: skip
+    step("batch", "--from_run", work / "scores_default", "--head", work / "head_verdicts", "--output",
+         work / "scores_verdicts")  # fmt: skip
+    notes = [a for s in HELDOUT_SITES for a in ("--annotations", work / "sites" / s)]
+    step("evaluate-events", "--scores", f"default={work / 'scores_default'}",
+         "--scores", f"verdicts={work / 'scores_verdicts'}", *notes, "--group_pattern", pattern,
+         "--target_recall", 0.6, "--output", work / "eval_verdicts")  # fmt: skip
+    return work, insertions, answers
+
+
+def test_a_head_trained_from_review_verdicts_finds_held_out_gunshots(review_loop):
+    work, insertions, answers = review_loop
+    # every stage's output fed the next: 120 answers -> examples of the reviewed windows only
+    assert len(answers) == REVIEW_VERDICTS == len(verdicts.read_verdicts(str(work / "review")))
+    yes = sum(v == "yes" for v in answers.values())
+    assert 0 < yes < REVIEW_VERDICTS, answers
+    stats = json.loads((work / "dataset_verdicts" / "stats.json").read_text())
+    tags = {}
+    for split in stats["splits"].values():
+        for tag, count in split["tags"].items():
+            tags[tag] = tags.get(tag, 0) + count
+    assert yes <= tags["gunshot"] <= 3 * yes, (yes, tags)  # each yes window and up to 2 shifted copies
+    assert 0 < tags["no_gunshot"] <= REVIEW_VERDICTS - yes, tags
+    card = json.loads((work / "head_verdicts" / "card.json").read_text())
+    assert card["training"]["validation"]["split"] == "eval", card["training"]["validation"]
+    run = json.loads((work / "scores_verdicts" / "run.json").read_text())
+    assert run["parent_run"]["directory"] == str(work / "scores_default")  # rescored, no VGGish
+    # evaluate-events counted exactly the held-out gunshots and hours
+    metrics = json.loads((work / "eval_verdicts" / "metrics.json").read_text())["scorers"]
+    heldout = [i for i in insertions if i.site in HELDOUT_SITES and i.label == field_sites.GUNSHOT]
+    for scorer in ("default", "verdicts"):
+        assert metrics[scorer]["run_threshold"]["positives"] == len(heldout), scorer
+        assert metrics[scorer]["run_threshold"]["hours"] == pytest.approx(len(HELDOUT_SITES) * MINUTES / 60)
+    sweep = pq.read_table(work / "eval_verdicts" / "sweep.parquet").to_pylist()
+    summary = {
+        "yes": yes,
+        "verdicts@40/h": _best_recall(sweep, "verdicts", 40.0),
+        "default@40/h": _best_recall(sweep, "default", 40.0),
+    }
+    assert summary["verdicts@40/h"] >= summary["default@40/h"] + 0.2, summary

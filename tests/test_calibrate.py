@@ -222,3 +222,37 @@ def test_batch_rederives_events_at_the_calibrated_thresholds(calibrated, tmp_pat
         json.loads((tmp_path / "new" / "run.json").read_text())["rethresholded"]["groups"]["siteA"]["events"]
         > 0
     )
+
+
+def test_events_as_review_items_and_a_recall_floor(tmp_path):
+    truth = make_run(
+        tmp_path / "run", tmp_path / "audio", sites=("siteA", "siteB"), windows_per_recording=600,
+        site_shift={"siteB": 1.5}, write_audio=False, write_events=True, seed=5,
+    )  # fmt: skip
+    events = truth["events"]
+    review = tmp_path / "review"
+    argv = ["review", "sample", "--scores", str(tmp_path / "run"), "--output", str(review), "--items", "events"]
+    assert cli.main([*argv, "--size", "120", "--per_group"]) == 0
+    is_gunshot = {(e["source"], round(e["start_seconds"], 3)): e["truth"] for e in events}
+    rows = sample.read_sample(str(review))
+    assert len(rows) == 120 and all(float(r["score"]) >= 0.5 for r in rows)  # events' peak scores
+    for row in rows:
+        yes = is_gunshot[(row["source"], round(float(row["start_seconds"]), 3))]
+        verdicts.append_verdict(str(review), {**row, "verdict": "yes" if yes else "no", "reviewer": "ana"})
+    results = {}
+    for name, extra in (("free", []), ("floor", ["--min_recall", "0.95"])):
+        out = tmp_path / name
+        argv = ["calibrate", "--verdicts", str(review), "--output", str(out), "--target_precision", "0.95"]
+        assert cli.main([*argv, *extra]) == 0
+        results[name] = json.loads((out / "calibration.json").read_text())
+    free, floor = results["free"], results["floor"]
+    assert free["item_kind"] == "events" and free["overall"]["windows"] == len(events)
+    for site, r in free["groups"].items():
+        kept = [e for e in events if e["site"] == site and e["peak_score"] >= r["threshold"]]
+        precision = np.mean([e["truth"] for e in kept])
+        assert r["threshold"] >= 0.5 and precision >= 0.85, (site, r, precision)
+        f = floor["groups"][site]
+        assert f["implied_recall"] >= 0.95 and f["threshold"] <= r["threshold"], (site, f, r)
+        if r["implied_recall"] < 0.95:
+            assert not f["target_reached"] and "recall below 0.95" in f["note"], f
+    assert any(not f["target_reached"] for f in floor["groups"].values()), floor["groups"]

@@ -57,6 +57,20 @@ def test_threshold_meets_precision_and_reports_recall_on_the_run():
     assert not rs.threshold_for_precision(model, scores, 0.99999999).reached
 
 
+def test_a_recall_floor_gives_way_to_recall_only_when_the_precision_costs_more():
+    scores, truth = synthetic_run(np.random.default_rng(4), n=40000)
+    model = rs.fit_logistic(scores, truth)
+    free = rs.threshold_for_precision(model, scores, 0.9)
+    # a floor the precision target keeps anyway changes nothing
+    assert rs.threshold_for_precision(model, scores, 0.9, min_recall=free.recall - 0.05) == free
+    floored = rs.threshold_for_precision(model, scores, 0.9, min_recall=free.recall + 0.2)
+    assert not floored.reached and floored.threshold < free.threshold
+    assert floored.recall >= free.recall + 0.2 and floored.precision < 0.9
+    # the highest threshold keeping the floor: one step up loses it
+    above = np.unique(scores[scores > floored.threshold])[0]
+    assert model.predict(scores[scores >= above]).sum() / model.predict(scores).sum() < free.recall + 0.2
+
+
 def test_counts_per_domain_add_up_and_plain_estimator_is_exact_on_a_census():
     scores, truth = synthetic_run(np.random.default_rng(5), n=3000)
     strata = rs.score_bins(scores, 10)

@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target_precision", type=float, default=0.9, help="precision wanted at the threshold (default 0.9)"
     )
+    parser.add_argument(
+        "--min_recall",
+        type=float,
+        help="implied recall the threshold must keep (share of the true items of the frame it detects); "
+        "when the target precision would cost more, the highest threshold keeping it is used and the "
+        "note says so (default: none)",
+    )
     parser.add_argument("--output", required=True, metavar="CAL_DIR", help="local folder for the results")
     parser.add_argument(
         "--min_verdicts",
@@ -105,6 +112,7 @@ def calibrate(
     min_verdicts: int,
     strata: np.ndarray | None,
     sampled: np.ndarray,
+    min_recall: float | None = None,
 ) -> dict:
     """Fits, thresholds and counts.
 
@@ -116,6 +124,7 @@ def calibrate(
       min_verdicts: answers a group needs for its own fit.
       strata: object [n] stratum of every frame window for a probability sample, else None (no counts).
       sampled: bool [m] whether each answered item belongs to the sample (others only help the fit).
+      min_recall: implied recall each threshold must keep (review_stats.threshold_for_precision).
     Returns:
       dict with `overall`, `groups` ({group: result}) and `counts` (`groups`, `days`, `overall`).
     """
@@ -127,7 +136,7 @@ def calibrate(
     overall_model = review_stats.fit_logistic(frame.scores[answered], yes)
 
     def result(model, scores, own, n, k, note):
-        choice = review_stats.threshold_for_precision(model, scores, target_precision)
+        choice = review_stats.threshold_for_precision(model, scores, target_precision, min_recall=min_recall)
         return {
             "threshold": choice.threshold,
             "expected_precision": choice.precision,
@@ -163,7 +172,10 @@ def calibrate(
         groups[group] = result(model, frame.scores[frame.groups == group], not note, n, k, note)
         if not groups[group]["target_reached"]:
             groups[group]["note"] = (groups[group]["note"] + "; " if note else "") + (
-                f"no threshold reaches precision {target_precision}: the most precise one is given"
+                f"precision {target_precision} would cost recall below {min_recall}: the highest threshold"
+                " keeping that recall is given"
+                if min_recall is not None and groups[group]["implied_recall"] >= min_recall
+                else f"no threshold reaches precision {target_precision}: the most precise one is given"
             )
     counts = None
     if strata is not None:
@@ -287,7 +299,9 @@ def write_outputs(output: str, result: dict, meta: dict, answered_scores, answer
                     ("review folder", meta["verdicts"]),
                     ("scoring runs", ", ".join(meta["scores"])),
                     ("sample strategy", meta["strategy"]),
+                    ("review items", meta.get("item_kind", "windows")),
                     ("target precision", meta["target_precision"]),
+                    ("recall floor", "none" if meta.get("min_recall") is None else meta["min_recall"]),
                     ("yes/no verdicts used", meta["verdicts_used"]),
                     ("items left out (unsure or reviewers disagree)", meta["left_out"]),
                 ]
@@ -373,8 +387,12 @@ def run(args) -> dict:
     runs = args.scores or manifest.get("scores")
     if not runs:
         raise CalibrationError(f"{args.verdicts}/review.json names no scoring runs; pass --scores RUN_DIR")
+    item_kind = manifest.get("item_kind", "windows")
     frame = frame_io.read_frame(
-        runs, group_pattern=manifest.get("group_pattern"), min_score=float(manifest.get("min_score") or 0.0)
+        runs,
+        group_pattern=manifest.get("group_pattern"),
+        min_score=float(manifest.get("min_score") or 0.0),
+        items=item_kind,
     )
     strategy = manifest.get("strategy", "")
     strata = None
@@ -401,13 +419,16 @@ def run(args) -> dict:
         min_verdicts=args.min_verdicts,
         strata=strata,
         sampled=sampled,
+        min_recall=args.min_recall,
     )
     meta = {
         "scores": list(runs),
         "verdicts": args.verdicts,
         "strategy": strategy,
+        "item_kind": item_kind,
         "group_pattern": manifest.get("group_pattern"),
         "target_precision": args.target_precision,
+        "min_recall": args.min_recall,
         "min_verdicts": args.min_verdicts,
         "verdicts_used": int(answered.size),
         "left_out": decided - int(answered.size),
@@ -425,6 +446,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.target_precision < 1:
         parser.error(f"--target_precision must be in (0, 1), got {args.target_precision}")
+    if args.min_recall is not None and not 0 < args.min_recall <= 1:
+        parser.error(f"--min_recall must be in (0, 1], got {args.min_recall}")
     if "://" in args.output:
         parser.error(f"--output must be a local folder (got {args.output})")
     try:

@@ -30,6 +30,14 @@ def _sample_parser() -> argparse.ArgumentParser:
         help="stratified over score bins (default; unbiased counts), top scores, margin around the "
         "threshold (--threshold), or simple random",
     )
+    parser.add_argument(
+        "--items",
+        choices=("windows", "events"),  # pipelines.review.frame.ITEM_KINDS
+        default="windows",
+        help="what is reviewed: scored windows (default), or the runs' events (the detections a user "
+        "is shown, scored by their peak; calibrating on events sets thresholds for false alarms per "
+        "hour, and can only raise the run's threshold)",
+    )
     parser.add_argument("--bins", type=int, default=10, help="equal-width score bins (default 10)")
     parser.add_argument(
         "--per_group", action="store_true", help="stratify by group too: each group gets its share"
@@ -103,7 +111,9 @@ def run_sample(argv) -> int:
             re.compile(args.group_pattern)
         except re.error as e:
             parser.error(f"--group_pattern {args.group_pattern!r} is not a valid regex: {e}")
-    frame = frame_io.read_frame(args.scores, group_pattern=args.group_pattern, min_score=args.min_score)
+    frame = frame_io.read_frame(
+        args.scores, group_pattern=args.group_pattern, min_score=args.min_score, items=args.items
+    )
     picked, pi, strata = sample.draw(
         frame,
         size=args.size,
@@ -116,6 +126,7 @@ def run_sample(argv) -> int:
     parameters = {
         "scores": args.scores,
         "strategy": args.strategy,
+        "item_kind": args.items,
         "bins": args.bins,
         "per_group": args.per_group,
         "group_pattern": args.group_pattern,
@@ -136,7 +147,7 @@ def run_sample(argv) -> int:
     )
     failed = sum(1 for r in rows if r["media_error"])
     print(
-        f"{len(rows)} items of {len(frame)} windows -> {os.path.join(args.output, sample.SAMPLE_CSV)}"
+        f"{len(rows)} items of {len(frame)} {args.items} -> {os.path.join(args.output, sample.SAMPLE_CSV)}"
         + (f" ({failed} without audio: see media_error)" if failed else "")
         + f"\nreview them: gunshot review serve {args.output}"
     )

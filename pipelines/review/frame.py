@@ -1,4 +1,4 @@
-"""Review stage: the frame, i.e. every scored window a review sample is drawn from.
+"""Review stage: the frame, i.e. every scored window (or event) a review sample is drawn from.
 
 The windows of one or more scoring runs (`gunshot batch --output DIR`, local or gs://) are read with
 the report's DuckDB reader (`pipelines.report.tables.ReportTables`), each with its group (a regex over
@@ -8,6 +8,12 @@ timestamp). A window scored in two runs is kept once (the first run's). Rows are
 
     frame = read_frame(["runs/siteA"], staging="tmp/", group_pattern=None, min_score=0.0)
     frame.scores                     # float64 [n]
+
+With `items="events"` the frame is the runs' events instead (what a user is shown as detections:
+runs of above-threshold windows, or frames for a frame-pooling head), each scored by its peak
+score. Raising the threshold to t keeps (parts of) exactly the events whose peak is >= t, so a
+precision estimated over events scores what `gunshot evaluate-events` counts as false alarms; the
+threshold can then only be raised above the run's own.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import numpy as np
 from gunshot_core.errors import GunshotError
 
 NO_DAY = ""
+#: What a review item is: a scored window, or an event (a detection) of the run.
+ITEM_KINDS = ("windows", "events")
 
 
 class ReviewInputError(GunshotError):
@@ -62,19 +70,24 @@ def read_frame(
     min_score: float = 0.0,
     staging: str | None = None,
     memory_limit: str = "1GB",
+    items: str = "windows",
 ) -> Frame:
-    """Reads the windows of scoring runs with score >= min_score.
+    """Reads the windows (or events) of scoring runs with score >= min_score.
 
     Args:
       runs: run folders (local or gs://).
       group_pattern: regex over `source` (first group or whole match), else the top folder.
       min_score: windows below it are not offered (and not counted by estimates from the sample).
       staging: local folder for copies of gs:// runs (default: a temporary folder).
+      items: "windows" (score = the window's) or "events" (score = the event's peak score).
     Raises:
       ReviewInputError: a run folder that is missing or holds no scoring tables, or no windows at all.
     """
     from pipelines.report.tables import ReportTables, RunInput
 
+    if items not in ITEM_KINDS:
+        raise ValueError(f"items must be one of {ITEM_KINDS}, got {items!r}")
+    score = "score" if items == "windows" else "peak_score"
     with tempfile.TemporaryDirectory(prefix="gunshot-review-") as temporary:
         try:
             tables = ReportTables(
@@ -89,10 +102,10 @@ def read_frame(
             for i in range(len(runs)):
                 group = tables.group_expression(i, group_pattern)
                 parts.append(
-                    f"""SELECT {i} AS run, source, start_seconds, end_seconds, CAST(score AS DOUBLE) AS score,
+                    f"""SELECT {i} AS run, source, start_seconds, end_seconds, CAST({score} AS DOUBLE) AS score,
                                {group} AS grp,
                                coalesce(strftime(start_utc, '%Y-%m-%d'), '{NO_DAY}') AS day, threshold
-                        FROM r{i}_windows WHERE score >= {float(min_score)!r}"""
+                        FROM r{i}_{items} WHERE {score} >= {float(min_score)!r}"""
                 )
             table = tables.con.sql(
                 f"""SELECT source, start_seconds, end_seconds, score, grp, day, threshold FROM (
@@ -104,7 +117,7 @@ def read_frame(
             tables.close()
     if table.num_rows == 0:
         raise ReviewInputError(
-            f"no windows with score >= {min_score} in {', '.join(runs)}; lower --min_score or check the runs"
+            f"no {items} with score >= {min_score} in {', '.join(runs)}; lower --min_score or check the runs"
         )
     column = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     return Frame(
