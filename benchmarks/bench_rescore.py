@@ -16,7 +16,8 @@ the pipeline and loading models included):
 
     python benchmarks/bench_rescore.py --random_weights       # or --checkpoint ... --pca ...
 
-Prints the rates, the ratios rescore/audio (steady state, target >= 200; whole job) and both peaks.
+Prints the rates, the ratios rescore/audio (steady state, target >= 200; whole job, of the smaller
+job and of every job) and every job's peak. `--more_hours 100` adds a rescoring job of 100 hours.
 """
 
 import argparse
@@ -126,6 +127,13 @@ def main(argv=None) -> int:
     parser.add_argument("--head", help="head (default: the bundled one)")
     parser.add_argument("--audio_minutes", type=float, default=4.0, help="audio of the smaller audio job")
     parser.add_argument("--hours", type=int, default=10, help="embeddings of the smaller rescoring job")
+    parser.add_argument(
+        "--more_hours",
+        type=int,
+        nargs="*",
+        default=[],
+        help="further rescoring jobs of these many hours (their peak memory is reported too)",
+    )
     args = parser.parse_args(argv)
     resolve_models(parser, args)
     head = [f"--head={args.head}"] if args.head else []
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
             )
             audio[m] = (seconds[m] / 3600, wall, peak)
         rescore = {}
-        for hours in (args.hours, 4 * args.hours):
+        for hours in sorted({args.hours, 4 * args.hours, *args.more_hours}):
             parent = root / f"parent{hours}"
             synthesise_parent(root / f"run{small:g}", parent, hours)
             wall, peak = run_job([f"--from_run={parent}", f"--output={root / f'rescored{hours}'}", *head])
@@ -152,7 +160,7 @@ def main(argv=None) -> int:
             shutil.rmtree(parent)
 
     def rates(d):
-        (h1, w1, _), (h2, w2, _) = sorted(d.values())
+        (h1, w1, _), (h2, w2, _) = sorted(d.values())[0], sorted(d.values())[-1]
         return h1 / (w1 / 3600), (h2 - h1) / ((w2 - w1) / 3600)
 
     audio_whole, audio_steady = rates(audio)
@@ -163,7 +171,13 @@ def main(argv=None) -> int:
             for h, w, p in audio.values()
         },
         "rescore_jobs": {
-            f"{h:g} h": {"wall_s": round(w, 2), "peak_mb": round(p / 1024)} for h, w, p in rescore.values()
+            f"{h:g} h": {
+                "wall_s": round(w, 2),
+                "peak_mb": round(p / 1024),
+                "audio_hours_per_hour": round(h / (w / 3600), 1),
+                "ratio_whole_job": round(h / (w / 3600) / audio_whole, 1),
+            }
+            for h, w, p in rescore.values()
         },
         "audio_hours_per_hour": {"whole_job": round(audio_whole, 1), "steady_state": round(audio_steady, 1)},
         "rescore_hours_per_hour": {
