@@ -12,7 +12,7 @@ the pipeline and loading models included):
   (seeded random uint8 frames in 1-hour recordings, written as the pipeline writes the embeddings and
   recordings tables, in row groups of 65,536 frames, with the run.json of the audio job above), rescored with the same head by
   `--from_run`; whole-job and steady-state rates as above, and each process's own peak resident set
-  size (ru_maxrss of that child, via os.wait4).
+  size (VmHWM of that process, read as it exits).
 
     python benchmarks/bench_rescore.py --random_weights       # or --checkpoint ... --pca ...
 
@@ -41,26 +41,42 @@ from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: 
 FRAMES_PER_HOUR = int(3600 / 0.96)
 
 
+# Runs `pipelines.score` as __main__ and, at exit, writes the process's VmHWM (kB) to argv[1]. Not
+# ru_maxrss: Linux carries the parent's peak RSS into a child started by vfork+exec (as subprocess
+# does), so a benchmark that synthesised a large table would be measured instead of the job.
+_CHILD = """
+import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
+
+def _peak():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+    with open(peak_file, "w") as out:
+        out.write(peak)
+
+atexit.register(_peak)
+sys.argv[0] = "pipelines.score"
+runpy.run_module("pipelines.score", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_job(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in kB) of one `python -m pipelines.score` process (its own ru_maxrss,
-    from os.wait4)."""
+    """(wall seconds, peak RSS in kB) of one `python -m pipelines.score` process (its own VmHWM)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    with tempfile.TemporaryFile() as stderr:
+    with tempfile.TemporaryFile() as stderr, tempfile.NamedTemporaryFile("r") as peak:
         started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.score", *argv],
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, peak.name, *argv],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-        _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             stderr.seek(0)
             raise RuntimeError(f"pipelines.score {argv} failed:\n{stderr.read().decode()[-3000:]}")
-    return wall, usage.ru_maxrss
+        return wall, int(peak.read())
 
 
 def write_audio(directory: pathlib.Path, minutes: float) -> float:
