@@ -74,19 +74,6 @@ class _AssignTableShard(beam.DoFn):
             yield shard, sink.getvalue().to_pybytes()
 
 
-def _sorted(table: pa.Table, columns) -> pa.Table:
-    """`table.sort_by(columns)`, the same table, built column by column: each unsorted column is
-    released once its sorted copy exists, so the file's rows are held about once, not twice."""
-    import pyarrow.compute as pc
-
-    indices = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in columns])
-    schema, names, taken = table.schema, table.column_names, []
-    for name in names:
-        taken.append(table.column(name).take(indices))
-        table = table.drop_columns([name])
-    return pa.Table.from_arrays(taken, schema=schema)
-
-
 class _WriteTableShard(beam.DoFn):
     """(shard, [Arrow IPC blobs]) -> one Parquet file sorted by columns."""
 
@@ -105,9 +92,8 @@ class _WriteTableShard(beam.DoFn):
         # the sort columns, independent of arrival order.
         tables = [pa.ipc.open_stream(pa.py_buffer(b)).read_all() for b in sorted(blobs) if b]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        del tables
         if table.num_rows:
-            table = _sorted(table, self._sort_columns)
+            table = table.sort_by([(c, "ascending") for c in self._sort_columns])
         path = shard_name(self._path_prefix, shard, self._num_shards, ".parquet")
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd", row_group_size=self._row_group_rows)
