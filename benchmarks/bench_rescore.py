@@ -12,11 +12,12 @@ the pipeline and loading models included):
   (seeded random uint8 frames in 1-hour recordings, written as the pipeline writes the embeddings and
   recordings tables, in row groups of 65,536 frames, with the run.json of the audio job above), rescored with the same head by
   `--from_run`; whole-job and steady-state rates as above, and each process's own peak resident set
-  size (ru_maxrss of that child, via os.wait4).
+  size (VmHWM of that process, read as it exits).
 
     python benchmarks/bench_rescore.py --random_weights       # or --checkpoint ... --pca ...
 
-Prints the rates, the ratios rescore/audio (steady state, target >= 200; whole job) and both peaks.
+Prints the rates, the ratios rescore/audio (steady state, target >= 200; whole job, of the smaller
+job and of every job) and every job's peak. `--more_hours 100` adds a rescoring job of 100 hours.
 """
 
 import argparse
@@ -40,26 +41,42 @@ from benchmarks.bench_score import add_model_arguments, resolve_models  # noqa: 
 FRAMES_PER_HOUR = int(3600 / 0.96)
 
 
+# Runs `pipelines.score` as __main__ and, at exit, writes the process's VmHWM (kB) to argv[1]. Not
+# ru_maxrss: Linux carries the parent's peak RSS into a child started by vfork+exec (as subprocess
+# does), so a benchmark that synthesised a large table would be measured instead of the job.
+_CHILD = """
+import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
+
+def _peak():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+    with open(peak_file, "w") as out:
+        out.write(peak)
+
+atexit.register(_peak)
+sys.argv[0] = "pipelines.score"
+runpy.run_module("pipelines.score", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_job(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in kB) of one `python -m pipelines.score` process (its own ru_maxrss,
-    from os.wait4)."""
+    """(wall seconds, peak RSS in kB) of one `python -m pipelines.score` process (its own VmHWM)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    with tempfile.TemporaryFile() as stderr:
+    with tempfile.TemporaryFile() as stderr, tempfile.NamedTemporaryFile("r") as peak:
         started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.score", *argv],
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, peak.name, *argv],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-        _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             stderr.seek(0)
             raise RuntimeError(f"pipelines.score {argv} failed:\n{stderr.read().decode()[-3000:]}")
-    return wall, usage.ru_maxrss
+        return wall, int(peak.read())
 
 
 def write_audio(directory: pathlib.Path, minutes: float) -> float:
@@ -126,6 +143,13 @@ def main(argv=None) -> int:
     parser.add_argument("--head", help="head (default: the bundled one)")
     parser.add_argument("--audio_minutes", type=float, default=4.0, help="audio of the smaller audio job")
     parser.add_argument("--hours", type=int, default=10, help="embeddings of the smaller rescoring job")
+    parser.add_argument(
+        "--more_hours",
+        type=int,
+        nargs="*",
+        default=[],
+        help="further rescoring jobs of these many hours (their peak memory is reported too)",
+    )
     args = parser.parse_args(argv)
     resolve_models(parser, args)
     head = [f"--head={args.head}"] if args.head else []
@@ -144,7 +168,7 @@ def main(argv=None) -> int:
             )
             audio[m] = (seconds[m] / 3600, wall, peak)
         rescore = {}
-        for hours in (args.hours, 4 * args.hours):
+        for hours in sorted({args.hours, 4 * args.hours, *args.more_hours}):
             parent = root / f"parent{hours}"
             synthesise_parent(root / f"run{small:g}", parent, hours)
             wall, peak = run_job([f"--from_run={parent}", f"--output={root / f'rescored{hours}'}", *head])
@@ -152,7 +176,7 @@ def main(argv=None) -> int:
             shutil.rmtree(parent)
 
     def rates(d):
-        (h1, w1, _), (h2, w2, _) = sorted(d.values())
+        (h1, w1, _), (h2, w2, _) = sorted(d.values())[0], sorted(d.values())[-1]
         return h1 / (w1 / 3600), (h2 - h1) / ((w2 - w1) / 3600)
 
     audio_whole, audio_steady = rates(audio)
@@ -163,7 +187,13 @@ def main(argv=None) -> int:
             for h, w, p in audio.values()
         },
         "rescore_jobs": {
-            f"{h:g} h": {"wall_s": round(w, 2), "peak_mb": round(p / 1024)} for h, w, p in rescore.values()
+            f"{h:g} h": {
+                "wall_s": round(w, 2),
+                "peak_mb": round(p / 1024),
+                "audio_hours_per_hour": round(h / (w / 3600), 1),
+                "ratio_whole_job": round(h / (w / 3600) / audio_whole, 1),
+            }
+            for h, w, p in rescore.values()
         },
         "audio_hours_per_hour": {"whole_job": round(audio_whole, 1), "steady_state": round(audio_steady, 1)},
         "rescore_hours_per_hour": {

@@ -298,3 +298,112 @@ def test_chunks_split_on_recording_and_gaps():
     chunks = list(from_run.chunk_frames(table))
     assert [(s, i, c.shape[0]) for s, (i, c) in chunks] == [("a", 1, 1), ("a", 3, 1), ("b", 0, 3)]
     np.testing.assert_array_equal(chunks[2][1][1], frames[3:])
+
+
+def _embeddings_table(rows):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "source": pa.array([s for s, _ in rows], pa.string()),
+            "frame_index": pa.array([i for _, i in rows], pa.int32()),
+            "embedding": pa.array([bytes([len(s), i % 256]) * 64 for s, i in rows], pa.binary(128)),
+        }
+    )
+
+
+def test_every_recording_is_streamed_once_across_row_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    lengths = {"a": 3, "b": 10, "c": 1, "d": 2, "e": 4}  # b spans three row groups of 4
+    rows = [(s, i) for s in sorted(lengths) for i in range(lengths[s])]
+    path = str(tmp_path / "embeddings-00000-of-00001.parquet")
+    pq.write_table(_embeddings_table(rows), path, row_group_size=4)
+    items = from_run.plan_row_groups([path])
+    assert [(i, after) for _, i, after in items] == [(0, None), (1, "b"), (2, "b"), (3, "b"), (4, "d")]
+    streamed = [rec for item in items for rec in from_run.owned_recordings(*item)]
+    assert [s for s, _ in streamed] == sorted(lengths)  # each exactly once, by its first row group
+    expected = np.array(
+        [np.frombuffer(r, np.uint8) for r in _embeddings_table(rows).column("embedding").to_pylist()]
+    )
+    for source, chunks in streamed:
+        starts = [first for first, _ in chunks]
+        frames = np.concatenate([c for _, c in chunks])
+        mine = [k for k, (s, _) in enumerate(rows) if s == source]
+        assert starts[0] == 0 and frames.shape == (lengths[source], 128), source
+        np.testing.assert_array_equal(frames, expected[mine])
+    empty = str(tmp_path / "embeddings-empty.parquet")
+    pq.write_table(_embeddings_table([]), empty)
+    assert from_run.plan_row_groups([empty]) == ()
+
+
+def test_an_unsorted_embeddings_table_is_refused_at_launch(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "embeddings-00000-of-00001.parquet")
+    pq.write_table(_embeddings_table([("b", 0), ("b", 1), ("a", 0), ("a", 1)]), path, row_group_size=2)
+    with pytest.raises(from_run.FromRunError, match="not sorted by source"):
+        from_run.plan_row_groups([path])
+
+
+def test_small_row_groups_and_a_recording_without_frames(parent, rescored, tmp_path):
+    """Recordings straddling many row groups are scored once, as from one group; an ok recording of
+    the parent whose frames are gone is one error row, not lost."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    audio_run, _ = parent
+    copy = _copy_run(audio_run, tmp_path / "regrouped")
+    (path,) = copy.glob("embeddings-*.parquet")
+    table = pq.read_table(path)
+    site2 = next(s for s in table.column("source").to_pylist() if s.endswith(SITE2))
+    pq.write_table(table.filter(pc.not_equal(table.column("source"), site2)), path, row_group_size=5)
+    assert pq.ParquetFile(path).metadata.num_row_groups > 8  # recordings straddle them
+    output = tmp_path / "out"
+    _rescore(copy, output)
+    for name in ("recordings", "windows", "events"):
+        left, right = _frame(rescored, name), _frame(output, name)
+        left, right = (t[t.source != site2].reset_index(drop=True) for t in (left, right))
+        assert len(left) > 0 and left.equals(right), name
+    row = _frame(output, "recordings").set_index("source").loc[site2]
+    assert row.status == "error" and row.error_reason == from_run.NO_FRAMES_REASON
+    assert row.sample_rate == 22050 and row.start_utc is not None  # its identity is kept
+    errors = _frame(output, "errors")
+    assert list(errors[errors.source == site2].reason) == [from_run.NO_FRAMES_REASON]
+
+
+def test_dataset_from_a_rescored_run_gives_the_parent_runs_examples(
+    parent, rescored, random_vggish, tmp_path
+):
+    import pathlib
+
+    from pipelines.dataset import pipeline as dataset
+
+    audio_run, root = parent
+    events = _frame(audio_run, "events")
+    first = events[events.source.str.endswith(SITE1)].iloc[0]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    rows = [
+        {"file": SITE1, "start_seconds": first.start_seconds, "end_seconds": first.start_seconds + 0.5,
+         "label": "gunshot"},
+        {"file": SITE1, "start_seconds": 25.0, "end_seconds": 26.0, "label": "speech"},
+        {"file": SITE2, "start_seconds": 3.0, "end_seconds": 3.5, "label": "gunshot"},
+    ]  # fmt: skip
+    (notes / "sites.Table.1.selections.txt").write_text(annotations.format_selection_table(rows))
+    ckpt, pca = random_vggish
+    built = {}
+    for run in (audio_run, rescored):
+        output = tmp_path / f"dataset_{run.name}"
+        argv = [f"--embeddings={run}", f"--annotations={notes}", "--negative", "speech"]
+        argv += ["--split", "train=0.5", "--split", "eval=0.5", f"--output={output}"]
+        dataset.run([*argv, f"--checkpoint={ckpt}", f"--pca={pca}"], save_main_session=False)
+        built[run] = {
+            str(p.relative_to(output)): p.read_bytes()
+            for p in pathlib.Path(output).rglob("*")
+            if p.is_file() and p.name != "stats.json"
+        }
+    examples = [name for name in built[audio_run] if ".tfrecord" in name]
+    assert examples and built[audio_run] == built[rescored]
+    stats = json.loads((tmp_path / f"dataset_{rescored.name}" / "stats.json").read_text())
+    assert "gunshot" in json.dumps(stats)

@@ -4,14 +4,20 @@ Stage: scoring 3 (decode) for `gunshot batch --from_run RUN_DIR --head HEAD`: in
 decoding and embedding audio, the job reads what an earlier run (the parent, scored with
 `--write_embeddings`) stored:
 
-    parent recordings table --ReadRecordings--> ok rows -> (source, RecordingInfo)   (identity as stored)
+    parent recordings table --ReadRecordings--> ok rows -> {source: RecordingInfo}  (side input; identity as stored)
                                              \\-> failed rows -> recordings rows as they were
-    parent embeddings table --ReadFromParquetBatched (one row group at a time)
-                            --ChunkFrames--> (source, (first frame index, uint8 [k, 128]))
-    CoGroupByKey(info, frames) --ScoreRecordingFn (the head, as in an audio run)--> tables
+    parent embeddings table --plan_row_groups (metadata only, at launch)--> (file, row group) work items
+        --StreamRecordingsFn--> (source, {info, frames}) per recording, one at a time
+        --ScoreRecordingFn (the head, as in an audio run, fused: no shuffle of frames)--> tables
+    ok recordings the embeddings table lacks --UnscoredRecordingsFn--> an error row each
     parent errors table --CarryErrors--> its rows (but clip exports) as they were
 
-so every table holds the same rows as a run of the head over the original audio (the same sources,
+The embeddings table is written sorted by (source, frame_index) in every file, so a recording's frames
+are contiguous; a recording belongs to the row group holding its first frame, whose work item reads
+on into the next row groups only for a recording that straddles the boundary. Memory per worker is
+one row group (65,536 frames, ~8 MB) and one recording's frames, whatever the archive's length.
+
+Every table holds the same rows as a run of the head over the original audio (the same sources,
 files, members, start times, formats and durations; failed recordings keep their error row and
 reason); only the head's columns differ. The parent's run.json gives the embedding model (its hashes)
 and the window and hop; `check_head` refuses, before any work, a head trained on another embedding
@@ -31,16 +37,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gunshot_core import params
-from gunshot_core.errors import GunshotError
+from gunshot_core.errors import GunshotError, describe
 from pipelines import schemas
 from pipelines.scoring import outputs
-from pipelines.scoring.config import FRAMES_TAG, INFO_TAG, NAMESPACE
-from pipelines.scoring.decode import RecordingInfo
+from pipelines.scoring.config import ERRORS_TAG, FRAMES_TAG, INFO_TAG, NAMESPACE
+from pipelines.scoring.decode import RecordingInfo, recording_stub
+from pipelines.scoring.reporting import error_row, error_text
 
 #: The embedding model of runs whose run.json does not name one (every run before other models).
 DEFAULT_EMBEDDING_MODEL = "vggish"
 #: Error rows of these stages are not carried over from the parent (this run makes its own exports).
 NOT_CARRIED_STAGES = frozenset({"export"})
+#: error_reason of an ok recording of the parent whose frames its embeddings table does not hold.
+NO_FRAMES_REASON = "no_stored_frames"
 _PROVENANCE = tuple(f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS)
 
 
@@ -63,6 +72,7 @@ class ParentRun:
       embedding_model: the model that made the stored frames ("vggish" unless run.json says otherwise).
       window_frames, hop_frames: the parent's head window and hop in 0.96 s frames.
       recordings, embeddings, errors: the Parquet files of those tables.
+      row_groups: the work items of the embeddings table (`plan_row_groups`).
     """
 
     directory: str
@@ -74,6 +84,7 @@ class ParentRun:
     recordings: tuple[str, ...]
     embeddings: tuple[str, ...]
     errors: tuple[str, ...]
+    row_groups: tuple[tuple[str, int, str | None], ...] = ()
 
     @property
     def model(self):
@@ -109,7 +120,8 @@ def read_parent_run(directory: str) -> ParentRun:
     """Reads the parent's run.json and finds its tables (no table is read here).
 
     Raises:
-      FromRunError: no run.json, an unreadable one, or no recordings or embeddings table.
+      FromRunError: no run.json, an unreadable one, no recordings or embeddings table, or an
+        embeddings table not sorted by source.
     """
     manifest_path = FileSystems.join(directory, outputs.RUN_MANIFEST)
     try:
@@ -153,6 +165,7 @@ def read_parent_run(directory: str) -> ParentRun:
         recordings=recordings,
         embeddings=embeddings,
         errors=files("errors"),
+        row_groups=plan_row_groups(embeddings),
     )
 
 
@@ -249,16 +262,168 @@ def chunk_frames(table: pa.Table, model=None):
         yield source[a].as_py(), (int(index[a]), frames[a:b].copy())
 
 
-class ChunkFramesFn(beam.DoFn):
-    """pyarrow.Table (a row group of the embeddings table) -> (source, (first frame, uint8 [k, 128]))."""
+_FRAME_COLUMNS = ["source", "frame_index", "embedding"]
+
+
+def _open_parquet(path: str):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+
+
+def _source_range(parquet, index: int) -> tuple[str, str] | None:
+    """(first, last) source of a row group: from its statistics, else read (None when it is empty)."""
+    group = parquet.metadata.row_group(index)
+    if group.num_rows == 0:
+        return None
+    column = parquet.schema_arrow.get_field_index("source")
+    stats = group.column(column).statistics
+    if stats is not None and stats.has_min_max and isinstance(stats.min, str):
+        return stats.min, stats.max
+    sources = parquet.read_row_group(index, columns=["source"]).column("source")
+    return sources[0].as_py(), sources[len(sources) - 1].as_py()
+
+
+def plan_row_groups(paths) -> tuple[tuple[str, int, str | None], ...]:
+    """The work items of a rescoring job: one per row group of the embeddings table.
+
+    Each file of the table holds its recordings' frames sorted by (source, frame_index) (as WriteTable
+    writes it), so every recording's frames are contiguous, possibly across row groups. A recording
+    belongs to the row group holding its first frame: the item of row group i names the last source
+    of the row groups before it (`after`), whose frames at the start of row group i are not its own.
+    Only metadata is read (row-group statistics of `source`; the column itself where they are absent).
+
+    Args:
+      paths: the embeddings table's Parquet files.
+    Returns:
+      (path, row group index, after: str or None) per non-empty row group, in file order.
+    Raises:
+      FromRunError: a file is unreadable, or its rows are not sorted by source.
+    """
+    items = []
+    for path in paths:
+        try:
+            parquet = _open_parquet(path)
+            ranges = [_source_range(parquet, i) for i in range(parquet.metadata.num_row_groups)]
+        except Exception as e:  # noqa: BLE001 - any failure to read it is the same user error
+            raise FromRunError(
+                f"--from_run: cannot read the embeddings file {path} ({describe(e)})"
+            ) from None
+        after = None
+        for i, bounds in enumerate(ranges):
+            if bounds is None:
+                continue
+            if after is not None and bounds[0] < after:
+                raise FromRunError(
+                    f"--from_run: the embeddings file {path} is not sorted by source (row group {i} starts "
+                    f"with {bounds[0]!r} after {after!r}); rescoring reads the table as `gunshot batch "
+                    "--write_embeddings` writes it: score the audio again with --write_embeddings"
+                )
+            items.append((path, i, after))
+            after = bounds[1]
+    return tuple(items)
+
+
+def _leading_rows(table: pa.Table, source: str) -> int:
+    """How many rows at the start of `table` belong to `source`."""
+    import pyarrow.compute as pc
+
+    other = pc.not_equal(table.column("source"), source).to_numpy(zero_copy_only=False)
+    return int(np.argmax(other)) if other.any() else table.num_rows
+
+
+def owned_recordings(path: str, index: int, after: str | None, model=None):
+    """The recordings whose first frame is in row group `index` of `path`, each with all its frames.
+
+    Reads that row group, then - only for its last recording, when it goes on - the following row
+    groups up to that recording's last frame. Memory: one row group (65,536 frames, ~8 MB) plus one
+    recording's frames, whatever the length of the table.
+
+    Args:
+      path: an embeddings Parquet file.
+      index: the row group.
+      after: the last source of the row groups before it (see `plan_row_groups`), or None.
+      model: the EmbeddingModel of the frames (None: VGGish), as for `chunk_frames`.
+    Yields:
+      (source, [(first frame index, [k, d] frames)]) in file order, one per recording; the chunks
+      are contiguous runs of frames in frame order.
+    """
+    parquet = _open_parquet(path)
+    table = parquet.read_row_group(index, columns=_FRAME_COLUMNS)
+    current, chunks = None, []
+    for source, chunk in chunk_frames(table, model):
+        if after is not None and source <= after:
+            continue  # the end of a recording that belongs to an earlier row group
+        if source != current:
+            if current is not None:
+                yield current, chunks
+            current, chunks = source, []
+        chunks.append(chunk)
+    if current is None:
+        return
+    del table
+    for following in range(index + 1, parquet.metadata.num_row_groups):
+        bounds = _source_range(parquet, following)
+        if bounds is None:
+            continue
+        if bounds[0] != current:
+            break
+        table = parquet.read_row_group(following, columns=_FRAME_COLUMNS)
+        rows = _leading_rows(table, current)
+        chunks.extend(chunk for _, chunk in chunk_frames(table.slice(0, rows), model))
+        if rows < table.num_rows:
+            break
+    yield current, chunks
+
+
+class StreamRecordingsFn(beam.DoFn):
+    """(path, row group index, after) -> (source, {INFO_TAG: [RecordingInfo], FRAMES_TAG: chunks}) of
+    every recording whose first frame is in that row group, one at a time (as `embed_recordings`
+    groups an audio run's frames, but without a shuffle: ScoreRecordingFn runs fused behind it).
+
+    Side input `infos`: {source: RecordingInfo} of the parent's ok recordings. Tagged STREAMED_TAG:
+    the source of every recording streamed (to find ok recordings without frames).
+    """
+
+    STREAMED_TAG = "streamed"
 
     def __init__(self, model=None):
         self._model = model
         self._frames = Metrics.counter(NAMESPACE, "frames_read")
 
-    def process(self, table):
-        self._frames.inc(table.num_rows)
-        yield from chunk_frames(table, self._model)
+    def process(self, item, infos):
+        path, index, after = item
+        for source, chunks in owned_recordings(path, index, after):
+            self._frames.inc(sum(len(c[1]) for c in chunks))
+            info = infos.get(source)
+            yield beam.pvalue.TaggedOutput(self.STREAMED_TAG, (source, True))
+            yield source, {INFO_TAG: [info] if info is not None else [], FRAMES_TAG: chunks}
+
+
+class UnscoredRecordingsFn(beam.DoFn):
+    """(source, {INFO_TAG: [RecordingInfo], STREAMED_TAG: [...]}) -> for an ok recording of the parent
+    whose frames are not in its embeddings table: a failed recordings row (main) and an error row
+    (tagged ERRORS_TAG), so that no recording disappears."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+        self._failed = Metrics.counter(NAMESPACE, "recordings_failed")
+
+    def process(self, element):
+        source, grouped = element
+        if grouped[StreamRecordingsFn.STREAMED_TAG] or not grouped[INFO_TAG]:
+            return
+        info = grouped[INFO_TAG][0]
+        self._failed.inc()
+        message = error_text(
+            source,
+            f"the embeddings table of --from_run {self._directory} holds none of its "
+            f"{info.num_examples} frames",
+        )
+        yield beam.pvalue.TaggedOutput(ERRORS_TAG, error_row(source, "score", NO_FRAMES_REASON, message))
+        row = recording_stub(info)
+        row.update(status="error", error_reason=NO_FRAMES_REASON, error_message=message)
+        yield row
 
 
 def _carry_error(row: dict):
@@ -270,9 +435,11 @@ class ReadParentRun(beam.PTransform):
     """PBegin -> the parent's recordings, frames and error rows, ready for ScoreRecordingFn.
 
     Returns a dict: `grouped` (source, {INFO_TAG: [RecordingInfo], FRAMES_TAG: [(first frame, uint8
-    [k, 128])]}) of every recording the parent scored ok, as `embed_recordings` groups them for an
-    audio run; `failed` the parent's recordings rows of failed recordings; `errors` its error rows
-    (but those of clip exports). Rows carry no provenance columns.
+    [k, 128])]}) of every recording in the parent's embeddings table, as `embed_recordings` groups
+    them for an audio run, but streamed row group by row group without a shuffle (`owned_recordings`);
+    `failed` the parent's recordings rows of failed recordings (and of ok ones without stored
+    frames); `errors` its error rows (but those of clip exports, and one per ok recording without
+    stored frames). Rows carry no provenance columns.
     """
 
     def __init__(self, parent: ParentRun):
@@ -292,17 +459,29 @@ class ReadParentRun(beam.PTransform):
         recordings = read("ReadRecordings", parent.recordings) | "SplitRecordings" >> beam.ParDo(
             SplitRecordingsFn()
         ).with_outputs(SplitRecordingsFn.FAILED_TAG, main="ok")
-        chunks = [
+        streamed = (
             pbegin
-            | f"ReadEmbeddings{i}"
-            >> beam.io.ReadFromParquetBatched(path, columns=["source", "frame_index", "embedding"])
-            | f"ChunkFrames{i}" >> beam.ParDo(ChunkFramesFn(None if parent.model.is_default else parent.model))
-            for i, path in enumerate(parent.embeddings)
-        ]
-        frames = chunks | "AllFrames" >> beam.Flatten()
-        grouped = {INFO_TAG: recordings.ok, FRAMES_TAG: frames} | "GroupFrames" >> beam.CoGroupByKey()
+            | "RowGroups" >> beam.Create(parent.row_groups)
+            | "StreamRecordings"
+            >> beam.ParDo(StreamRecordingsFn(None if parent.model.is_default else parent.model), infos=beam.pvalue.AsDict(recordings.ok)).with_outputs(
+                StreamRecordingsFn.STREAMED_TAG, main="grouped"
+            )
+        )
+        unscored = (
+            {
+                INFO_TAG: recordings.ok,
+                StreamRecordingsFn.STREAMED_TAG: streamed[StreamRecordingsFn.STREAMED_TAG],
+            }
+            | "MatchStreamed" >> beam.CoGroupByKey()
+            | "Unscored"
+            >> beam.ParDo(UnscoredRecordingsFn(parent.directory)).with_outputs(ERRORS_TAG, main="rows")
+        )
+        errors = [unscored[ERRORS_TAG]]
         if parent.errors:
-            errors = read("ReadErrors", parent.errors) | "CarryErrors" >> beam.FlatMap(_carry_error)
-        else:
-            errors = pbegin | "NoErrors" >> beam.Create([])
-        return {"grouped": grouped, "failed": recordings[SplitRecordingsFn.FAILED_TAG], "errors": errors}
+            errors.append(read("ReadErrors", parent.errors) | "CarryErrors" >> beam.FlatMap(_carry_error))
+        failed = (recordings[SplitRecordingsFn.FAILED_TAG], unscored.rows) | "Failed" >> beam.Flatten()
+        return {
+            "grouped": streamed.grouped,
+            "failed": failed,
+            "errors": errors | "AllErrors" >> beam.Flatten(),
+        }
