@@ -393,7 +393,7 @@ class StreamRecordingsFn(beam.DoFn):
 
     def process(self, item, infos):
         path, index, after = item
-        for source, chunks in owned_recordings(path, index, after):
+        for source, chunks in owned_recordings(path, index, after, self._model):
             self._frames.inc(sum(len(c[1]) for c in chunks))
             info = infos.get(source)
             yield beam.pvalue.TaggedOutput(self.STREAMED_TAG, (source, True))
@@ -463,9 +463,10 @@ class ReadParentRun(beam.PTransform):
             pbegin
             | "RowGroups" >> beam.Create(parent.row_groups)
             | "StreamRecordings"
-            >> beam.ParDo(StreamRecordingsFn(None if parent.model.is_default else parent.model), infos=beam.pvalue.AsDict(recordings.ok)).with_outputs(
-                StreamRecordingsFn.STREAMED_TAG, main="grouped"
-            )
+            >> beam.ParDo(
+                StreamRecordingsFn(None if parent.model.is_default else parent.model),
+                infos=beam.pvalue.AsDict(recordings.ok),
+            ).with_outputs(StreamRecordingsFn.STREAMED_TAG, main="grouped")
         )
         unscored = (
             {
