@@ -347,6 +347,17 @@ def decode_sequence_example(serialized: bytes) -> tuple[ClipContext, np.ndarray]
     return context, embedding
 
 
+def _clip_example(video_id: str, start_time: float, end_time: float, labels: Sequence[int]) -> SequenceExample:
+    """A SequenceExample with the clip's AudioSet context (video_id, start/end seconds, labels)."""
+    example = SequenceExample()
+    context = example.context.feature
+    context[VIDEO_ID].bytes_list.value.append(video_id.encode("utf-8"))
+    context[START_TIME].float_list.value.append(float(start_time))
+    context[END_TIME].float_list.value.append(float(end_time))
+    context[LABELS].int64_list.value.extend(int(v) for v in labels)
+    return example
+
+
 def encode_sequence_example(
     video_id: str, start_time: float, end_time: float, labels: Sequence[int], embedding: np.ndarray
 ) -> bytes:
@@ -367,12 +378,7 @@ def encode_sequence_example(
         raise ValueError(
             f"embedding must be uint8 [n, {EMBEDDING_WIDTH}], got {embedding.dtype} {list(embedding.shape)}"
         )
-    example = SequenceExample()
-    context = example.context.feature
-    context[VIDEO_ID].bytes_list.value.append(video_id.encode("utf-8"))
-    context[START_TIME].float_list.value.append(float(start_time))
-    context[END_TIME].float_list.value.append(float(end_time))
-    context[LABELS].int64_list.value.extend(int(v) for v in labels)
+    example = _clip_example(video_id, start_time, end_time, labels)
     frames = example.feature_lists.feature_list[EMBEDDING].feature
     for row in embedding:
         frames.add().bytes_list.value.append(row.tobytes())
@@ -407,12 +413,8 @@ def encode_embedding_record(
             f"{model.name} frames must be {model.dtype} [n, {model.embedding_size}], "
             f"got {frames.dtype} {list(frames.shape)}"
         )
-    example = SequenceExample()
+    example = _clip_example(video_id, start_time, end_time, labels)
     context = example.context.feature
-    context[VIDEO_ID].bytes_list.value.append(video_id.encode("utf-8"))
-    context[START_TIME].float_list.value.append(float(start_time))
-    context[END_TIME].float_list.value.append(float(end_time))
-    context[LABELS].int64_list.value.extend(int(v) for v in labels)
     context[EMBEDDING_MODEL].bytes_list.value.append(model.name.encode("utf-8"))
     context[EMBEDDING_HOP].float_list.value.append(float(model.hop_seconds))
     lists = example.feature_lists.feature_list[EMBEDDING].feature

@@ -305,17 +305,19 @@ def _open_parquet(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
 
 
-def _stat_values(metadata, column: str) -> set[str]:
-    """Distinct min/max values of a string column over all row groups (empty when not recorded)."""
+def _stat_values(metadata, column: str, value=None) -> set:
+    """Distinct min/max values of a column over all row groups (empty when not recorded), as text
+    unless `value` (e.g. float) converts them."""
     names = metadata.schema.names
     if column not in names:
         return set()
+    value = value or _text
     index = names.index(column)
     values = set()
     for rg in range(metadata.num_row_groups):
         stats = metadata.row_group(rg).column(index).statistics
         if stats is not None and stats.has_min_max:
-            values.update(_text(v) for v in (stats.min, stats.max))
+            values.update(value(v) for v in (stats.min, stats.max))
     return values
 
 
@@ -361,19 +363,6 @@ def _schema_model(schema: pa.Schema, metadata=None):
     return None
 
 
-def _float_stat_values(metadata, column: str) -> set[float]:
-    names = metadata.schema.names
-    if column not in names:
-        return set()
-    index = names.index(column)
-    values = set()
-    for rg in range(metadata.num_row_groups):
-        stats = metadata.row_group(rg).column(index).statistics
-        if stats is not None and stats.has_min_max:
-            values.update(float(v) for v in (stats.min, stats.max))
-    return values
-
-
 def inspect_table(paths: list[str]) -> TableInfo:
     """Reads the footers of the embeddings files: which can be searched, how many rows, which models.
 
@@ -400,7 +389,7 @@ def inspect_table(paths: list[str]) -> TableInfo:
         precisions |= _stat_values(metadata, "precision") or {"fp32"}  # older tables: always fp32
         if metadata.num_rows:
             model_names |= _stat_values(metadata, "embedding_model") or {DEFAULT_MODEL}  # no column: VGGish
-        hops |= _float_stat_values(metadata, "embedding_hop_seconds")
+        hops |= _stat_values(metadata, "embedding_hop_seconds", float)
         model_hashes |= _stat_values(metadata, "embedding_sha256")
     return TableInfo(
         tuple(files),
