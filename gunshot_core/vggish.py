@@ -399,10 +399,22 @@ class VGGish:
         """Loads the official `vggish_model.ckpt` (or any checkpoint with the same variable names)."""
         log.info("loading VGGish checkpoint %s (%s)", path, precision)
         path = str(path)
-        if precision == "int8" and not _check_checkpoint(path):  # a V1 file: the same errors as fp32
+        if precision == "int8" and os.path.isfile(path) and not os.path.exists(path + ".index"):
             from gunshot_core import hashes
 
-            # keyed by the file's hash, the cached int8 model needs no weights: read only to build it
+            # A local V1 file. The cached int8 model is keyed by the file's sha256 (from the hash
+            # cache) and needs neither its tensors nor TensorFlow: an entry exists only for a file
+            # whose bytes were checked and read when it was built. The checkpoint is checked (the
+            # same errors as fp32) and read only to build the model, on a cache miss.
+            return cls(
+                lambda: read_checkpoint_tensors(path),
+                batch_size=batch_size,
+                precision=precision,
+                weights_sha256=hashes.file_sha256(path),
+            )
+        if precision == "int8" and not _check_checkpoint(path):  # e.g. gs://: the same errors as fp32
+            from gunshot_core import hashes
+
             return cls(
                 lambda: read_checkpoint_tensors(path),
                 batch_size=batch_size,

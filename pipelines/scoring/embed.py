@@ -79,7 +79,8 @@ class _Embedder:
         try:
             from gunshot_core import startup
 
-            startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
+            if self._precision != "int8":  # int8 runs on OpenVINO: TensorFlow only to build it
+                startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
 
             from gunshot_core.postprocess import Postprocessor
             from gunshot_core.vggish import VGGish
