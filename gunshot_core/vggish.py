@@ -330,11 +330,12 @@ def int8_forward(weights: dict, *, block: int, weights_sha256: str | None = None
     }
 
     def build(folder: pathlib.Path):
+        arrays = _weights_numpy(read_weights())  # first: a bad checkpoint fails as with fp32
         log.info("quantising VGGish to int8 (once; cached in %s)", precision.cache_root())
         calibration = precision.calibration_examples()
         precision.check_calibration(calibration, key["calibration_sha256"])
         model = precision.quantize_openvino(
-            build_openvino_model(_weights_numpy(read_weights())),
+            build_openvino_model(arrays),
             calibration,
             DEFAULT_BATCH_SIZE,
             ignored_names=[_OV_FC2],
