@@ -115,6 +115,48 @@ def import_tensorflow(*, freeze: bool = False):
     return tensorflow
 
 
+#: What `import openvino` imports last, guarded by `except ImportError`: the model-conversion API
+#: (`openvino.convert_model`) with its command-line parser and telemetry client.
+_OPENVINO_CONVERTER = "openvino.tools.ovc"
+
+
+def import_openvino():
+    """Imports OpenVINO for inference, without its model-conversion API (the int8 VGGish runtime).
+
+    `openvino/__init__.py` ends with `from openvino.tools.ovc import convert_model` inside
+    `except ImportError`: the converter, its argument parser and a telemetry client, ~0.15-0.4 s of
+    every int8 process's start-up for a function inference never calls. That one import is skipped;
+    `openvino.convert_model` is then imported on first use (a module `__getattr__`), and
+    `import openvino.tools.ovc` works as always.
+
+    Returns:
+      the `openvino` module.
+    """
+    module = sys.modules.get("openvino")
+    if module is not None and not _initializing(module):
+        return module
+    with _IMPORT_LOCK:
+        skip = _OPENVINO_CONVERTER not in sys.modules
+        if skip:
+            sys.modules[_OPENVINO_CONVERTER] = None
+        try:
+            import openvino
+        finally:
+            if skip and sys.modules.get(_OPENVINO_CONVERTER, 0) is None:
+                del sys.modules[_OPENVINO_CONVERTER]
+        if not hasattr(openvino, "convert_model") and "__getattr__" not in vars(openvino):
+            openvino.__getattr__ = _openvino_convert_model
+    return openvino
+
+
+def _openvino_convert_model(name: str):
+    if name != "convert_model":
+        raise AttributeError(f"module 'openvino' has no attribute {name!r}")
+    from openvino.tools.ovc import convert_model
+
+    return convert_model
+
+
 def import_keras():
     """Imports Keras 3 (after any `import_tensorflow()` in progress in another thread); returns it."""
     module = sys.modules.get("keras")

@@ -355,3 +355,94 @@ def test_openvino_graph_equals_the_tensorflow_graph_in_fp32(models, random_vggis
     ours = network(block)[: examples.shape[0]]
     np.testing.assert_allclose(ours, models["fp32"].embed(examples), atol=1e-4, rtol=0)
     np.testing.assert_allclose(ours, golden["pistol_shot"]["raw_embedding"], atol=1e-4, rtol=0)
+
+
+def test_bad_checkpoint_errors_as_fp32(models, random_vggish, tmp_path):
+    """A missing, foreign or truncated checkpoint: the same ModelFileError at int8 as at fp32 (int8
+    reads a checkpoint only to build its model, which no cached model exists for here)."""
+    from gunshot_core.errors import ModelFileError
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(pathlib.Path(random_vggish[0]).read_bytes()[:5_000_000])
+    for path in (tmp_path / "missing.ckpt", text, truncated):
+        messages = {}
+        for name in ("fp32", "int8"):
+            with pytest.raises(ModelFileError) as error:
+                VGGish.from_checkpoint(str(path), precision=name)
+            messages[name] = str(error.value)
+        assert messages["fp32"] == messages["int8"], path
+
+
+def test_int8_process_imports_neither_tensorflow_nor_the_converter(models, random_vggish, int8_cache, golden):
+    """A new process loading the cached int8 model: no TensorFlow, no OpenVINO model converter, no
+    NNCF, and the same embeddings."""
+    import subprocess
+    import sys
+
+    examples = golden["pistol_shot"]["examples"][:3]
+    np.save(int8_cache.parent / "examples.npy", examples)
+    code = f"""
+import json, pathlib, sys
+import numpy as np
+from gunshot_core import precision
+precision.cache_root = lambda: pathlib.Path({str(int8_cache)!r})
+from gunshot_core.vggish import VGGish
+model = VGGish.from_checkpoint({random_vggish[0]!r}, precision="int8")
+np.save({str(int8_cache.parent / "out.npy")!r}, model.embed(np.load({str(int8_cache.parent / "examples.npy")!r})))
+print(json.dumps([m for m in ("tensorflow", "openvino.tools.ovc", "nncf") if m in sys.modules]))
+"""
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    # a model loaded now: OpenVINO maps the weights file, and the damage test overwrites it in place
+    # (the cache itself never does), which changes an earlier-loaded model such as models["int8"]
+    fresh = VGGish.from_checkpoint(random_vggish[0], precision="int8")
+    np.testing.assert_array_equal(np.load(int8_cache.parent / "out.npy"), fresh.embed(examples))
+
+
+def test_cached_model_is_hashed_once_then_checked_by_file_stats(tmp_path, monkeypatch):
+    """sha256s are checked on the first load after a build; later loads compare file stats; a
+    rewritten file (same size) is hashed again, found damaged and rebuilt."""
+    monkeypatch.setattr(precision, "cache_root", lambda: tmp_path)
+    hashed, built = [], []
+    digests = precision._file_digests
+    monkeypatch.setattr(precision, "_file_digests", lambda d: hashed.append(d) or digests(d))
+
+    def build(folder):
+        (folder / "model.txt").write_text("payload")
+        built.append(folder)
+
+    def load(folder):
+        return (folder / "model.txt").read_text()
+
+    assert precision.cached_build({"model": "t"}, build, load) == "payload"  # build: hashed for the manifest
+    assert precision.cached_build({"model": "t"}, build, load) == "payload"  # first load: hashed, noted
+    assert len(built) == 1 and len(hashed) == 2
+    assert len(list(tmp_path.glob("*.verified"))) == 1
+    assert precision.cached_build({"model": "t"}, build, load) == "payload"  # stats unchanged: not hashed
+    assert len(hashed) == 2
+    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (entry / "model.txt").write_text("damaged")  # same size, new bytes
+    assert precision.cached_build({"model": "t"}, build, load) == "payload"
+    assert len(built) == 2
+
+
+def test_calibration_hash_is_remembered_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "cache_root", lambda: tmp_path)
+    expected = precision.array_sha256(precision.calibration_examples())
+    assert precision.calibration_sha256() == expected  # computed, then remembered
+    (memo,) = tmp_path.glob("calibration-*.json")
+
+    def not_again():
+        raise AssertionError("calibration examples computed again")
+
+    monkeypatch.setattr(precision, "calibration_examples", not_again)
+    assert precision.calibration_sha256() == expected
+    examples = np.zeros((2, 96, 64), np.float32)
+    precision.check_calibration(examples, precision.array_sha256(examples))  # matches: nothing happens
+    with pytest.raises(precision.PrecisionError, match="run the command again"):
+        precision.check_calibration(examples, expected)  # a stale remembered hash: forgotten
+    assert not memo.exists()

@@ -81,7 +81,8 @@ class _Embedder:
         try:
             from gunshot_core import startup
 
-            startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
+            if self._options.get("precision") != "int8":  # int8 runs on OpenVINO: TensorFlow only to build it
+                startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
             # Networks run fixed-shape blocks, so embeddings (and every table) are identical however
             # RunInference groups chunks into batches.
             embedder = self._model.load(**self._options)
