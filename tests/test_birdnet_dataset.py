@@ -132,7 +132,12 @@ def test_birdnet_training_loop_finds_held_out_gunshots(loop):
     assert metrics["run_threshold"]["positives"] == len(held_out) > 0
     assert metrics["run_threshold"]["hours"] == pytest.approx(len(HELDOUT_SITES) * MINUTES / 60)
     sweep = pq.read_table(work / "eval" / "sweep.parquet").to_pylist()
-    assert max(r["recall"] for r in sweep if r["scorer"] == "new") > 0
+    # at most one false alarm in the held-out minute (measured: 0.5 at none)
+    best = max(
+        (r["recall"] for r in sweep if r["scorer"] == "new" and (r["false_alarms_per_hour"] or 0) <= 60.0),
+        default=0.0,
+    )
+    assert best >= 0.5, best
 
 
 def test_embedding_model_contradicting_the_table_is_one_line(loop, tmp_path, capfd):
