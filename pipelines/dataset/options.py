@@ -252,7 +252,10 @@ def dataset_model(args):
     from gunshot_core.errors import EmbeddingModelError
 
     if not args.embeddings:
-        return embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+        model = embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+        if not model.is_default:
+            model.file_paths()  # at launch: a missing extra is one line, not a worker's traceback
+        return model
     from pipelines.dataset import recordings
     from pipelines.search import queries
 
