@@ -17,7 +17,10 @@ DEFAULT_SPLITS = (("train", 0.8), ("eval", 0.2))
 ANNOTATED = "annotated"
 """--fully_annotated keyword: every recording an annotation file covers (the default)."""
 
-DESCRIPTION = "Builds a training set of AudioSet-format records from annotated recordings."
+DESCRIPTION = (
+    "Builds a training set of AudioSet-format records (VGGish; with --embedding_model birdnet, records of "
+    "BirdNET float frames) from annotated recordings."
+)
 
 EPILOG = """\
 Every annotation row ends as an example or as a row of the errors table with the reason
