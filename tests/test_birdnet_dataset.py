@@ -188,3 +188,9 @@ def test_embedding_model_contradicting_the_table_is_one_line(loop, tmp_path, cap
     assert arguments.run_program("dataset", dataset.run, argv) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "birdnet embeddings every 1.5 s" in err[0], err
+    # a head trained on BirdNET frames cannot size the windows of a VGGish dataset
+    argv = ["--audio", str(work / "sites" / "siteA"), "--annotations", str(work / "sites" / "siteA")]
+    argv += ["--head", str(work / "head"), "--output", str(tmp_path / "y")]
+    assert arguments.run_program("dataset", dataset.run, argv) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on birdnet frames" in err[0] and "vggish" in err[0], err

@@ -331,6 +331,14 @@ def window_frames(args) -> int:
         from gunshot_core import heads
 
         card = heads.read_card(embed.localize(args.head))
+        model = _model_of(args)
+        if card.embedding_model != model.name:
+            from gunshot_core.errors import EmbeddingModelMismatchError
+
+            raise EmbeddingModelMismatchError(
+                f"--head {args.head} was trained on {card.embedding_model} frames but the dataset's frames are "
+                f"{model.name}: pass --embedding_model {card.embedding_model}, or --window_frames instead of --head"
+            )
         return int(card.frames or card.pad_to_frames or params.HEAD_FRAMES)
     return params.HEAD_FRAMES
 
