@@ -8,8 +8,8 @@ One module per stage (see docs/dataset.md):
 
 - `options`: the command line and the resolved `Config`;
 - `annotation_io` (1): annotation files -> `Annotation` rows, matched to recordings;
-- `recordings` (2): recordings -> their uint8 frames, by the scoring pipeline's own decode and
-  VGGish steps, or from the embeddings table a `gunshot batch --write_embeddings` run wrote;
+- `recordings` (2): recordings -> their frames (of --embedding_model), by the scoring pipeline's own
+  decode and embedding steps, or from the embeddings table a `gunshot batch --write_embeddings` run wrote;
 - `planning` (3, pure Python): where the examples of one recording lie;
 - `splitting` (4): groups (e.g. sites) and the split of each group, the leakage report;
 - `writing` (5): TFRecords per split, the examples and errors tables, stats.json;

@@ -1,8 +1,9 @@
 """Dataset stage 3 (Beam side): a recording's frames and annotations -> example rows and records.
 
 `MakeExamplesFn` takes the co-grouped recording, its matched annotations and whether an annotation
-file covers it, plans its windows (`planning.plan_recording`) and cuts each window's frames into an
-AudioSet-format SequenceExample (video_id = the source, start/end = the window's seconds, no
+file covers it, plans its windows (`planning.plan_recording`) and cuts each window's frames into a
+training record (`records.encode_embedding_record`: AudioSet format for VGGish frames; BirdNET's
+float frames with the model in the context) (video_id = the source, start/end = the window's seconds, no
 AudioSet labels: the tag is in the examples table). Annotations of recordings that failed to decode,
 and annotations the planner rejects, become error rows.
 """
@@ -15,7 +16,7 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from gunshot_core import params, records
+from gunshot_core import records
 from pipelines.dataset import annotation_io, planning, splitting
 from pipelines.dataset.options import ANNOTATED, Config
 
@@ -28,11 +29,13 @@ RECORDING_FAILED = "recording_failed"
 NO_GROUP = "no_group"
 
 
-def example_row(source: str, recording, plan: planning.WindowPlan, group: str) -> dict:
-    """The examples-table row of one planned window (without `split`)."""
-    f = params.FRAME_SECONDS
-    start = plan.first_frame * f
-    end = (plan.first_frame + plan.num_frames) * f
+def example_row(
+    source: str, recording, plan: planning.WindowPlan, group: str, config: planning.PlanConfig | None = None
+) -> dict:
+    """The examples-table row of one planned window (without `split`); times from the embedding
+    model's frames in `config` (default: VGGish's 0.96 s frames)."""
+    config = config or planning.PlanConfig()
+    start, end = config.span_seconds(plan.first_frame, plan.num_frames)
     a = plan.annotation
     return {
         "video_id": source,
@@ -62,6 +65,7 @@ class MakeExamplesFn(beam.DoFn):
 
     def __init__(self, config: Config):
         self._config = config
+        self._model = config.model
         self._examples_written = Metrics.counter(NAMESPACE, "examples")
         self._recordings = Metrics.counter(NAMESPACE, "recordings_used")
         self._failed = Metrics.counter(NAMESPACE, "recordings_failed")
@@ -130,7 +134,7 @@ class MakeExamplesFn(beam.DoFn):
                     r.annotation.annotation_file, "plan", r.reason, r.message, r.annotation, source
                 ),
             )
-        seconds = recording.duration_seconds or frames.shape[0] * params.FRAME_SECONDS
+        seconds = recording.duration_seconds or self._config.plan.span_seconds(0, frames.shape[0])[1]
         yield beam.pvalue.TaggedOutput(
             STATS_TAG,
             {
@@ -142,10 +146,10 @@ class MakeExamplesFn(beam.DoFn):
             },
         )
         for plan in plans:
-            row = example_row(source, recording, plan, group)
+            row = example_row(source, recording, plan, group, self._config.plan)
             window = frames[plan.first_frame : plan.first_frame + plan.num_frames]
-            record = records.encode_sequence_example(
-                source, row["start_time_seconds"], row["end_time_seconds"], [], window
+            record = records.encode_embedding_record(
+                source, row["start_time_seconds"], row["end_time_seconds"], [], window, self._model
             )
             self._examples_written.inc()
             yield row, record

@@ -17,7 +17,10 @@ DEFAULT_SPLITS = (("train", 0.8), ("eval", 0.2))
 ANNOTATED = "annotated"
 """--fully_annotated keyword: every recording an annotation file covers (the default)."""
 
-DESCRIPTION = "Builds a training set of AudioSet-format records from annotated recordings."
+DESCRIPTION = (
+    "Builds a training set of AudioSet-format records (VGGish; with --embedding_model birdnet, records of "
+    "BirdNET float frames) from annotated recordings."
+)
 
 EPILOG = """\
 Every annotation row ends as an example or as a row of the errors table with the reason
@@ -47,6 +50,8 @@ class Config:
       splits: ((name, fraction), ...), fractions summing to 1.
       seed: seed of split assignment and sampling.
       num_shards: TFRecord files per split.
+      embedding_model, embedding_hop_seconds: the embedding model of the frames and its hop (None:
+        the model's default); see `model`.
     """
 
     plan: planning.PlanConfig
@@ -56,6 +61,15 @@ class Config:
     splits: tuple[tuple[str, float], ...] = DEFAULT_SPLITS
     seed: int = 0
     num_shards: int = 1
+    embedding_model: str = "vggish"
+    embedding_hop_seconds: float | None = None
+
+    @property
+    def model(self):
+        """The gunshot_core.embedding_models.EmbeddingModel the examples' frames come from."""
+        from gunshot_core import embedding_models
+
+        return embedding_models.get(self.embedding_model, hop_seconds=self.embedding_hop_seconds)
 
 
 def _split_value(text: str) -> tuple[str, float]:
@@ -98,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="instead of --audio: the output folder of a `gunshot batch --write_embeddings` run; its "
         "embeddings and recordings tables are read and no audio is decoded (the examples are "
-        "identical to those built from the audio with the same models)",
+        "identical to those built from the audio with the same models); the embedding model and "
+        "its hop are the table's",
     )
     io_group.add_argument(
         "--annotations",
@@ -138,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trained head directory whose card gives the window size in frames (default: the "
         f"original heads' {params.HEAD_FRAMES} frames of 0.96 s)",
     )
-    windows.add_argument("--window_frames", type=int, help="window size in 0.96 s frames (overrides --head)")
+    windows.add_argument(
+        "--window_frames",
+        type=int,
+        help="window size in frames, one per embedding hop (VGGish 0.96 s; BirdNET 3 s frames every "
+        "--embedding_hop_seconds) (overrides --head)",
+    )
     windows.add_argument(
         "--positive_shifts",
         type=int,
@@ -183,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the split, shift and background draws (%(default)s)"
     )
     perf = parser.add_argument_group("decoding and performance (as gunshot batch)")
+    gunshot_options.add_embedding_model_arguments(perf)
     gunshot_options.add_vggish_arguments(
         perf,
         precision_default=None,
@@ -222,6 +243,44 @@ def dataset_precision(args) -> str:
     return ours
 
 
+def dataset_model(args):
+    """The embedding model of the dataset's frames: --embedding_model/--embedding_hop_seconds with
+    --audio; with --embeddings the table's model and hop, which an explicit non-default
+    --embedding_model or --embedding_hop_seconds must agree with.
+
+    Raises:
+      EmbeddingModelError: unknown model or hop, or flags that contradict the table.
+    """
+    from gunshot_core import embedding_models
+    from gunshot_core.errors import EmbeddingModelError
+
+    if not args.embeddings:
+        model = embedding_models.get(args.embedding_model, hop_seconds=args.embedding_hop_seconds)
+        if not model.is_default:
+            model.file_paths()  # at launch: a missing extra is one line, not a worker's traceback
+        return model
+    from pipelines.dataset import recordings
+    from pipelines.search import queries
+
+    table = queries.inspect_table(recordings._table_files(args.embeddings, "embeddings"))
+    if len(table.embedding_model) > 1 or len(table.embedding_hop_seconds) > 1:
+        raise EmbeddingModelError(
+            f"--embeddings {args.embeddings}: the table holds frames of "
+            f"{' and '.join(table.embedding_model)} (hops {list(table.embedding_hop_seconds)}); a dataset "
+            "takes one model's frames"
+        )
+    model = table.model()
+    if args.embedding_model not in (embedding_models.DEFAULT, model.name) or (
+        args.embedding_hop_seconds is not None and args.embedding_hop_seconds != model.hop_seconds
+    ):
+        raise EmbeddingModelError(
+            f"--embedding_model {args.embedding_model} --embedding_hop_seconds {args.embedding_hop_seconds}: "
+            f"the frames in {args.embeddings} are {model.name} embeddings every {model.hop_seconds:g} s; "
+            "leave --embedding_model and --embedding_hop_seconds out"
+        )
+    return model
+
+
 def parse_known_args(argv):
     """(args, beam_args); exits with a message on bad flags."""
     parser = build_parser()
@@ -244,7 +303,8 @@ def parse_known_args(argv):
         except re.error as e:
             parser.error(f"--group_pattern {args.group_pattern!r} is not a regex: {e}")
     try:
-        args.precision_used = dataset_precision(args)
+        args.model = dataset_model(args)
+        args.precision_used = args.model.check_precision(args.precision, dataset_precision(args))
     except FileNotFoundError as e:  # a missing input, not a usage error: one line, status 2
         raise InputError(str(e)) from None
     splits = args.split or list(DEFAULT_SPLITS)
@@ -271,14 +331,35 @@ def window_frames(args) -> int:
         from gunshot_core import heads
 
         card = heads.read_card(embed.localize(args.head))
+        model = _model_of(args)
+        if card.embedding_model != model.name:
+            from gunshot_core.errors import EmbeddingModelMismatchError
+
+            raise EmbeddingModelMismatchError(
+                f"--head {args.head} was trained on {card.embedding_model} frames but the dataset's frames are "
+                f"{model.name}: pass --embedding_model {card.embedding_model}, or --window_frames instead of --head"
+            )
         return int(card.frames or card.pad_to_frames or params.HEAD_FRAMES)
     return params.HEAD_FRAMES
+
+
+def _model_of(args):
+    """The model `parse_known_args` resolved (args built otherwise: their flags, default VGGish)."""
+    from gunshot_core import embedding_models
+
+    model = getattr(args, "model", None)
+    if model is None:
+        model = embedding_models.get(
+            getattr(args, "embedding_model", None), hop_seconds=getattr(args, "embedding_hop_seconds", None)
+        )
+    return model
 
 
 def make_config(args) -> Config:
     fully = tuple(args.fully_annotated) or (ANNOTATED,)
     if fully == ("none",):
         fully = ()
+    model = _model_of(args)
     plan = planning.PlanConfig(
         window_frames=window_frames(args),
         positive=frozenset(args.positive),
@@ -286,6 +367,8 @@ def make_config(args) -> Config:
         positive_shifts=args.positive_shifts,
         negatives_per_hour=args.negatives_per_hour,
         seed=args.seed,
+        frame_seconds=model.frame_seconds,
+        hop_seconds=model.hop_seconds,
     )
     return Config(
         plan=plan,
@@ -295,6 +378,8 @@ def make_config(args) -> Config:
         splits=tuple((n, float(f)) for n, f in args.split),
         seed=args.seed,
         num_shards=args.num_shards,
+        embedding_model=model.name,
+        embedding_hop_seconds=None if model.is_default else model.hop_seconds,
     )
 
 
@@ -302,12 +387,22 @@ def scoring_config(args) -> config.ScoringConfig:
     """The scoring pipeline's decode/embed settings, for embedding recordings exactly as it does."""
     from gunshot_core import models
 
-    paths = models.resolve_model_paths(args.checkpoint, args.pca, None)
+    model = _model_of(args)
+    if model.is_default:
+        paths = models.resolve_model_paths(args.checkpoint, args.pca, None)
+        checkpoint, pca, head = paths.checkpoint, paths.pca, paths.head
+    else:  # the model's own files (checked when a worker loads it); its default head is not used
+        checkpoint, pca, head = "", "", model.default_head
+    batch_size = args.batch_size
+    if batch_size == config.DEFAULT_BATCH_SIZE:  # not given: the model's own batch
+        batch_size = model.batch_inputs
     return config.ScoringConfig(
-        checkpoint=paths.checkpoint,
-        pca=paths.pca,
-        head=paths.head,
-        batch_size=args.batch_size,
+        checkpoint=checkpoint,
+        pca=pca,
+        head=head,
+        embedding_model=model.name,
+        embedding_hop_seconds=None if model.is_default else model.hop_seconds,
+        batch_size=batch_size,
         chunk_seconds=args.chunk_seconds,
         split_seconds=args.split_seconds,
         archive_part_bytes=int(args.archive_part_mb * (1 << 20)),

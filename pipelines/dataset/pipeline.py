@@ -70,7 +70,9 @@ def build_pipeline(p, args, config: options.Config, scoring_config=None):
     names = beam.pvalue.AsList(keys)
     globs = _globs(config)
     if args.embeddings:
-        recs, rec_errors = p | "FromEmbeddings" >> recordings.FromEmbeddings(args.embeddings, names, globs)
+        recs, rec_errors = p | "FromEmbeddings" >> recordings.FromEmbeddings(
+            args.embeddings, names, globs, config.model
+        )
     else:
         patterns = list(args.audio)
         for listing in args.audio_list:
@@ -129,6 +131,11 @@ def _options_summary(args, config: options.Config) -> dict:
         "group_pattern": config.group_pattern,
         "splits": [[n, f] for n, f in config.splits],
         "seed": config.seed,
+        **(
+            {}
+            if config.model.is_default
+            else {"embedding_model": config.model.name, "embedding_hop_seconds": config.model.hop_seconds}
+        ),
         "precision": getattr(
             args, "precision_used", "fp32"
         ),  # of the frames: --precision, or the --embeddings table's

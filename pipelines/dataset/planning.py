@@ -1,6 +1,7 @@
 """Dataset stage 3, window planning: where the examples of one recording lie (pure Python, no Beam).
 
-A recording of n frames (frame i covers [0.96 i, 0.96 (i+1)) s) gets examples of `window` frames:
+A recording of n frames (frame i covers [i hop, i hop + frame_seconds] s: VGGish's 0.96 s frames back
+to back, BirdNET's 3 s frames every hop, from `PlanConfig`) gets examples of `window` frames:
 
 - an annotation with a --positive label: the window whose centre is nearest the event's centre
   among those holding the whole event (tag gunshot, origin `annotation`), plus up to
@@ -58,6 +59,8 @@ class PlanConfig:
       positive_shifts: extra shifted windows per positive annotation.
       negatives_per_hour: background windows per hour of fully annotated audio.
       seed: seed of every hash draw.
+      frame_seconds, hop_seconds: the embedding model's frame length and hop (frame i covers
+        [i hop, i hop + frame_seconds]; default VGGish's 0.96 s frames back to back).
     """
 
     window_frames: int = params.HEAD_FRAMES
@@ -66,6 +69,20 @@ class PlanConfig:
     positive_shifts: int = 0
     negatives_per_hour: float = 60.0
     seed: int = 0
+    frame_seconds: float = params.FRAME_SECONDS
+    hop_seconds: float = params.FRAME_SECONDS
+
+    @property
+    def back_to_back(self) -> bool:
+        """Whether frames do not overlap (VGGish): times are then exactly `frame * hop`."""
+        return self.hop_seconds == self.frame_seconds
+
+    def span_seconds(self, first: int, count: int) -> tuple[float, float]:
+        """(start, end) seconds of frames [first, first + count) (count >= 1)."""
+        if self.back_to_back:
+            f = self.hop_seconds
+            return first * f, (first + count) * f
+        return first * self.hop_seconds, (first + count - 1) * self.hop_seconds + self.frame_seconds
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -90,6 +107,9 @@ class Rejection:
     message: str
 
 
+_DEFAULT_PLAN = PlanConfig()
+
+
 def label_kind(label: str, config: PlanConfig) -> str | None:
     """`POSITIVE_TAG`, `NEGATIVE_TAG` or None for an annotation label (case-insensitive, stripped)."""
     key = label.strip().lower()
@@ -100,23 +120,34 @@ def label_kind(label: str, config: PlanConfig) -> str | None:
     return None
 
 
-def _holding_range(start: float, end: float, window: int, num_frames: int) -> tuple[int, int]:
+def _holding_range(
+    start: float, end: float, window: int, num_frames: int, config: PlanConfig
+) -> tuple[int, int]:
     """(lo, hi) first frames of windows holding [start, end] entirely; lo > hi when none does."""
-    f = params.FRAME_SECONDS
-    lo = max(0, math.ceil(end / f - _EPS) - window)
-    hi = min(num_frames - window, math.floor(start / f + _EPS))
+    h = config.hop_seconds
+    if config.back_to_back:
+        lo = max(0, math.ceil(end / h - _EPS) - window)
+    else:  # the window's last frame must end at or after `end`
+        lo = max(0, math.ceil((end - config.frame_seconds) / h - _EPS) - (window - 1))
+    hi = min(num_frames - window, math.floor(start / h + _EPS))
     return lo, hi
 
 
-def _centred(start: float, end: float, window: int, lo: int, hi: int) -> int:
-    centre = (start + end) / 2 / params.FRAME_SECONDS - window / 2
+def _centred(start: float, end: float, window: int, lo: int, hi: int, config: PlanConfig) -> int:
+    if config.back_to_back:
+        centre = (start + end) / 2 / config.hop_seconds - window / 2
+    else:
+        w0, w1 = config.span_seconds(0, window)
+        centre = ((start + end) / 2 - (w1 - w0) / 2) / config.hop_seconds
     return min(max(int(math.floor(centre + 0.5)), lo), hi)
 
 
-def _overlaps(first: int, window: int, start: float, end: float) -> bool:
-    """Whether frames [first, first + window) overlap [start, end] (a point event counts)."""
-    f = params.FRAME_SECONDS
-    w0, w1 = first * f, (first + window) * f
+def _overlaps(
+    first: int, window: int, start: float, end: float, config: PlanConfig | None = None
+) -> bool:
+    """Whether frames [first, first + window) overlap [start, end] (a point event counts); frame times
+    of `config` (default: VGGish's)."""
+    w0, w1 = (config or _DEFAULT_PLAN).span_seconds(first, window)
     return start < w1 - _EPS and end > w0 + _EPS or (start == end and w0 <= start < w1)
 
 
@@ -137,7 +168,7 @@ def plan_recording(
     Args:
       source: the recording's key (hash draws depend on it, not on where it is read from).
       num_frames: frames the recording embedded to (>= 1).
-      duration_seconds: decoded length (None: num_frames * 0.96).
+      duration_seconds: decoded length (None: the end of the last frame).
       annotations: the recording's annotations (any order).
       fully_annotated: sample background windows from it.
       config: PlanConfig.
@@ -146,7 +177,7 @@ def plan_recording(
       `background_wanted` and `background_available`).
     """
     window = config.window_frames
-    frames_end = num_frames * params.FRAME_SECONDS
+    frames_end = config.span_seconds(0, num_frames)[1]
     duration = frames_end if duration_seconds is None else float(duration_seconds)
     ordered = sorted(annotations, key=lambda a: (a.annotation_file, a.line, a.start_seconds, a.end_seconds))
     rejections: list[Rejection] = []
@@ -161,7 +192,7 @@ def plan_recording(
                     a,
                     BEYOND_END,
                     f"{a.annotation_file}:{a.line}: event {a.start_seconds:g}-{a.end_seconds:g} s lies past the "
-                    f"end of {source} ({duration:.3f} s, {num_frames} complete 0.96 s frames)",
+                    f"end of {source} ({duration:.3f} s, {num_frames} complete {config.frame_seconds:g} s frames)",
                 )
             )
             continue
@@ -183,17 +214,17 @@ def plan_recording(
             continue
         end = min(a.end_seconds, frames_end)
         width = min(window, num_frames)
-        lo, hi = _holding_range(a.start_seconds, end, width, num_frames)
+        lo, hi = _holding_range(a.start_seconds, end, width, num_frames, config)
         holds = lo <= hi
         if not holds:  # longer than a window: the windows over its middle
             lo, hi = 0, num_frames - width
-        base = _centred(a.start_seconds, end, width, lo, hi)
+        base = _centred(a.start_seconds, end, width, lo, hi, config)
         candidates = sorted(range(lo, hi + 1), key=lambda k: (abs(k - base), k))
         if kind == NEGATIVE_TAG:
             candidates = [
                 k
                 for k in candidates
-                if not any(_overlaps(k, width, p.start_seconds, p.end_seconds) for p in positives)
+                if not any(_overlaps(k, width, p.start_seconds, p.end_seconds, config) for p in positives)
             ]
             if not candidates:
                 rejections.append(
@@ -237,7 +268,7 @@ def plan_recording(
             k
             for k in range(0, num_frames - window + 1, window)
             if k not in taken
-            and not any(_overlaps(k, window, a.start_seconds, a.end_seconds) for a in usable)
+            and not any(_overlaps(k, window, a.start_seconds, a.end_seconds, config) for a in usable)
         ]
         grid.sort(key=lambda k: _rank(config.seed, source, "background", k))
         counts = {"background_wanted": wanted, "background_available": len(grid)}

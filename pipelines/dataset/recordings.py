@@ -1,4 +1,4 @@
-"""Dataset stage 2, recordings: the uint8 frames of each recording, from audio or from a scoring run.
+"""Dataset stage 2, recordings: the frames of each recording, from audio or from a scoring run.
 
 From audio, recordings are matched, planned, decoded and embedded by the scoring pipeline's own
 steps (`match.MatchSources`, `score.embed_recordings`, `score.assemble_recording`), so their
@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from gunshot_core import params
 from pipelines.dataset import annotation_io
 from pipelines.scoring import config as scoring_config
 from pipelines.scoring import match, score, sources
@@ -34,7 +33,8 @@ class RecordingFrames:
       source: the recording's key (path, or archive!member).
       file: the matched file (the archive for members); member: path inside it, or None.
       duration_seconds: decoded length (None when unknown).
-      frames: uint8 [n, 128] postprocessed VGGish frames (n >= 1), or None when it failed.
+      frames: [n, d] frames of the run's embedding model (n >= 1; VGGish uint8 [n, 128] postprocessed,
+        BirdNET float32 [n, 1024]), or None when it failed.
       failure: (stage, reason, message) when the recording could not be used, else None.
     """
 
@@ -46,9 +46,9 @@ class RecordingFrames:
     failure: tuple[str, str, str] | None = None
 
 
-def _from_assembled(element):
+def _from_assembled(element, model=None):
     key, grouped = element
-    info, frames, failure = score.assemble_recording(key, grouped)
+    info, frames, failure = score.assemble_recording(key, grouped, model)
     return key, RecordingFrames(
         info.source or key, info.file, info.member, info.duration_seconds, frames, failure
     )
@@ -78,7 +78,8 @@ class FromAudio(beam.PTransform):
         srcs, match_errors = patterns | "Match" >> match.MatchSources()
         wanted = srcs | "Annotated" >> beam.Filter(_keep_source, self._names, self._globs)
         grouped, embed_errors = embed_recordings_in(wanted, self._config)
-        frames = grouped | "Assemble" >> beam.Map(_from_assembled)
+        model = None if self._config.model.is_default else self._config.model
+        frames = grouped | "Assemble" >> beam.Map(_from_assembled, model)
         errors = (
             (match_errors, embed_errors)
             | "AllErrors" >> beam.Flatten()
@@ -99,7 +100,11 @@ def _scoring_error(row: dict) -> dict:
 
 
 class _EmbeddingBatchFn(beam.DoFn):
-    """Arrow batch of the embeddings table -> (source, (frame indices int64 [k], uint8 [k, 128]))."""
+    """Arrow batch of the embeddings table -> (source, (frame indices int64 [k], frames [k, d] of the
+    model's dtype))."""
+
+    def __init__(self, model):
+        self._model = model
 
     def process(self, table: pa.Table, names, globs):
         if table.num_rows == 0:
@@ -111,7 +116,7 @@ class _EmbeddingBatchFn(beam.DoFn):
             part = table.filter(pc.equal(sources, source))
             index = part.column("frame_index").to_numpy().astype(np.int64)
             blob = b"".join(part.column("embedding").to_pylist())
-            frames = np.frombuffer(blob, np.uint8).reshape(-1, params.EMBEDDING_SIZE)
+            frames = self._model.frames_from_bytes(blob).astype(self._model.dtype)
             yield source, (index, frames)
 
 
@@ -121,9 +126,10 @@ def _recording_info(row: dict, names, globs):
 
 
 class _AssembleEmbeddingsFn(beam.DoFn):
-    """(source, {'info': [recordings row], 'frames': [(indices, uint8 [k, 128])]}) -> RecordingFrames."""
+    """(source, {'info': [recordings row], 'frames': [(indices, frames [k, d])]}) -> RecordingFrames."""
 
-    def __init__(self):
+    def __init__(self, model):
+        self._model = model
         self._recordings = Metrics.counter(NAMESPACE, "recordings_from_embeddings")
 
     def process(self, element):
@@ -145,7 +151,7 @@ class _AssembleEmbeddingsFn(beam.DoFn):
         parts = grouped["frames"]
         index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
         frames = (
-            np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, params.EMBEDDING_SIZE), np.uint8)
+            np.concatenate([p[1] for p in parts]) if parts else self._model.empty_frames()
         )
         order = np.argsort(index, kind="stable")
         index, frames = index[order], frames[order]
@@ -168,8 +174,13 @@ def embeddings_table_files(directory: str, name: str) -> str:
 class FromEmbeddings(beam.PTransform):
     """PBegin -> ((source, RecordingFrames), error rows) from a `gunshot batch --write_embeddings` folder."""
 
-    def __init__(self, directory: str, names, globs: tuple[str, ...]):
+    def __init__(self, directory: str, names, globs: tuple[str, ...], model=None):
         super().__init__()
+        if model is None:
+            from gunshot_core import embedding_models
+
+            model = embedding_models.get()
+        self._model = model
         self._directory = directory
         self._names = names
         self._globs = globs
@@ -181,7 +192,7 @@ class FromEmbeddings(beam.PTransform):
             pbegin
             | "EmbeddingFiles" >> beam.Create(embedding_files)
             | "ReadEmbeddings" >> beam.ParDo(_ReadParquetFn(["source", "frame_index", "embedding"]))
-            | "BySource" >> beam.ParDo(_EmbeddingBatchFn(), self._names, self._globs)
+            | "BySource" >> beam.ParDo(_EmbeddingBatchFn(self._model), self._names, self._globs)
         )
         infos = (
             pbegin
@@ -193,7 +204,7 @@ class FromEmbeddings(beam.PTransform):
         recordings = (
             {"info": infos, "frames": frames}
             | "Group" >> beam.CoGroupByKey()
-            | "Assemble" >> beam.ParDo(_AssembleEmbeddingsFn())
+            | "Assemble" >> beam.ParDo(_AssembleEmbeddingsFn(self._model))
         )
         errors = pbegin | "NoErrors" >> beam.Create([])
         return recordings, errors
