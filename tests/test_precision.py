@@ -284,11 +284,11 @@ def test_batch_int8_tables_record_precision_and_match_fp32_errors(models, random
     import shutil
 
     from pipelines.dataset import options as dataset_options
+    from pipelines.io import embeddings_table
     from pipelines.search import pipeline as search_pipeline
-    from pipelines.search import queries
 
     def table(folder):
-        return queries.inspect_table(sorted(str(p) for p in folder.glob("embeddings-*.parquet")))
+        return embeddings_table.inspect_table(sorted(str(p) for p in folder.glob("embeddings-*.parquet")))
 
     int8_dir, fp32_dir, mixed = tmp_path / "int8", tmp_path / "fp32", tmp_path / "mixed"
     assert search_pipeline.query_precision(None, table(int8_dir)) == "int8"

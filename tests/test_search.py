@@ -17,7 +17,7 @@ import soxr
 
 from gunshot_core import annotations, params, similarity
 from pipelines import schemas, score
-from pipelines.io import tables
+from pipelines.io import embeddings_table, tables
 from pipelines.search import pipeline, queries
 from tests import field_sites
 from tests.browser import assert_page_ok, chromium  # noqa: F401
@@ -462,8 +462,8 @@ def test_queries_that_need_models_say_what_is_wrong_with_them(tmp_path):
     garbage = tmp_path / "vggish_model.ckpt"
     garbage.write_bytes(b"not a checkpoint")
     spec = queries.parse_query(f"{SEED_WAVS / 'pistol_shot.wav'}@1", 0)
-    no_hashes = queries.TableInfo((), 0, (), (), ())
-    with_hashes = queries.TableInfo((), 0, (), ("a" * 64,), ("b" * 64,))
+    no_hashes = embeddings_table.TableInfo((), 0, (), (), ())
+    with_hashes = embeddings_table.TableInfo((), 0, (), ("a" * 64,), ("b" * 64,))
     cases = [
         (no_hashes, queries.Models(problem="vggish_model.ckpt not found"), "models_missing"),
         (with_hashes, queries.Models(str(garbage), str(garbage), "c" * 64, "b" * 64), "model_mismatch"),

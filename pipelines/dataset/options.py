@@ -260,9 +260,9 @@ def dataset_model(args):
             model.file_paths()  # at launch: a missing extra is one line, not a worker's traceback
         return model
     from pipelines.dataset import recordings
-    from pipelines.search import queries
+    from pipelines.io import embeddings_table
 
-    table = queries.inspect_table(recordings._table_files(args.embeddings, "embeddings"))
+    table = embeddings_table.inspect_table(recordings._table_files(args.embeddings, "embeddings"))
     if len(table.embedding_model) > 1 or len(table.embedding_hop_seconds) > 1:
         raise EmbeddingModelError(
             f"--embeddings {args.embeddings}: the table holds frames of "

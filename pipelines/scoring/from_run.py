@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 from gunshot_core import params
 from gunshot_core.errors import GunshotError, describe
 from pipelines import schemas
+from pipelines.io import embeddings_table
 from pipelines.scoring import outputs
 from pipelines.scoring.config import ERRORS_TAG, FRAMES_TAG, INFO_TAG, NAMESPACE
 from pipelines.scoring.decode import RecordingInfo, recording_stub
@@ -265,12 +266,6 @@ def chunk_frames(table: pa.Table, model=None):
 _FRAME_COLUMNS = ["source", "frame_index", "embedding"]
 
 
-def _open_parquet(path: str):
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
-
-
 def _source_range(parquet, index: int) -> tuple[str, str] | None:
     """(first, last) source of a row group: from its statistics, else read (None when it is empty)."""
     group = parquet.metadata.row_group(index)
@@ -303,7 +298,7 @@ def plan_row_groups(paths) -> tuple[tuple[str, int, str | None], ...]:
     items = []
     for path in paths:
         try:
-            parquet = _open_parquet(path)
+            parquet = embeddings_table.open_parquet(path)
             ranges = [_source_range(parquet, i) for i in range(parquet.metadata.num_row_groups)]
         except Exception as e:  # noqa: BLE001 - any failure to read it is the same user error
             raise FromRunError(
@@ -348,7 +343,7 @@ def owned_recordings(path: str, index: int, after: str | None, model=None):
       (source, [(first frame index, [k, d] frames)]) in file order, one per recording; the chunks
       are contiguous runs of frames in frame order.
     """
-    parquet = _open_parquet(path)
+    parquet = embeddings_table.open_parquet(path)
     table = parquet.read_row_group(index, columns=_FRAME_COLUMNS)
     current, chunks = None, []
     for source, chunk in chunk_frames(table, model):

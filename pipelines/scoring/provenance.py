@@ -69,25 +69,12 @@ def table_precisions(paths) -> set[str]:
 
     Files written before the column existed, or with it null, count as fp32 (the only precision then).
     """
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    from pipelines.io import embeddings_table
 
     found = set()
     for path in paths:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            metadata = pq.ParquetFile(handle).metadata
-        names = metadata.schema.to_arrow_schema().names
-        values = set()
-        if "precision" in names:
-            index = names.index("precision")
-            for group in range(metadata.num_row_groups):
-                stats = metadata.row_group(group).column(index).statistics
-                if stats is not None and stats.has_min_max:
-                    values.update(
-                        str(v, "utf-8") if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)
-                    )
-        found |= values or ({"fp32"} if metadata.num_rows else set())
+        metadata = embeddings_table.open_parquet(path).metadata
+        found |= embeddings_table.stat_values(metadata, "precision") or ({"fp32"} if metadata.num_rows else set())
     return found
 
 

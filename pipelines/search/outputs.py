@@ -188,7 +188,7 @@ def write_page(output: str, resolved, hits: list[dict], args, table=None) -> lis
     """Writes index.html, one page per query and their media; returns the paths written.
 
     Args:
-      table: the embeddings table's `queries.TableInfo` (its size and models go on index.html).
+      table: the embeddings table's `pipelines.io.embeddings_table.TableInfo` (its size and models go on index.html).
 
     The site is built in a local folder (the output itself, or a temporary one copied to gs://).
     """

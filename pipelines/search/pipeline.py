@@ -22,7 +22,7 @@ from gunshot_core import arguments, logs
 from gunshot_core import options as gunshot_options
 from pipelines import options as pipelines_options
 from pipelines import schemas
-from pipelines.io import counters
+from pipelines.io import counters, embeddings_table
 from pipelines.io import files as io_files
 from pipelines.io import tables as io_tables
 from pipelines.scoring import outputs as staged
@@ -174,7 +174,7 @@ def resolve_models(args, model=None) -> queries_lib.Models:
         return queries_lib.Models(problem=str(e))
 
 
-def query_precision(requested: str | None, table: queries_lib.TableInfo) -> str:
+def query_precision(requested: str | None, table: embeddings_table.TableInfo) -> str:
     """The precision queries decoded from audio are embedded at: the table's.
 
     Embeddings of different precisions differ by a few quantisation levels, so a search never mixes
@@ -206,7 +206,7 @@ def query_precision(requested: str | None, table: queries_lib.TableInfo) -> str:
     return ours
 
 
-def build_pipeline(p, args, table: queries_lib.TableInfo, resolved: list[queries_lib.ResolvedQuery]):
+def build_pipeline(p, args, table: embeddings_table.TableInfo, resolved: list[queries_lib.ResolvedQuery]):
     """Adds the scan and the table writes to pipeline `p` (writing into --output/.staging)."""
     staging = FileSystems.join(args.output, staged.STAGING)
     windows = [
@@ -243,7 +243,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:
     args, beam_args = parse_known_args(argv)
     started = time.monotonic()
     files = table_files(args.embeddings)
-    table = queries_lib.inspect_table(files)
+    table = embeddings_table.inspect_table(files)
     for path, reason, message in table.errors:
         _LOG.warning("skipping %s (%s): %s", path, reason, message)
     if not table.files:
