@@ -149,7 +149,8 @@ def test_transform_train_evaluate_score_on_birdnet_frames(loop, tmp_path):
     )
 
 
-def test_framepool_still_trains_on_birdnet_frames(loop, tmp_path):
+@pytest.mark.parametrize("architecture", ["framepool", "logreg", "mlp", "lstm"])
+def test_every_architecture_trains_on_birdnet_frames(loop, tmp_path, architecture):
     from gunshot_core import heads
     from training import train
 
@@ -158,20 +159,24 @@ def test_framepool_still_trains_on_birdnet_frames(loop, tmp_path):
         "--transformed",
         str(tdir),
         "--model",
-        "framepool",
+        architecture,
         "--epochs",
-        "2",
+        "1",
         "--verbose",
         "0",
         "--validation",
         "none",
     ]
-    assert train.main(argv + ["--output", str(tmp_path / "fp")]) == 0
-    head = heads.load_head(tmp_path / "fp")
-    assert head.embedding_model == "birdnet" and head.frame_logits(held_out[0].frames).shape == (
-        held_out[0].frames.shape[0],
-    )
-    assert not np.isnan(head.frame_logits(held_out[0].frames)).any()
+    assert train.main(argv + ["--output", str(tmp_path / architecture)]) == 0
+    head = heads.load_head(tmp_path / architecture)
+    assert head.embedding_model == "birdnet"
+    windows = np.stack([rec.frames[:WINDOW] for rec in held_out])  # float32 [n, WINDOW, 1024]
+    scores = head.predict(windows)
+    assert scores.shape[0] == len(held_out) and np.isfinite(scores).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    if head.has_frame_scores:
+        frame_logits = head.frame_logits(held_out[0].frames)
+        assert frame_logits.shape == (held_out[0].frames.shape[0],) and not np.isnan(frame_logits).any()
 
 
 def test_gunprior_needs_a_model_with_its_own_gun_class():
