@@ -266,6 +266,21 @@ def decode_context(serialized: bytes) -> ClipContext:
     return context_from_features(parse_record(serialized).context)
 
 
+def _frame_values(example, kind: str) -> list:
+    """The values (`kind`: "bytes_list" or "float_list") of each frame of a record's `audio_embedding`.
+
+    Raises:
+      RecordError: the feature list is missing or holds no frame.
+    """
+    lists = example.feature_lists.feature_list
+    if EMBEDDING not in lists:
+        raise RecordError(f"record has no {EMBEDDING!r} feature list", "missing_embedding")
+    frames = [getattr(feature, kind).value for feature in lists[EMBEDDING].feature]
+    if not frames:
+        raise RecordError(f"{EMBEDDING} has no frame", "empty_embedding")
+    return frames
+
+
 def embedding_frames(example) -> list[bytes]:
     """The `audio_embedding` frames of a parsed SequenceExample, checked for width.
 
@@ -274,12 +289,7 @@ def embedding_frames(example) -> list[bytes]:
     Raises:
       RecordError: missing or empty feature list, or a frame that is not EMBEDDING_WIDTH bytes.
     """
-    lists = example.feature_lists.feature_list
-    if EMBEDDING not in lists:
-        raise RecordError(f"record has no {EMBEDDING!r} feature list", "missing_embedding")
-    frames = [feature.bytes_list.value for feature in lists[EMBEDDING].feature]
-    if not frames:
-        raise RecordError(f"{EMBEDDING} has no frame", "empty_embedding")
+    frames = _frame_values(example, "bytes_list")
     for i, values in enumerate(frames):
         if len(values) != 1 or len(values[0]) != EMBEDDING_WIDTH:
             raise RecordError(
@@ -298,12 +308,7 @@ def float_embedding_frames(example, width: int) -> np.ndarray:
     Raises:
       RecordError: missing or empty feature list, or a frame that is not `width` floats.
     """
-    lists = example.feature_lists.feature_list
-    if EMBEDDING not in lists:
-        raise RecordError(f"record has no {EMBEDDING!r} feature list", "missing_embedding")
-    frames = [feature.float_list.value for feature in lists[EMBEDDING].feature]
-    if not frames:
-        raise RecordError(f"{EMBEDDING} has no frame", "empty_embedding")
+    frames = _frame_values(example, "float_list")
     for i, values in enumerate(frames):
         if len(values) != width:
             raise RecordError(
