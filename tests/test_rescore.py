@@ -407,3 +407,110 @@ def test_dataset_from_a_rescored_run_gives_the_parent_runs_examples(
     assert examples and built[audio_run] == built[rescored]
     stats = json.loads((tmp_path / f"dataset_{rescored.name}" / "stats.json").read_text())
     assert "gunshot" in json.dumps(stats)
+
+
+def test_shard_bounds_cut_after_row_groups_of_enough_frames():
+    # (path, row group, first source, last source, rows): file x holds a..e, file y (another shard of a
+    # hash-sharded table) b and f; "c" straddles x's second and third row group.
+    groups = [
+        ("x", 0, "a", "b", 4), ("x", 1, "b", "c", 4), ("x", 2, "c", "d", 4), ("x", 3, "e", "e", 2),
+        ("y", 0, "b", "f", 4),
+    ]  # fmt: skip
+    assert from_run.plan_shard_bounds(groups, 100) == ()  # all fits: one file, as today
+    assert from_run.plan_shard_bounds(groups, 8) == ("c", "e")  # (..c]: 4+4 | (c..e]: 4+2 | (e..]: y's 4
+    assert from_run.plan_shard_bounds(groups, 1) == ("b", "c", "d", "e")  # never an empty or equal cut
+    assert from_run.plan_shard_bounds([g for g in groups if g[0] == "x"], 4) == ("b", "c", "d")
+
+
+def test_write_table_by_ranges_of_the_shard_key(tmp_path):
+    import operator
+
+    import apache_beam as beam
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("source", pa.string()), ("i", pa.int64())])
+    rows = [{"source": s, "i": i} for s in ("a", "b", "c", "d", "e") for i in range(3)]
+    written = {}
+    for name, kwargs in (("one", {}), ("ranges", {"shard_bounds": ("b", "c")})):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            _ = (
+                p
+                | beam.Create([rows[7:], rows[:7][::-1]])
+                | tables.WriteTable(
+                    str(tmp_path / name),
+                    "t",
+                    schema,
+                    batched=True,
+                    shard_key=operator.itemgetter("source"),
+                    sort_columns=["source", "i"],
+                    **kwargs,
+                )
+            )
+        written[name] = sorted((tmp_path / name).glob("t-*.parquet"))
+    assert [p.name for p in written["ranges"]] == [f"t-0000{i}-of-00003.parquet" for i in range(3)]
+    parts = [pq.read_table(p).column("source").to_pylist() for p in written["ranges"]]
+    assert [sorted(set(p)) for p in parts] == [["a", "b"], ["c"], ["d", "e"]]  # (bound, next bound]
+    assert tables.read_table(str(tmp_path / "ranges"), "t").equals(pq.read_table(written["one"][0]))
+    with pytest.raises(ValueError, match="sorted and distinct"):
+        tables.WriteTable(str(tmp_path), "t", schema, sort_columns=["source"], shard_bounds=("c", "b"))
+
+
+def test_a_long_archive_is_written_in_files_by_ranges_of_source(
+    parent, rescored, random_vggish, tmp_path, monkeypatch
+):
+    """Row groups of 5 frames and files of at most 10 frames: the per-frame tables come in several
+    files, each a range of sources, that read in name order are the one-file tables row for row (so
+    evaluate-events, review and search see the same run); a rerun writes the same bytes."""
+    import pyarrow.parquet as pq
+
+    from pipelines.search import pipeline as search
+    from training import evaluate_events
+
+    audio_run, root = parent
+    copy = _copy_run(audio_run, tmp_path / "regrouped")
+    (path,) = copy.glob("embeddings-*.parquet")
+    pq.write_table(pq.read_table(path), path, row_group_size=5)
+    monkeypatch.setattr(from_run, "MAX_SHARD_FRAMES", 10)
+    output = tmp_path / "out"
+    _rescore(copy, output, HEAD, "--write_embeddings")
+    sources = sorted(_frame(rescored, "embeddings").source.unique())
+    for name in ("windows", "embeddings"):
+        files = sorted(output.glob(f"{name}-*.parquet"))
+        assert [p.name for p in files] == [f"{name}-0000{i}-of-00003.parquet" for i in range(3)], name
+        assert [sorted(set(pq.read_table(p).column("source").to_pylist())) for p in files] == [
+            [s] for s in sources
+        ], name  # one recording each here: never split, in order
+    for name in (*TABLES, "embeddings"):
+        assert _frame(output, name).equals(_frame(rescored, name)), name
+    for name in ("recordings", "events", "errors"):
+        assert [p.name for p in output.glob(f"{name}-*.parquet")] == [f"{name}-00000-of-00001.parquet"]
+    first = {p.name: p.read_bytes() for p in output.glob("*-of-*.*")}
+    _rescore(copy, output, HEAD, "--write_embeddings")
+    assert {p.name: p.read_bytes() for p in output.glob("*-of-*.*")} == first
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    rows = [{"file": SITE2, "start_seconds": 3.0, "end_seconds": 3.5, "label": "gunshot"}]
+    (notes / "site.Table.1.selections.txt").write_text(annotations.format_selection_table(rows))
+    argv = ["--scores", f"one={rescored}", "--scores", f"ranges={output}", "--annotations", str(notes)]
+    assert evaluate_events.main([*argv, "--output", str(tmp_path / "eval")]) == 0
+    scorers = json.loads((tmp_path / "eval" / "metrics.json").read_text())["scorers"]
+    for figures in scorers.values():
+        figures.pop("directory")
+    assert scorers["one"] == scorers["ranges"]
+    from pipelines.review.frame import read_frame  # review and calibrate read the windows this way
+
+    offered = [read_frame([str(run)]) for run in (rescored, output)]
+    assert len(offered[0]) == len(_frame(rescored, "windows"))
+    for field in ("sources", "starts", "scores", "groups", "days"):
+        np.testing.assert_array_equal(getattr(offered[0], field), getattr(offered[1], field), field)
+
+    ckpt, pca = random_vggish
+    site1 = next(s for s in sources if s.endswith(SITE1))
+    found = []
+    for run in (rescored, output):
+        argv = [f"--embeddings={run}", f"--output={tmp_path / ('hits_' + run.name)}", "--top=3"]
+        assert search.main([*argv, f"--checkpoint={ckpt}", f"--pca={pca}", f"--query={site1}@5.0"]) == 0
+        found.append(_frame(tmp_path / ("hits_" + run.name), "hits"))
+    assert len(found[1]) == 3 and found[0].equals(found[1])

@@ -1,14 +1,16 @@
 """Parquet tables: dict rows -> `{output_dir}/{name}-SSSSS-of-NNNNN.parquet` with a fixed schema, and back.
 
 Stage: output. `WriteTable(output_dir, name, schema, sort_key=... | sort_columns=[...], num_shards=1,
-batched=False, shard_key=None)` writes deterministic files (rows assigned to files by a stable hash
-of their shard key, sorted within each file, every file written even when empty); `sort_columns`
-moves rows as Arrow batches and sorts with Arrow (cheaper for big tables). `read_table` reads all
-shards of such a table as one pyarrow.Table. The schemas live in `pipelines.schemas`.
+batched=False, shard_key=None, shard_bounds=None)` writes deterministic files (rows assigned to files
+by a stable hash of their shard key, or by ranges of it, sorted within each file, every file written
+even when empty); `sort_columns` moves rows as Arrow batches and sorts with Arrow (cheaper for big
+tables). `read_table` reads all shards of such a table as one pyarrow.Table. The schemas live in
+`pipelines.schemas`.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import io
 import logging
@@ -46,13 +48,25 @@ _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
 class _AssignTableShard(beam.DoFn):
-    """Rows (or lists of rows) -> (shard, Arrow IPC bytes of the rows of that shard)."""
+    """Rows (or lists of rows) -> (shard, Arrow IPC bytes of the rows of that shard).
 
-    def __init__(self, schema: pa.Schema, num_shards: int, shard_key: Callable, batched: bool):
+    The shard of a row: `bisect_left(shard_bounds, shard_key(row))` with bounds (ranges of the key),
+    else the stable hash of its key modulo `num_shards`.
+    """
+
+    def __init__(
+        self, schema: pa.Schema, num_shards: int, shard_key: Callable, batched: bool, shard_bounds=None
+    ):
         self._schema_bytes = schema.serialize().to_pybytes()
         self._num_shards = num_shards
         self._shard_key = shard_key
         self._batched = batched
+        self._shard_bounds = list(shard_bounds) if shard_bounds else None
+
+    def _shard(self, row) -> int:
+        if self._shard_bounds is not None:
+            return bisect.bisect_left(self._shard_bounds, self._shard_key(row))
+        return stable_hash(self._shard_key(row)) % self._num_shards if self._num_shards > 1 else 0
 
     def setup(self):
         self._schema = pa.ipc.read_schema(pa.py_buffer(self._schema_bytes))
@@ -61,9 +75,7 @@ class _AssignTableShard(beam.DoFn):
         rows = element if self._batched else [element]
         parts = collections.defaultdict(list)
         for row in rows:
-            parts[stable_hash(self._shard_key(row)) % self._num_shards if self._num_shards > 1 else 0].append(
-                row
-            )
+            parts[self._shard(row)].append(row)
         for shard, part in parts.items():
             batch = pa.RecordBatch.from_pylist(part, schema=self._schema)
             sink = pa.BufferOutputStream()
@@ -140,6 +152,12 @@ class WriteTable(beam.PTransform):
         cheaper for large tables. Columns of list type cannot be sort columns.
       row_group_rows: with sort_columns, rows per Parquet row group (default: pyarrow's, 1Mi rows);
         smaller groups let readers stream a large table in bounded memory.
+      shard_bounds: with sort_columns, instead of num_shards: sorted, distinct values of shard_key
+        that split the table into len(shard_bounds) + 1 files by ranges of the key: file i holds the
+        rows whose key k has shard_bounds[i - 1] < k <= shard_bounds[i] (no lower bound for the first
+        file, no upper one for the last). When shard_key gives the first sort column, the files read
+        in name order are the rows of a one-file table in the same order, and each file's writer
+        holds only its own range in memory.
     """
 
     def __init__(
@@ -153,11 +171,20 @@ class WriteTable(beam.PTransform):
         shard_key=None,
         sort_columns=None,
         row_group_rows=None,
+        shard_bounds=None,
     ):
         super().__init__()
         self._row_group_rows = row_group_rows
         if sort_columns is not None and sort_key is not None:
             raise ValueError("give sort_key or sort_columns, not both")
+        if shard_bounds is not None:
+            bounds = list(shard_bounds)
+            if sort_columns is None or num_shards != 1:
+                raise ValueError("shard_bounds needs sort_columns and replaces num_shards")
+            if any(a >= b for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
+                raise ValueError(f"shard_bounds must be sorted and distinct, got {bounds[:5]}...")
+            num_shards = len(bounds) + 1
+        self._shard_bounds = tuple(shard_bounds) if shard_bounds else None
         missing = [c for c in sort_columns or () if c not in schema.names]
         if missing:
             raise ValueError(f"sort_columns {missing} are not in the schema {schema.names}")
@@ -173,7 +200,9 @@ class WriteTable(beam.PTransform):
         if self._sort_columns is not None:
             shard_key = self._shard_key or _ColumnsKey(self._sort_columns)
             keyed = pcoll | "ToArrow" >> beam.ParDo(
-                _AssignTableShard(self._schema, self._num_shards, shard_key, self._batched)
+                _AssignTableShard(
+                    self._schema, self._num_shards, shard_key, self._batched, self._shard_bounds
+                )
             )
             return _group_by_shard(keyed, self._num_shards) | "Write" >> beam.ParDo(
                 _WriteTableShard(

@@ -51,6 +51,9 @@ DEFAULT_EMBEDDING_MODEL = "vggish"
 NOT_CARRIED_STAGES = frozenset({"export"})
 #: error_reason of an ok recording of the parent whose frames its embeddings table does not hold.
 NO_FRAMES_REASON = "no_stored_frames"
+#: Frames per file of a rescored run's per-frame tables (windows, frames, embeddings): two row groups
+#: of the embeddings table, 36 hours of VGGish frames; larger archives give several files.
+MAX_SHARD_FRAMES = 2 * outputs.ROW_GROUP_ROWS["embeddings"]
 _PROVENANCE = tuple(f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS)
 
 
@@ -74,6 +77,8 @@ class ParentRun:
       window_frames, hop_frames: the parent's head window and hop in 0.96 s frames.
       recordings, embeddings, errors: the Parquet files of those tables.
       row_groups: the work items of the embeddings table (`plan_row_groups`).
+      shard_bounds: ranges of `source` for the files of the per-frame output tables
+        (`plan_shard_bounds`; empty: as many files as `--num_shards`).
     """
 
     directory: str
@@ -86,6 +91,7 @@ class ParentRun:
     embeddings: tuple[str, ...]
     errors: tuple[str, ...]
     row_groups: tuple[tuple[str, int, str | None], ...] = ()
+    shard_bounds: tuple[str, ...] = ()
 
     @property
     def model(self):
@@ -117,8 +123,12 @@ class ParentRun:
         }
 
 
-def read_parent_run(directory: str) -> ParentRun:
-    """Reads the parent's run.json and finds its tables (no table is read here).
+def read_parent_run(directory: str, max_shard_frames: int | None = None) -> ParentRun:
+    """Reads the parent's run.json and finds its tables (only their metadata is read here).
+
+    Args:
+      directory: the parent's output directory.
+      max_shard_frames: frames per file of the per-frame output tables (default MAX_SHARD_FRAMES).
 
     Raises:
       FromRunError: no run.json, an unreadable one, no recordings or embeddings table, or an
@@ -135,7 +145,9 @@ def read_parent_run(directory: str) -> ParentRun:
         ) from None
     provenance = manifest.get("provenance") or {}
     model_name = str(manifest.get("embedding_model") or DEFAULT_EMBEDDING_MODEL)
-    hashes = ("vggish_sha256", "pca_sha256") if model_name == DEFAULT_EMBEDDING_MODEL else ("embedding_sha256",)
+    hashes = (
+        ("vggish_sha256", "pca_sha256") if model_name == DEFAULT_EMBEDDING_MODEL else ("embedding_sha256",)
+    )
     missing = [k for k in hashes if not provenance.get(k)]
     if missing or "window_frames" not in manifest or "hop_frames" not in manifest:
         raise FromRunError(
@@ -156,6 +168,7 @@ def read_parent_run(directory: str) -> ParentRun:
     recordings = files("recordings")
     if not recordings:
         raise FromRunError(f"--from_run {directory}: the run has no recordings table (recordings-*.parquet)")
+    groups = read_row_groups(embeddings)
     return ParentRun(
         directory=directory,
         manifest=manifest,
@@ -166,7 +179,8 @@ def read_parent_run(directory: str) -> ParentRun:
         recordings=recordings,
         embeddings=embeddings,
         errors=files("errors"),
-        row_groups=plan_row_groups(embeddings),
+        row_groups=plan_row_groups(embeddings, groups),
+        shard_bounds=plan_shard_bounds(groups, max_shard_frames or MAX_SHARD_FRAMES),
     )
 
 
@@ -279,7 +293,34 @@ def _source_range(parquet, index: int) -> tuple[str, str] | None:
     return sources[0].as_py(), sources[len(sources) - 1].as_py()
 
 
-def plan_row_groups(paths) -> tuple[tuple[str, int, str | None], ...]:
+def read_row_groups(paths) -> tuple[tuple[str, int, str, str, int], ...]:
+    """The row groups of an embeddings table, from the files' metadata.
+
+    Args:
+      paths: the table's Parquet files.
+    Returns:
+      (path, row group index, first source, last source, rows) per non-empty row group, in file
+      order (row-group statistics of `source`; the column itself is read where they are absent).
+    Raises:
+      FromRunError: a file is unreadable.
+    """
+    groups = []
+    for path in paths:
+        try:
+            parquet = embeddings_table.open_parquet(path)
+            ranges = [_source_range(parquet, i) for i in range(parquet.metadata.num_row_groups)]
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+        except Exception as e:  # noqa: BLE001 - any failure to read it is the same user error
+            raise FromRunError(
+                f"--from_run: cannot read the embeddings file {path} ({describe(e)})"
+            ) from None
+        for i, (bounds, rows) in enumerate(zip(ranges, sizes, strict=True)):
+            if bounds is not None:
+                groups.append((path, i, bounds[0], bounds[1], rows))
+    return tuple(groups)
+
+
+def plan_row_groups(paths, groups=None) -> tuple[tuple[str, int, str | None], ...]:
     """The work items of a rescoring job: one per row group of the embeddings table.
 
     Each file of the table holds its recordings' frames sorted by (source, frame_index) (as WriteTable
@@ -290,33 +331,51 @@ def plan_row_groups(paths) -> tuple[tuple[str, int, str | None], ...]:
 
     Args:
       paths: the embeddings table's Parquet files.
+      groups: `read_row_groups(paths)`, when already read.
     Returns:
       (path, row group index, after: str or None) per non-empty row group, in file order.
     Raises:
       FromRunError: a file is unreadable, or its rows are not sorted by source.
     """
-    items = []
-    for path in paths:
-        try:
-            parquet = embeddings_table.open_parquet(path)
-            ranges = [_source_range(parquet, i) for i in range(parquet.metadata.num_row_groups)]
-        except Exception as e:  # noqa: BLE001 - any failure to read it is the same user error
+    items, previous, after = [], None, None
+    for path, i, first, last, _ in read_row_groups(paths) if groups is None else groups:
+        if path != previous:
+            previous, after = path, None
+        if after is not None and first < after:
             raise FromRunError(
-                f"--from_run: cannot read the embeddings file {path} ({describe(e)})"
-            ) from None
-        after = None
-        for i, bounds in enumerate(ranges):
-            if bounds is None:
-                continue
-            if after is not None and bounds[0] < after:
-                raise FromRunError(
-                    f"--from_run: the embeddings file {path} is not sorted by source (row group {i} starts "
-                    f"with {bounds[0]!r} after {after!r}); rescoring reads the table as `gunshot batch "
-                    "--write_embeddings` writes it: score the audio again with --write_embeddings"
-                )
-            items.append((path, i, after))
-            after = bounds[1]
+                f"--from_run: the embeddings file {path} is not sorted by source (row group {i} starts "
+                f"with {first!r} after {after!r}); rescoring reads the table as `gunshot batch "
+                "--write_embeddings` writes it: score the audio again with --write_embeddings"
+            )
+        items.append((path, i, after))
+        after = last
     return tuple(items)
+
+
+def plan_shard_bounds(groups, max_frames: int) -> tuple[str, ...]:
+    """Ranges of `source` that split the per-frame output tables into files of about `max_frames`.
+
+    Cuts fall after the last source of a row group of the embeddings table, once the row groups since
+    the previous cut hold `max_frames` frames (a range holds at most those row groups plus, per file
+    of the table, the start of the next one), so the files' writers need memory for about
+    `max_frames` frames each, whatever the archive's length; a recording is never split. No cut
+    (one file, as for every table) while the whole table holds at most `max_frames` frames.
+
+    Args:
+      groups: `read_row_groups` of the embeddings table.
+      max_frames: frames per output file (windows are at most as many, `hop_frames` >= 1).
+    Returns:
+      sorted, distinct sources for `WriteTable(shard_bounds=...)`: file i holds the recordings whose
+      source s has bounds[i - 1] < s <= bounds[i].
+    """
+    bounds, frames, last = [], 0, None
+    for _, _, _, group_last, rows in sorted(groups, key=lambda g: (g[3], g[0], g[1])):
+        if frames and frames + rows > max_frames and group_last != last:
+            bounds.append(last)
+            frames = 0
+        frames += rows
+        last = group_last
+    return tuple(bounds)
 
 
 def _leading_rows(table: pa.Table, source: str) -> int:

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_shards",
         type=int,
         default=1,
-        help="Parquet files of the windows/embeddings tables (%(default)s)",
+        help="Parquet files of the windows/embeddings/frames tables (%(default)s); with --from_run, an "
+        "archive of more than 131,072 frames (~35 hours) gets files by ranges of source instead",
     )
     extra = parser.add_argument_group("exports")
     extra.add_argument(
@@ -388,15 +389,18 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
             rows = rows | f"Batch{name.title()}" >> beam.BatchElements(
                 min_batch_size=WRITE_BATCH_ROWS, max_batch_size=WRITE_BATCH_ROWS
             )
+        # A rescored archive of more frames than one file should hold: files by ranges of source.
+        by_ranges = per_frame and parent is not None and bool(parent.shard_bounds)
         _ = rows | f"Write{name.title()}" >> io_tables.WriteTable(
             staging,
             name,
             schemas.score_tables(config.model)[name],
-            num_shards=args.num_shards if per_frame else 1,
+            num_shards=args.num_shards if per_frame and not by_ranges else 1,
             batched=per_frame,
             shard_key=outputs.source_key,
             sort_columns=outputs.SORT_COLUMNS[name],
             row_group_rows=outputs.ROW_GROUP_ROWS.get(name),
+            shard_bounds=parent.shard_bounds if by_ranges else None,
         )
     _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
     if args.write_embeddings and config.model.audioset_records:  # AudioSet format: uint8 [n, 128] only
