@@ -16,6 +16,10 @@ The embeddings table is written sorted by (source, frame_index) in every file, s
 are contiguous; a recording belongs to the row group holding its first frame, whose work item reads
 on into the next row groups only for a recording that straddles the boundary. Memory per worker is
 one row group (65,536 frames, ~8 MB) and one recording's frames, whatever the archive's length.
+The per-frame output tables of an archive of more than MAX_SHARD_FRAMES frames are written in files
+by ranges of source cut at row-group boundaries (`plan_shard_bounds`), so that no writer sorts more
+than about that many frames' rows in memory either; read in name order, the files are the one-file
+table.
 
 Every table holds the same rows as a run of the head over the original audio (the same sources,
 files, members, start times, formats and durations; failed recordings keep their error row and

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="Parquet files of the windows/embeddings/frames tables (%(default)s); with --from_run, an "
-        "archive of more than 131,072 frames (~35 hours) gets files by ranges of source instead",
+        f"archive of more than {from_run.MAX_SHARD_FRAMES:,} frames gets files of about that many by "
+        "ranges of source instead",
     )
     extra = parser.add_argument_group("exports")
     extra.add_argument(
