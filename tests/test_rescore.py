@@ -422,6 +422,23 @@ def test_shard_bounds_cut_after_row_groups_of_enough_frames():
     assert from_run.plan_shard_bounds([g for g in groups if g[0] == "x"], 4) == ("b", "c", "d")
 
 
+def test_files_and_row_groups_hold_as_many_bytes_for_every_embedding_model():
+    from gunshot_core import embedding_models
+    from pipelines.scoring import outputs
+
+    vggish, birdnet = embedding_models.get("vggish"), embedding_models.get("birdnet")
+    # VGGish keeps its 65,536-frame row groups and 131,072-frame files; BirdNET's 4 kB frames get
+    # row groups and (when the rescored run writes embeddings) files of the same bytes.
+    assert outputs.row_group_rows("embeddings", vggish) == 1 << 16
+    assert outputs.row_group_rows("embeddings", birdnet) == 2048
+    assert (
+        outputs.row_group_rows("frames", birdnet) == 1 << 16
+        and outputs.row_group_rows("windows", vggish) is None
+    )
+    assert from_run.shard_frames(vggish, True) == from_run.shard_frames(vggish, False) == 1 << 17
+    assert from_run.shard_frames(birdnet, False) == 1 << 17 and from_run.shard_frames(birdnet, True) == 16384
+
+
 def test_write_table_by_ranges_of_the_shard_key(tmp_path):
     import operator
 

@@ -40,7 +40,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from gunshot_core import params
+from gunshot_core import embedding_models, params
 from gunshot_core.errors import GunshotError, describe
 from pipelines import schemas
 from pipelines.io import embeddings_table
@@ -58,6 +58,9 @@ NO_FRAMES_REASON = "no_stored_frames"
 #: Frames per file of a rescored run's per-frame tables (windows, frames, embeddings): two row groups
 #: of the embeddings table, 36 hours of VGGish frames; larger archives give several files.
 MAX_SHARD_FRAMES = 2 * outputs.ROW_GROUP_ROWS["embeddings"]
+#: Embedding bytes per file at most when the rescored run also writes embeddings: fewer frames per
+#: file for models with large frames (BirdNET's 4 kB: 16,384 frames), none fewer for VGGish's 128 B.
+MAX_SHARD_EMBEDDING_BYTES = 64 << 20
 _PROVENANCE = tuple(f.name for f in schemas.PROVENANCE_FIELDS + schemas.EMBEDDING_MODEL_FIELDS)
 
 
@@ -100,7 +103,6 @@ class ParentRun:
     @property
     def model(self):
         """The gunshot_core.embedding_models.EmbeddingModel of the stored frames (with the run's hop)."""
-        from gunshot_core import embedding_models
 
         model = embedding_models.get(self.embedding_model)
         return model if model.is_default else model.with_hop(self.provenance.get("embedding_hop_seconds"))
@@ -127,12 +129,24 @@ class ParentRun:
         }
 
 
-def read_parent_run(directory: str, max_shard_frames: int | None = None) -> ParentRun:
+def shard_frames(model, write_embeddings: bool) -> int:
+    """Frames per file of a rescored run's per-frame tables (MAX_SHARD_FRAMES; with write_embeddings
+    at most MAX_SHARD_EMBEDDING_BYTES of `model`'s stored frames, an EmbeddingModel)."""
+    if not write_embeddings:
+        return MAX_SHARD_FRAMES
+    return min(MAX_SHARD_FRAMES, MAX_SHARD_EMBEDDING_BYTES // model.frame_bytes)
+
+
+def read_parent_run(
+    directory: str, max_shard_frames: int | None = None, write_embeddings: bool = False
+) -> ParentRun:
     """Reads the parent's run.json and finds its tables (only their metadata is read here).
 
     Args:
       directory: the parent's output directory.
-      max_shard_frames: frames per file of the per-frame output tables (default MAX_SHARD_FRAMES).
+      max_shard_frames: frames per file of the per-frame output tables (default MAX_SHARD_FRAMES,
+        and with write_embeddings at most MAX_SHARD_EMBEDDING_BYTES of the model's frames).
+      write_embeddings: whether the rescored run writes an embeddings table too.
 
     Raises:
       FromRunError: no run.json, an unreadable one, no recordings or embeddings table, or an
@@ -173,6 +187,7 @@ def read_parent_run(directory: str, max_shard_frames: int | None = None) -> Pare
     if not recordings:
         raise FromRunError(f"--from_run {directory}: the run has no recordings table (recordings-*.parquet)")
     groups = read_row_groups(embeddings)
+    max_shard_frames = max_shard_frames or shard_frames(embedding_models.get(model_name), write_embeddings)
     return ParentRun(
         directory=directory,
         manifest=manifest,
@@ -184,7 +199,7 @@ def read_parent_run(directory: str, max_shard_frames: int | None = None) -> Pare
         embeddings=embeddings,
         errors=files("errors"),
         row_groups=plan_row_groups(embeddings, groups),
-        shard_bounds=plan_shard_bounds(groups, max_shard_frames or MAX_SHARD_FRAMES),
+        shard_bounds=plan_shard_bounds(groups, max_shard_frames),
     )
 
 

@@ -50,9 +50,25 @@ SORT_COLUMNS = {
 }
 
 
-# Rows per Parquet row group of the per-frame tables: 65,536 frames (17.5 hours of audio, ~8 MB of
-# embeddings), the unit `--from_run`, search and `dataset --embeddings` read at a time.
+# Rows per Parquet row group of the per-frame tables: 65,536 frames (17.5 hours of VGGish audio, ~8 MB
+# of embeddings), the unit `--from_run`, search and `dataset --embeddings` read at a time.
 ROW_GROUP_ROWS = {"embeddings": 1 << 16, "frames": 1 << 16}
+# Embedding bytes per row group at most: a model with larger frames gets fewer rows per group
+# (BirdNET's 4 kB frames: 2,048 rows), so a reader's unit stays ~8 MB whatever the model.
+ROW_GROUP_EMBEDDING_BYTES = 8 << 20
+
+
+def row_group_rows(name: str, model) -> int | None:
+    """Rows per Parquet row group of table `name` for frames of `model` (None: pyarrow's default).
+
+    Args:
+      name: a table name of the scoring job.
+      model: the gunshot_core.embedding_models.EmbeddingModel whose frames the run stores.
+    """
+    rows = ROW_GROUP_ROWS.get(name)
+    if rows and name == "embeddings":
+        rows = max(1024, min(rows, ROW_GROUP_EMBEDDING_BYTES // model.frame_bytes))
+    return rows
 
 
 def source_key(row):

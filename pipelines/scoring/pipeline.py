@@ -400,7 +400,7 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
             batched=per_frame,
             shard_key=outputs.source_key,
             sort_columns=outputs.SORT_COLUMNS[name],
-            row_group_rows=outputs.ROW_GROUP_ROWS.get(name),
+            row_group_rows=outputs.row_group_rows(name, config.model),
             shard_bounds=parent.shard_bounds if by_ranges else None,
         )
     _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
@@ -484,7 +484,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     args, beam_args = parse_known_args(argv)
     parent = None
     if args.from_run:
-        parent = from_run.read_parent_run(args.from_run)
+        parent = from_run.read_parent_run(args.from_run, write_embeddings=args.write_embeddings)
         config, provenance = make_rescore_config(args, parent)
     else:
         check_inputs(args)
