@@ -63,6 +63,10 @@ def main() -> int:
     )
     parser.add_argument("--min_verdicts", type=int, default=30, help="gunshot calibrate --min_verdicts")
     parser.add_argument("--min_recall", type=float, help="gunshot calibrate --min_recall")
+    parser.add_argument("--pooling", default="partial", help="gunshot calibrate --pooling")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the review/calibration folders (to keep several)"
+    )
     parser.add_argument(
         "--items",
         nargs="+",
@@ -122,16 +126,17 @@ def main() -> int:
                  "--seed", str(args.seed))  # fmt: skip
         (review / verdicts.VERDICTS_CSV).unlink(missing_ok=True)
         review_runs.answer_from_insertions(review, insertions)
-        cal = out / f"cal_{kind}"
+        cal = out / f"cal_{kind}{args.tag}"
         step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision),
-             "--output", str(cal), "--min_verdicts", str(args.min_verdicts),
+             "--output", str(cal), "--min_verdicts", str(args.min_verdicts), "--pooling", args.pooling,
              *(["--min_recall", str(args.min_recall)] if args.min_recall else []))  # fmt: skip
         step("batch", "--thresholds", str(cal / "calibration.json"), "--scores", str(out / "scores"),
-             "--output", str(out / f"scores_{kind}"))  # fmt: skip
-        scorers += ["--scores", f"{kind}={out / f'scores_{kind}'}"]
+             "--output", str(out / f"scores_{kind}{args.tag}"))  # fmt: skip
+        scorers += ["--scores", f"{kind}={out / f'scores_{kind}{args.tag}'}"]
         calibrations[kind] = json.loads((cal / "calibration.json").read_text())
-    step("evaluate-events", *scorers, *notes, "--group_pattern", pattern, "--output", str(out / "eval"))
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())["scorers"]
+    step("evaluate-events", *scorers, *notes, "--group_pattern", pattern,
+         "--output", str(out / f"eval{args.tag}"))  # fmt: skip
+    metrics = json.loads((out / f"eval{args.tag}" / "metrics.json").read_text())["scorers"]
     card = metrics["card"]["run_threshold"]
 
     def figures(kind):
@@ -146,6 +151,8 @@ def main() -> int:
             "items_in_frame": calibration["overall"]["windows"],
             "thresholds": {g: round(r["threshold"], 4) for g, r in calibration["groups"].items()},
             "fits": {g: r["fit"]["source"] for g, r in calibration["groups"].items()},
+            "offsets": {g: round(r["fit"].get("offset", 0.0), 2) for g, r in calibration["groups"].items()},
+            "implied_recall": {g: round(r["implied_recall"], 2) for g, r in calibration["groups"].items()},
         }
 
     result = {
@@ -155,6 +162,7 @@ def main() -> int:
         "target_precision": args.target_precision,
         "min_recall": args.min_recall,
         "min_verdicts": args.min_verdicts,
+        "pooling": args.pooling,
         "card_threshold": {"recall": card["recall"], "false_alarms_per_hour": card["false_alarms_per_hour"]},
         "calibrated": {kind: figures(kind) for kind in args.items},
         "seconds_training_and_scoring": round(trained, 1),

@@ -190,6 +190,109 @@ def fit_logistic(scores: np.ndarray, verdicts: np.ndarray, *, c: float = 1e4) ->
     return Logistic(float(model.intercept_[0]), float(model.coef_[0, 0]))
 
 
+#: Grid of site offsets u (logit scale) over which the random-intercept posteriors are computed.
+OFFSET_GRID = np.linspace(-10.0, 10.0, 2001)
+#: Between-site standard deviations tau tried by the empirical-Bayes fit (0 = no site differs).
+TAU_GRID = np.concatenate([[0.0], np.geomspace(0.02, 5.0, 120)])
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledFit:
+    """Per-group logistic fits whose intercepts are shrunk toward the overall fit (partial pooling).
+
+    Model: P(yes | s, group j) = sigmoid(a + u_j + b * logit(s)), u_j ~ Normal(0, tau^2), with (a, b)
+    the overall fit. tau is the empirical-Bayes (maximum marginal likelihood) estimate and u_j the
+    posterior mean of group j's offset given its verdicts (see `fit_partial_pooling`).
+
+    Attributes:
+      overall: the overall fit (a, b).
+      tau: estimated between-group standard deviation of the intercept (logit scale).
+      offsets: {group: posterior mean of u_j}; a group without verdicts has 0 (the overall fit).
+      offset_sd: {group: posterior standard deviation of u_j}.
+      verdicts: {group: yes/no verdicts it had}.
+    """
+
+    overall: Logistic
+    tau: float
+    offsets: dict
+    offset_sd: dict
+    verdicts: dict
+
+    def model(self, group) -> Logistic:
+        """The group's fit: the overall slope, the overall intercept plus the group's offset."""
+        return Logistic(self.overall.intercept + self.offsets.get(group, 0.0), self.overall.slope)
+
+    def shrinkage(self, group) -> float:
+        """Share of the group's own evidence kept: 1 - posterior variance / tau^2 (0 = the overall fit)."""
+        if self.tau <= 0 or group not in self.offset_sd:
+            return 0.0
+        return float(max(0.0, 1.0 - self.offset_sd[group] ** 2 / self.tau**2))
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+def fit_partial_pooling(
+    scores: np.ndarray, verdicts: np.ndarray, groups: np.ndarray, *, overall: Logistic | None = None
+) -> PooledFit:
+    """Empirical-Bayes shrinkage of per-group intercepts toward the overall logistic fit.
+
+    A two-stage approximation of the random-intercept logistic model (a generalised linear mixed
+    model, as lme4's glmer fits): (1) the overall fit (a, b) on every verdict (`fit_logistic`);
+    (2) with (a, b) held, each group's likelihood of an offset u, L_j(u) = prod_i P(y_i | a + u +
+    b * logit(s_i)), on a grid of u; tau maximises the marginal likelihood prod_j integral L_j(u)
+    Normal(u; 0, tau^2) du (grid integration, tau on TAU_GRID); each group's offset is its posterior
+    mean E[u | y_j] under Normal(0, tau^2). A group with few verdicts, or whose verdicts the overall
+    fit already explains, stays near the overall fit; one with many verdicts that disagree with it
+    moves toward its own fit. Unlike a separate fit per group it never diverges when a group's
+    answers are all alike (perfect separation), and no verdict count decides all or nothing.
+
+    Args:
+      scores: float [m] scores of the answered items.
+      verdicts: bool [m] True = yes.
+      groups: [m] group of each answered item.
+      overall: the overall fit if already made (else fitted here).
+    Returns:
+      PooledFit.
+    """
+    y = np.asarray(verdicts, bool)
+    overall = overall or fit_logistic(scores, y)
+    eta = overall.intercept + overall.slope * logit(scores)  # float [m]
+    groups = np.asarray(groups, object)
+    names = sorted(set(groups.tolist()), key=str)
+    u = OFFSET_GRID
+    # log L_j(u) for every group j and grid point: float [J, G]
+    sign = np.where(y, 1.0, -1.0)  # log P(y | eta) = log sigmoid(sign * eta)
+    loglik = np.stack(
+        [_log_sigmoid(sign[groups == g, None] * (eta[groups == g, None] + u)).sum(0) for g in names]
+    )
+    step = u[1] - u[0]
+
+    def log_prior(tau):  # float [G]: a discretised Normal(0, tau^2); tau = 0 puts all mass on u = 0
+        if tau <= 0:
+            prior = np.where(np.isclose(u, 0.0, atol=step / 2), 0.0, -np.inf)
+        else:
+            prior = -0.5 * (u / tau) ** 2
+        return prior - np.logaddexp.reduce(prior)
+
+    marginal = [float(np.logaddexp.reduce(loglik + log_prior(t), axis=1).sum()) for t in TAU_GRID]
+    tau = float(TAU_GRID[int(np.argmax(marginal))])
+    log_post = loglik + log_prior(tau)
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    mean = post @ u
+    sd = np.sqrt(np.maximum(post @ u**2 - mean**2, 0.0))
+    counts = {g: int((groups == g).sum()) for g in names}
+    return PooledFit(
+        overall=overall,
+        tau=tau,
+        offsets={g: float(m) for g, m in zip(names, mean, strict=True)},
+        offset_sd={g: float(s) for g, s in zip(names, sd, strict=True)},
+        verdicts=counts,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ThresholdChoice:
     """A threshold and what the model expects of it on a run.

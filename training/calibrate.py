@@ -34,6 +34,7 @@ from gunshot_core.errors import GunshotError
 CALIBRATION_JSON = "calibration.json"
 OVERALL = "(all)"
 MIN_EACH = 3  # yes and no answers a group needs for its own fit
+POOLING = ("partial", "none")
 
 
 class CalibrationError(GunshotError):
@@ -65,10 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, metavar="CAL_DIR", help="local folder for the results")
     parser.add_argument(
+        "--pooling",
+        choices=POOLING,
+        default="partial",
+        help="per-group fits: 'partial' shrinks each group's intercept toward the overall fit, by how much "
+        "its verdicts disagree with it and how many it has (empirical Bayes, docs/review.md); 'none' fits "
+        "each group on its own, or uses the overall fit below --min_verdicts (default partial)",
+    )
+    parser.add_argument(
         "--min_verdicts",
         type=int,
         default=30,
-        help="answers a group needs for its own fit; fewer: the overall fit is used (default 30)",
+        help="with --pooling none: answers a group needs for its own fit; fewer: the overall fit is used "
+        "(default 30)",
     )
     logs.add_logging_flags(parser)
     return parser
@@ -113,6 +123,7 @@ def calibrate(
     strata: np.ndarray | None,
     sampled: np.ndarray,
     min_recall: float | None = None,
+    pooling: str = "partial",
 ) -> dict:
     """Fits, thresholds and counts.
 
@@ -125,6 +136,8 @@ def calibrate(
       strata: object [n] stratum of every frame window for a probability sample, else None (no counts).
       sampled: bool [m] whether each answered item belongs to the sample (others only help the fit).
       min_recall: implied recall each threshold must keep (review_stats.threshold_for_precision).
+      pooling: "partial" (review_stats.fit_partial_pooling: group intercepts shrunk toward the overall
+        fit) or "none" (own fit per group, the overall one below `min_verdicts`).
     Returns:
       dict with `overall`, `groups` ({group: result}) and `counts` (`groups`, `days`, `overall`).
     """
@@ -134,6 +147,12 @@ def calibrate(
             " review more items"
         )
     overall_model = review_stats.fit_logistic(frame.scores[answered], yes)
+
+    pooled = None
+    if pooling == "partial":
+        pooled = review_stats.fit_partial_pooling(
+            frame.scores[answered], yes, frame.groups[answered], overall=overall_model
+        )
 
     def result(model, scores, own, n, k, note):
         choice = review_stats.threshold_for_precision(model, scores, target_precision, min_recall=min_recall)
@@ -147,7 +166,7 @@ def calibrate(
             "fit": {
                 "intercept": model.intercept,
                 "slope": model.slope,
-                "source": "own" if own else "overall",
+                "source": own if isinstance(own, str) else ("own" if own else "overall"),
             },
             "verdicts": n,
             "yes": k,
@@ -161,15 +180,27 @@ def calibrate(
         mine = answered_groups == group
         n, k = int(mine.sum()), int(yes[mine].sum())
         model, note = overall_model, ""
-        if n < min_verdicts or k < MIN_EACH or n - k < MIN_EACH:
+        if pooled is not None:
+            model = pooled.model(group)
+            offset, sd = pooled.offsets.get(group, 0.0), pooled.offset_sd.get(group, 0.0)
+            models[group] = model
+            groups[group] = result(model, frame.scores[frame.groups == group], "pooled", n, k, "")
+            groups[group]["fit"].update(offset=offset, offset_sd=sd, tau=pooled.tau)
+            note = (
+                f"pooled: intercept {offset:+.2f} from the overall fit (posterior sd {sd:.2f}; between-group"
+                f" sd {pooled.tau:.2f}; {n} verdicts, {k} yes)"
+            )
+            groups[group]["note"] = note
+        elif n < min_verdicts or k < MIN_EACH or n - k < MIN_EACH:
             note = (
                 f"overall fit used: {n} verdicts ({k} yes, {n - k} no); a group's own fit needs"
                 f" >= {min_verdicts} with >= {MIN_EACH} of each"
             )
         else:
             model = review_stats.fit_logistic(frame.scores[answered][mine], yes[mine])
-        models[group] = model
-        groups[group] = result(model, frame.scores[frame.groups == group], not note, n, k, note)
+        if pooled is None:
+            models[group] = model
+            groups[group] = result(model, frame.scores[frame.groups == group], not note, n, k, note)
         if not groups[group]["target_reached"]:
             groups[group]["note"] = (groups[group]["note"] + "; " if note else "") + (
                 f"precision {target_precision} would cost recall below {min_recall}: the highest threshold"
@@ -420,6 +451,7 @@ def run(args) -> dict:
         strata=strata,
         sampled=sampled,
         min_recall=args.min_recall,
+        pooling=args.pooling,
     )
     meta = {
         "scores": list(runs),
@@ -430,6 +462,7 @@ def run(args) -> dict:
         "target_precision": args.target_precision,
         "min_recall": args.min_recall,
         "min_verdicts": args.min_verdicts,
+        "pooling": args.pooling,
         "verdicts_used": int(answered.size),
         "left_out": decided - int(answered.size),
         "estimator": ESTIMATOR
