@@ -119,7 +119,7 @@ def main() -> int:
     scorers = ["--scores", f"card={out / 'scores'}"]
     calibrations = {}
     for kind in args.items:
-        review = out / f"review_{kind}"
+        review = out / f"review_{kind}{args.tag}"
         if not (review / sample.SAMPLE_CSV).exists():
             step("review", "sample", "--scores", str(out / "scores"), "--output", str(review), "--size",
                  str(args.verdicts), "--items", kind, "--per_group", "--group_pattern", pattern,

@@ -23,6 +23,8 @@ Threshold (`threshold_for_precision`): with the fitted p(s) and ALL the run's sc
 precision of "detected = s >= t" is mean(p(s_i) for s_i >= t); the threshold chosen is the lowest t
 whose expected precision reaches the target; implied recall = sum(p(s_i), s_i >= t) / sum(p(s_i)).
 Assumes the logistic model holds (a gunshot's chance rises smoothly with the logit of the score).
+Items already answered count as their verdicts instead of p(s_i) (`known`): the expectation is then
+conditional on what was heard, exact when every item was answered (a census), the model's when few.
 With a recall floor (`min_recall`) the precision target gives way when it would cost more recall:
 then the highest threshold whose implied recall keeps the floor is chosen (reached = False).
 
@@ -313,7 +315,12 @@ class ThresholdChoice:
 
 
 def threshold_for_precision(
-    model: Logistic, scores: np.ndarray, target: float, *, min_recall: float | None = None
+    model: Logistic,
+    scores: np.ndarray,
+    target: float,
+    *,
+    min_recall: float | None = None,
+    known: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """The lowest threshold whose expected precision on `scores` reaches `target` (see module doc).
 
@@ -324,11 +331,19 @@ def threshold_for_precision(
       min_recall: the implied recall the threshold must keep, or None. When the lowest threshold
         reaching `target` keeps less, the target is not reached and the highest threshold keeping
         `min_recall` is given instead (the most precise one that keeps the recall asked for).
+      known: float [n] the verdict of each item that was answered (1 = yes, 0 = no), NaN for the
+        others, or None. An answered item counts as its verdict, the others as the fit's p(s): the
+        expected precision and recall are then conditional on what was heard (with every item
+        answered they are the exact ones; with few, they are the model's).
     """
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s = np.asarray(scores, np.float64)[order]
     if s.size == 0:
         return ThresholdChoice(math.nan, math.nan, math.nan, 0, False)
     p = model.predict(s)
+    if known is not None:
+        k = np.asarray(known, np.float64)[order]
+        p = np.where(np.isnan(k), p, k)
     expected = np.cumsum(p)
     precision = expected / np.arange(1, s.size + 1)
     total = float(expected[-1])
@@ -338,15 +353,15 @@ def threshold_for_precision(
     cut[:-1] = s[:-1] != s[1:]
     ok = np.flatnonzero(cut & (precision >= target))
     reached = ok.size > 0
-    k = int(ok[-1]) if reached else int(np.flatnonzero(cut)[np.argmax(precision[cut])])
-    if min_recall is not None and total > 0 and recall[k] < min_recall:
-        keeps = np.flatnonzero(cut & (recall >= min_recall))  # the last cut (every item) always keeps it
-        k, reached = int(keeps[0]), False
+    i = int(ok[-1]) if reached else int(np.flatnonzero(cut)[np.argmax(precision[cut])])
+    if min_recall is not None and total > 0 and recall[i] < min_recall:
+        keeps = np.flatnonzero(cut & (recall >= min_recall - 1e-12))  # the last cut (every item) keeps it
+        i, reached = int(keeps[0]), False
     return ThresholdChoice(
-        threshold=float(s[k]),
-        precision=float(precision[k]),
-        recall=float(recall[k]) if total > 0 else math.nan,
-        detections=k + 1,
+        threshold=float(s[i]),
+        precision=float(precision[i]),
+        recall=float(recall[i]) if total > 0 else math.nan,
+        detections=i + 1,
         reached=reached,
     )
 

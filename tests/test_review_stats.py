@@ -90,7 +90,7 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
     """200 seeded reviews of 100 verdicts each: the 90 % count interval covers the true number of
     gunshot windows in >= 85 % of them, and the threshold chosen for precision 0.9 has a true
     precision within 0.1 of 0.9 on the whole run in >= 80 % of them."""
-    covered = precise = recalled = 0
+    covered = precise = recalled = precise_heard = recalled_heard = 0
     widths = []
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -105,12 +105,21 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
         detected = scores >= choice.threshold
         precise += abs(truth[detected].mean() - 0.9) <= 0.1
         recalled += abs(choice.recall - truth[detected].sum() / truth.sum()) <= 0.15
+        # as `gunshot calibrate` chooses: the answered windows count as their verdicts
+        known = np.full(scores.size, np.nan)
+        known[picked] = truth[picked]
+        choice = rs.threshold_for_precision(model, scores, 0.9, known=known)
+        detected = scores >= choice.threshold
+        precise_heard += abs(truth[detected].mean() - 0.9) <= 0.1
+        recalled_heard += abs(choice.recall - truth[detected].sum() / truth.sum()) <= 0.15
     print(
-        f"coverage {covered}/200, precise {precise}/200, recall {recalled}/200, width {np.median(widths):.2f}"
+        f"coverage {covered}/200, precise {precise}/200, recall {recalled}/200, width {np.median(widths):.2f};"
+        f" with the verdicts heard: precise {precise_heard}/200, recall {recalled_heard}/200"
     )
     assert covered >= 170, covered
     assert precise >= 160, precise
     assert recalled >= 160, recalled  # the implied recall is within 0.15 of the true one
+    assert precise_heard >= 160 and recalled_heard >= 160, (precise_heard, recalled_heard)
     # Not trivially wide: the interval is narrower than the true count itself in most reviews.
     assert np.median(widths) < 1.0, np.median(widths)
 

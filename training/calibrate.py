@@ -154,8 +154,14 @@ def calibrate(
             frame.scores[answered], yes, frame.groups[answered], overall=overall_model
         )
 
-    def result(model, scores, own, n, k, note):
-        choice = review_stats.threshold_for_precision(model, scores, target_precision, min_recall=min_recall)
+    heard = np.full(len(frame), np.nan)  # float [n]: 1/0 for the answered items, NaN for the others
+    heard[answered] = yes
+
+    def result(model, inside, own, n, k, note):
+        scores = frame.scores[inside]
+        choice = review_stats.threshold_for_precision(
+            model, scores, target_precision, min_recall=min_recall, known=heard[inside]
+        )
         return {
             "threshold": choice.threshold,
             "expected_precision": choice.precision,
@@ -173,7 +179,7 @@ def calibrate(
             "note": note,
         }
 
-    overall = result(overall_model, frame.scores, True, int(answered.size), int(yes.sum()), "")
+    overall = result(overall_model, np.ones(len(frame), bool), True, int(answered.size), int(yes.sum()), "")
     groups, models = {}, {}
     answered_groups = frame.groups[answered]
     for group in sorted(set(frame.groups.tolist())):
@@ -184,7 +190,7 @@ def calibrate(
             model = pooled.model(group)
             offset, sd = pooled.offsets.get(group, 0.0), pooled.offset_sd.get(group, 0.0)
             models[group] = model
-            groups[group] = result(model, frame.scores[frame.groups == group], "pooled", n, k, "")
+            groups[group] = result(model, frame.groups == group, "pooled", n, k, "")
             groups[group]["fit"].update(offset=offset, offset_sd=sd, tau=pooled.tau)
             note = (
                 f"pooled: intercept {offset:+.2f} from the overall fit (posterior sd {sd:.2f}; between-group"
@@ -200,7 +206,7 @@ def calibrate(
             model = review_stats.fit_logistic(frame.scores[answered][mine], yes[mine])
         if pooled is None:
             models[group] = model
-            groups[group] = result(model, frame.scores[frame.groups == group], not note, n, k, note)
+            groups[group] = result(model, frame.groups == group, not note, n, k, note)
         if not groups[group]["target_reached"]:
             groups[group]["note"] = (groups[group]["note"] + "; " if note else "") + (
                 f"precision {target_precision} would cost recall below {min_recall}: the highest threshold"
