@@ -7,8 +7,10 @@ from, then per group (site) and overall: a logistic regression of the verdict on
 lowest threshold whose expected precision on the group's windows reaches the target and the recall
 it implies (both from the fit over the group's scores; from a probability sample also the
 design-based recall and precision: estimated gunshot windows above the threshold over all of them,
-resp. over the windows above it); a group with fewer than --min_verdicts answers (or fewer than 3 yes or 3 no) uses the
-overall fit on its own scores, and the outputs say so. From a probability sample (stratified or
+resp. over the windows above it). Answered items count as their verdicts, the others as the fit's
+p(s). Each group's intercept is shrunk toward the overall fit by empirical Bayes (`--pooling partial`,
+review_stats.fit_partial_pooling); with `--pooling none` a group with fewer than --min_verdicts
+answers (or fewer than 3 yes or 3 no) uses the overall fit, else its own, and the outputs say so. From a probability sample (stratified or
 random) also the estimated number of windows holding a gunshot per group, per day and overall, with
 90 % intervals (`gunshot_core.review_stats`: model-assisted stratified estimator; assumptions in
 docs/review.md). Several reviewers: an item counts when their latest yes/no answers agree; unsure or
