@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min_recall",
         type=float,
-        help="implied recall the threshold must keep (share of the true items of the frame it detects); "
+        help="implied recall the threshold must keep (share of the true items of the frame it detects, "
+        "estimated from the verdicts; for events: of the gunshots the run detected, not of all); "
         "when the target precision would cost more, the highest threshold keeping it is used and the "
         "note says so (default: none)",
     )
