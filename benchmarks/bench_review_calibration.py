@@ -2,6 +2,8 @@
 threshold.
 
     python benchmarks/bench_review_calibration.py [--work DIR] [--minutes 3] [--verdicts 100]
+    python benchmarks/bench_review_calibration.py --work DIR --heldout_confusers_per_minute 8 \
+        --items events --min_recall 0.5 --seeds 1 2 3 4 5 6 7 8      # the table in docs/review.md
 
 A frame-pooling head is trained on four synthetic sites (tests/field_sites.py, as
 tests/test_adapt_loop.py does, with the random-weight VGGish of the test fixtures), then scores four
@@ -10,7 +12,7 @@ and events side by side, `--items`) is drawn and answered from the generator's a
 is "yes" when it overlaps an annotated gunshot), `gunshot calibrate` fits per-site thresholds for precision 0.9, `gunshot batch
 --thresholds` re-derives the events, and `gunshot evaluate-events` compares the card's threshold
 with the calibrated ones on the held-out annotations: event recall and false alarms per hour, side
-by side in one run. Prints one JSON line with the figures.
+by side in one run. Prints one JSON line with the figures (per seed with `--seeds`, then a table).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--verdicts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="several held-out seeds in one run (the head is trained once): a JSON line per seed, then a"
+        " markdown table of every seed",
+    )
     parser.add_argument("--target_precision", type=float, default=0.9)
     parser.add_argument(
         "--heldout_confusers_per_minute",
@@ -63,6 +72,10 @@ def main() -> int:
     )
     parser.add_argument("--min_verdicts", type=int, default=30, help="gunshot calibrate --min_verdicts")
     parser.add_argument("--min_recall", type=float, help="gunshot calibrate --min_recall")
+    parser.add_argument("--pooling", default="partial", help="gunshot calibrate --pooling")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the review/calibration folders (to keep several)"
+    )
     parser.add_argument(
         "--items",
         nargs="+",
@@ -71,7 +84,41 @@ def main() -> int:
         help="review items compared side by side (gunshot review sample --items)",
     )
     args = parser.parse_args()
-    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="bench-review-"))
+    args.work = args.work or tempfile.mkdtemp(prefix="bench-review-")
+    results = []
+    for seed in args.seeds or [args.seed]:
+        args.seed = seed
+        results.append(measure(args))
+        print(json.dumps(results[-1]), flush=True)
+    if args.seeds:
+        print(table(results))
+    return 0
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: per seed the card's and the calibrated event recall / false alarms per hour, the cut."""
+    lines = [
+        "| seed | card: recall / FA per h | calibrated: recall / FA per h | FA cut | >= 5x at >= 0.5 recall |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        card = r["card_threshold"]
+        for kind, c in r["calibrated"].items():
+            ratio = c["false_alarm_ratio"]
+            cut = "all removed" if ratio is None else f"{ratio:.1f}x"
+            met = (ratio is None or ratio >= 5) and c["recall"] >= 0.5
+            lines.append(
+                f"| {r['seed']}{'' if len(r['calibrated']) == 1 else ' ' + kind} | {card['recall']:.2f} /"
+                f" {card['false_alarms_per_hour']:.0f} | {c['recall']:.2f} / {c['false_alarms_per_hour']:.0f}"
+                f" | {cut} | {'yes' if met else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
+def measure(args) -> dict:
+    """Trains the head once (cached in args.work), scores the held-out sites of args.seed, reviews,
+    calibrates, re-derives and evaluates; returns the figures."""
+    work = pathlib.Path(args.work)
     ckpt, pca = random_vggish()
     models = ["--checkpoint", ckpt, "--pca", pca]
     started = time.monotonic()
@@ -115,23 +162,24 @@ def main() -> int:
     scorers = ["--scores", f"card={out / 'scores'}"]
     calibrations = {}
     for kind in args.items:
-        review = out / f"review_{kind}"
+        review = out / f"review_{kind}{args.tag}"
         if not (review / sample.SAMPLE_CSV).exists():
             step("review", "sample", "--scores", str(out / "scores"), "--output", str(review), "--size",
                  str(args.verdicts), "--items", kind, "--per_group", "--group_pattern", pattern,
                  "--seed", str(args.seed))  # fmt: skip
         (review / verdicts.VERDICTS_CSV).unlink(missing_ok=True)
         review_runs.answer_from_insertions(review, insertions)
-        cal = out / f"cal_{kind}"
+        cal = out / f"cal_{kind}{args.tag}"
         step("calibrate", "--verdicts", str(review), "--target_precision", str(args.target_precision),
-             "--output", str(cal), "--min_verdicts", str(args.min_verdicts),
+             "--output", str(cal), "--min_verdicts", str(args.min_verdicts), "--pooling", args.pooling,
              *(["--min_recall", str(args.min_recall)] if args.min_recall else []))  # fmt: skip
         step("batch", "--thresholds", str(cal / "calibration.json"), "--scores", str(out / "scores"),
-             "--output", str(out / f"scores_{kind}"))  # fmt: skip
-        scorers += ["--scores", f"{kind}={out / f'scores_{kind}'}"]
+             "--output", str(out / f"scores_{kind}{args.tag}"))  # fmt: skip
+        scorers += ["--scores", f"{kind}={out / f'scores_{kind}{args.tag}'}"]
         calibrations[kind] = json.loads((cal / "calibration.json").read_text())
-    step("evaluate-events", *scorers, *notes, "--group_pattern", pattern, "--output", str(out / "eval"))
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())["scorers"]
+    step("evaluate-events", *scorers, *notes, "--group_pattern", pattern,
+         "--output", str(out / f"eval{args.tag}"))  # fmt: skip
+    metrics = json.loads((out / f"eval{args.tag}" / "metrics.json").read_text())["scorers"]
     card = metrics["card"]["run_threshold"]
 
     def figures(kind):
@@ -146,6 +194,8 @@ def main() -> int:
             "items_in_frame": calibration["overall"]["windows"],
             "thresholds": {g: round(r["threshold"], 4) for g, r in calibration["groups"].items()},
             "fits": {g: r["fit"]["source"] for g, r in calibration["groups"].items()},
+            "offsets": {g: round(r["fit"].get("offset", 0.0), 2) for g, r in calibration["groups"].items()},
+            "implied_recall": {g: round(r["implied_recall"], 2) for g, r in calibration["groups"].items()},
         }
 
     result = {
@@ -155,6 +205,8 @@ def main() -> int:
         "target_precision": args.target_precision,
         "min_recall": args.min_recall,
         "min_verdicts": args.min_verdicts,
+        "pooling": args.pooling,
+        "seed": args.seed,
         "card_threshold": {"recall": card["recall"], "false_alarms_per_hour": card["false_alarms_per_hour"]},
         "calibrated": {kind: figures(kind) for kind in args.items},
         "seconds_training_and_scoring": round(trained, 1),
@@ -162,8 +214,7 @@ def main() -> int:
         "heldout_confusers_per_minute": args.heldout_confusers_per_minute or 4.0,
         "work": str(out),
     }
-    print(json.dumps(result))
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ Threshold (`threshold_for_precision`): with the fitted p(s) and ALL the run's sc
 precision of "detected = s >= t" is mean(p(s_i) for s_i >= t); the threshold chosen is the lowest t
 whose expected precision reaches the target; implied recall = sum(p(s_i), s_i >= t) / sum(p(s_i)).
 Assumes the logistic model holds (a gunshot's chance rises smoothly with the logit of the score).
+Items already answered count as their verdicts instead of p(s_i) (`known`): the expectation is then
+conditional on what was heard, exact when every item was answered (a census), the model's when few.
 With a recall floor (`min_recall`) the precision target gives way when it would cost more recall:
 then the highest threshold whose implied recall keeps the floor is chosen (reached = False).
 
@@ -190,6 +192,109 @@ def fit_logistic(scores: np.ndarray, verdicts: np.ndarray, *, c: float = 1e4) ->
     return Logistic(float(model.intercept_[0]), float(model.coef_[0, 0]))
 
 
+#: Grid of site offsets u (logit scale) over which the random-intercept posteriors are computed.
+OFFSET_GRID = np.linspace(-10.0, 10.0, 2001)
+#: Between-site standard deviations tau tried by the empirical-Bayes fit (0 = no site differs).
+TAU_GRID = np.concatenate([[0.0], np.geomspace(0.02, 5.0, 120)])
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledFit:
+    """Per-group logistic fits whose intercepts are shrunk toward the overall fit (partial pooling).
+
+    Model: P(yes | s, group j) = sigmoid(a + u_j + b * logit(s)), u_j ~ Normal(0, tau^2), with (a, b)
+    the overall fit. tau is the empirical-Bayes (maximum marginal likelihood) estimate and u_j the
+    posterior mean of group j's offset given its verdicts (see `fit_partial_pooling`).
+
+    Attributes:
+      overall: the overall fit (a, b).
+      tau: estimated between-group standard deviation of the intercept (logit scale).
+      offsets: {group: posterior mean of u_j}; a group without verdicts has 0 (the overall fit).
+      offset_sd: {group: posterior standard deviation of u_j}.
+      verdicts: {group: yes/no verdicts it had}.
+    """
+
+    overall: Logistic
+    tau: float
+    offsets: dict
+    offset_sd: dict
+    verdicts: dict
+
+    def model(self, group) -> Logistic:
+        """The group's fit: the overall slope, the overall intercept plus the group's offset."""
+        return Logistic(self.overall.intercept + self.offsets.get(group, 0.0), self.overall.slope)
+
+    def shrinkage(self, group) -> float:
+        """Share of the group's own evidence kept: 1 - posterior variance / tau^2 (0 = the overall fit)."""
+        if self.tau <= 0 or group not in self.offset_sd:
+            return 0.0
+        return float(max(0.0, 1.0 - self.offset_sd[group] ** 2 / self.tau**2))
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+def fit_partial_pooling(
+    scores: np.ndarray, verdicts: np.ndarray, groups: np.ndarray, *, overall: Logistic | None = None
+) -> PooledFit:
+    """Empirical-Bayes shrinkage of per-group intercepts toward the overall logistic fit.
+
+    A two-stage approximation of the random-intercept logistic model (a generalised linear mixed
+    model, as lme4's glmer fits): (1) the overall fit (a, b) on every verdict (`fit_logistic`);
+    (2) with (a, b) held, each group's likelihood of an offset u, L_j(u) = prod_i P(y_i | a + u +
+    b * logit(s_i)), on a grid of u; tau maximises the marginal likelihood prod_j integral L_j(u)
+    Normal(u; 0, tau^2) du (grid integration, tau on TAU_GRID); each group's offset is its posterior
+    mean E[u | y_j] under Normal(0, tau^2). A group with few verdicts, or whose verdicts the overall
+    fit already explains, stays near the overall fit; one with many verdicts that disagree with it
+    moves toward its own fit. Unlike a separate fit per group it never diverges when a group's
+    answers are all alike (perfect separation), and no verdict count decides all or nothing.
+
+    Args:
+      scores: float [m] scores of the answered items.
+      verdicts: bool [m] True = yes.
+      groups: [m] group of each answered item.
+      overall: the overall fit if already made (else fitted here).
+    Returns:
+      PooledFit.
+    """
+    y = np.asarray(verdicts, bool)
+    overall = overall or fit_logistic(scores, y)
+    eta = overall.intercept + overall.slope * logit(scores)  # float [m]
+    groups = np.asarray(groups, object)
+    names = sorted(set(groups.tolist()), key=str)
+    u = OFFSET_GRID
+    # log L_j(u) for every group j and grid point: float [J, G]
+    sign = np.where(y, 1.0, -1.0)  # log P(y | eta) = log sigmoid(sign * eta)
+    loglik = np.stack(
+        [_log_sigmoid(sign[groups == g, None] * (eta[groups == g, None] + u)).sum(0) for g in names]
+    )
+    step = u[1] - u[0]
+
+    def log_prior(tau):  # float [G]: a discretised Normal(0, tau^2); tau = 0 puts all mass on u = 0
+        if tau <= 0:
+            prior = np.where(np.isclose(u, 0.0, atol=step / 2), 0.0, -np.inf)
+        else:
+            prior = -0.5 * (u / tau) ** 2
+        return prior - np.logaddexp.reduce(prior)
+
+    marginal = [float(np.logaddexp.reduce(loglik + log_prior(t), axis=1).sum()) for t in TAU_GRID]
+    tau = float(TAU_GRID[int(np.argmax(marginal))])
+    log_post = loglik + log_prior(tau)
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    mean = post @ u
+    sd = np.sqrt(np.maximum(post @ u**2 - mean**2, 0.0))
+    counts = {g: int((groups == g).sum()) for g in names}
+    return PooledFit(
+        overall=overall,
+        tau=tau,
+        offsets={g: float(m) for g, m in zip(names, mean, strict=True)},
+        offset_sd={g: float(s) for g, s in zip(names, sd, strict=True)},
+        verdicts=counts,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ThresholdChoice:
     """A threshold and what the model expects of it on a run.
@@ -210,7 +315,12 @@ class ThresholdChoice:
 
 
 def threshold_for_precision(
-    model: Logistic, scores: np.ndarray, target: float, *, min_recall: float | None = None
+    model: Logistic,
+    scores: np.ndarray,
+    target: float,
+    *,
+    min_recall: float | None = None,
+    known: np.ndarray | None = None,
 ) -> ThresholdChoice:
     """The lowest threshold whose expected precision on `scores` reaches `target` (see module doc).
 
@@ -221,11 +331,19 @@ def threshold_for_precision(
       min_recall: the implied recall the threshold must keep, or None. When the lowest threshold
         reaching `target` keeps less, the target is not reached and the highest threshold keeping
         `min_recall` is given instead (the most precise one that keeps the recall asked for).
+      known: float [n] the verdict of each item that was answered (1 = yes, 0 = no), NaN for the
+        others, or None. An answered item counts as its verdict, the others as the fit's p(s): the
+        expected precision and recall are then conditional on what was heard (with every item
+        answered they are the exact ones; with few, they are the model's).
     """
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s = np.asarray(scores, np.float64)[order]
     if s.size == 0:
         return ThresholdChoice(math.nan, math.nan, math.nan, 0, False)
     p = model.predict(s)
+    if known is not None:
+        k = np.asarray(known, np.float64)[order]
+        p = np.where(np.isnan(k), p, k)
     expected = np.cumsum(p)
     precision = expected / np.arange(1, s.size + 1)
     total = float(expected[-1])
@@ -235,15 +353,15 @@ def threshold_for_precision(
     cut[:-1] = s[:-1] != s[1:]
     ok = np.flatnonzero(cut & (precision >= target))
     reached = ok.size > 0
-    k = int(ok[-1]) if reached else int(np.flatnonzero(cut)[np.argmax(precision[cut])])
-    if min_recall is not None and total > 0 and recall[k] < min_recall:
-        keeps = np.flatnonzero(cut & (recall >= min_recall))  # the last cut (every item) always keeps it
-        k, reached = int(keeps[0]), False
+    i = int(ok[-1]) if reached else int(np.flatnonzero(cut)[np.argmax(precision[cut])])
+    if min_recall is not None and total > 0 and recall[i] < min_recall:
+        keeps = np.flatnonzero(cut & (recall >= min_recall - 1e-12))  # the last cut (every item) keeps it
+        i, reached = int(keeps[0]), False
     return ThresholdChoice(
-        threshold=float(s[k]),
-        precision=float(precision[k]),
-        recall=float(recall[k]) if total > 0 else math.nan,
-        detections=k + 1,
+        threshold=float(s[i]),
+        precision=float(precision[i]),
+        recall=float(recall[i]) if total > 0 else math.nan,
+        detections=i + 1,
         reached=reached,
     )
 

@@ -225,3 +225,73 @@ def test_a_head_trained_from_review_verdicts_finds_held_out_gunshots(review_loop
         "default@40/h": _best_recall(sweep, "default", 40.0),
     }
     assert summary["verdicts@40/h"] >= summary["default@40/h"] + 0.2, summary
+
+
+CONFUSER_SITES = ("site5", "site6", "site7", "site8")
+CONFUSERS_PER_MINUTE = 8.0
+
+
+@pytest.fixture(scope="module")
+def field_calibration(loop, random_vggish):
+    """Per-site thresholds from 100 reviewed events at sites unlike the training ones (twice the
+    confusers), against the head card's threshold:
+
+        gunshot batch --head head                                   4 new sites, 8 confusers per minute
+        gunshot review sample --items events --size 100 --per_group
+        (answered from the annotations into verdicts.csv)
+        gunshot calibrate --target_precision 0.9 --min_recall 0.5
+        gunshot batch --thresholds calibration.json --scores ...     events re-derived, no VGGish
+        gunshot evaluate-events --scores card=.. --scores calibrated=..
+    """
+    from gunshot_core import cli
+
+    work, _ = loop
+    out = work / "confusers"
+    insertions = field_sites.make_sites(
+        out / "sites", sites=CONFUSER_SITES, recordings_per_site=1, minutes=MINUTES, seed=2,
+        gunshots_per_minute=4.0, confusers_per_minute=CONFUSERS_PER_MINUTE,
+    )  # fmt: skip
+    pattern = "/(site[0-9]+)/"
+    card = json.loads((work / "head" / "card.json").read_text())
+    ckpt, pca = (str(p) for p in random_vggish)
+    models = ["--checkpoint", ckpt, "--pca", pca]
+
+    def step(*argv):
+        assert cli.main([str(a) for a in argv]) == 0, argv
+
+    step("batch", *[a for s in CONFUSER_SITES for a in ("--input", out / "sites" / s)], "--head", work / "head",
+         "--output", out / "scores", *models)  # fmt: skip
+    step("review", "sample", "--scores", out / "scores", "--output", out / "review", "--items", "events",
+         "--size", 100, "--per_group", "--group_pattern", pattern, "--seed", 0)  # fmt: skip
+    answers = review_runs.answer_from_insertions(out / "review", insertions)
+    step("calibrate", "--verdicts", out / "review", "--target_precision", 0.9, "--min_recall", 0.5,
+         "--output", out / "cal")  # fmt: skip
+    step("batch", "--thresholds", out / "cal" / "calibration.json", "--scores", out / "scores",
+         "--output", out / "scores_cal")  # fmt: skip
+    notes = [a for s in CONFUSER_SITES for a in ("--annotations", out / "sites" / s)]
+    step("evaluate-events", "--scores", f"card={out / 'scores'}", "--scores", f"calibrated={out / 'scores_cal'}",
+         *notes, "--group_pattern", pattern, "--output", out / "eval")  # fmt: skip
+    calibration = json.loads((out / "cal" / "calibration.json").read_text())
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())["scorers"]
+    return card, insertions, answers, calibration, metrics
+
+
+def test_calibrated_thresholds_cut_false_alarms_at_sites_unlike_the_training_ones(field_calibration):
+    card, insertions, answers, calibration, metrics = field_calibration
+    assert calibration["item_kind"] == "events" and calibration["pooling"] == "partial"
+    assert len(answers) == min(100, calibration["overall"]["windows"])
+    before, after = metrics["card"]["run_threshold"], metrics["calibrated"]["run_threshold"]
+    gunshots = sum(i.label == field_sites.GUNSHOT for i in insertions)
+    assert before["positives"] == after["positives"] == gunshots
+    assert before["threshold"] == pytest.approx(card["threshold"])
+    summary = {
+        "card": (before["recall"], before["false_alarms_per_hour"]),
+        "calibrated": (after["recall"], after["false_alarms_per_hour"]),
+        "thresholds": {g: r["threshold"] for g, r in calibration["groups"].items()},
+    }
+    # the card's threshold is badly off at these sites ...
+    assert before["false_alarms_per_hour"] >= 50, summary
+    # ... the calibrated per-site thresholds cut its false alarms 5x and keep half of the gunshots
+    assert after["false_alarms_per_hour"] * 5 <= before["false_alarms_per_hour"], summary
+    assert after["recall"] >= 0.5, summary
+    assert all(r["threshold"] >= card["threshold"] for r in calibration["groups"].values()), summary

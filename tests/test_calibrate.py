@@ -60,6 +60,8 @@ def calibrated(tmp_path_factory):
                 "0.9",
                 "--min_verdicts",
                 "50",
+                "--pooling",
+                "none",
             ]
         )
         == 0
@@ -83,6 +85,29 @@ def test_thresholds_per_site_reach_the_precision(calibrated):
         true_recall = sum(detected) / sum(w["truth"] for w in windows)
         assert r["implied_recall"] == pytest.approx(true_recall, abs=0.15)
     assert groups["siteC"]["fit"]["source"] == "overall" and "overall fit used" in groups["siteC"]["note"]
+
+
+def test_pooled_fits_shrink_a_small_site_toward_the_overall_fit(calibrated, tmp_path):
+    truth, review, _, separate = calibrated
+    assert cli.main(["calibrate", "--verdicts", str(review), "--output", str(tmp_path / "cal")]) == 0
+    result = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert result["pooling"] == "partial"
+    groups = result["groups"]
+    for r in groups.values():
+        assert r["fit"]["source"] == "pooled" and r["note"].startswith("pooled: intercept"), r
+        assert r["fit"]["slope"] == result["overall"]["fit"]["slope"]
+    # siteB's scores run 2 logits higher for the same sounds: its intercept moves down, siteA's up.
+    assert groups["siteB"]["fit"]["offset"] < groups["siteA"]["fit"]["offset"] - 1.0, groups
+    assert groups["siteB"]["threshold"] > groups["siteA"]["threshold"]
+    for site in ("siteA", "siteB"):
+        windows = [w for w in truth["windows"] if w["site"] == site]
+        detected = [w["truth"] for w in windows if w["score"] >= groups[site]["threshold"]]
+        assert np.mean(detected) == pytest.approx(0.9, abs=0.1), site
+    # siteC (few verdicts, unshifted) keeps most of the overall fit: not the all-or-nothing fallback.
+    c = groups["siteC"]
+    assert abs(c["fit"]["offset"]) < abs(groups["siteB"]["fit"]["offset"]), groups
+    assert c["fit"]["offset_sd"] > groups["siteB"]["fit"]["offset_sd"], groups
+    assert separate["groups"]["siteC"]["fit"]["source"] == "overall"
 
 
 def test_counts_cover_the_truth_and_add_up(calibrated):

@@ -90,7 +90,7 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
     """200 seeded reviews of 100 verdicts each: the 90 % count interval covers the true number of
     gunshot windows in >= 85 % of them, and the threshold chosen for precision 0.9 has a true
     precision within 0.1 of 0.9 on the whole run in >= 80 % of them."""
-    covered = precise = recalled = 0
+    covered = precise = recalled = precise_heard = recalled_heard = 0
     widths = []
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -105,11 +105,59 @@ def test_repeated_reviews_cover_the_truth_and_reach_the_precision():
         detected = scores >= choice.threshold
         precise += abs(truth[detected].mean() - 0.9) <= 0.1
         recalled += abs(choice.recall - truth[detected].sum() / truth.sum()) <= 0.15
+        # as `gunshot calibrate` chooses: the answered windows count as their verdicts
+        known = np.full(scores.size, np.nan)
+        known[picked] = truth[picked]
+        choice = rs.threshold_for_precision(model, scores, 0.9, known=known)
+        detected = scores >= choice.threshold
+        precise_heard += abs(truth[detected].mean() - 0.9) <= 0.1
+        recalled_heard += abs(choice.recall - truth[detected].sum() / truth.sum()) <= 0.15
     print(
-        f"coverage {covered}/200, precise {precise}/200, recall {recalled}/200, width {np.median(widths):.2f}"
+        f"coverage {covered}/200, precise {precise}/200, recall {recalled}/200, width {np.median(widths):.2f};"
+        f" with the verdicts heard: precise {precise_heard}/200, recall {recalled_heard}/200"
     )
     assert covered >= 170, covered
     assert precise >= 160, precise
     assert recalled >= 160, recalled  # the implied recall is within 0.15 of the true one
+    assert precise_heard >= 160 and recalled_heard >= 160, (precise_heard, recalled_heard)
     # Not trivially wide: the interval is narrower than the true count itself in most reviews.
     assert np.median(widths) < 1.0, np.median(widths)
+
+
+def _grouped_verdicts(rng, offsets, per_group):
+    scores, yes, groups = [], [], []
+    for j, (offset, n) in enumerate(zip(offsets, per_group, strict=True)):
+        s = rng.uniform(0.02, 0.995, n)
+        p = 1 / (1 + np.exp(-(offset + 1.2 * rs.logit(s))))
+        scores += list(s)
+        yes += list(rng.random(n) < p)
+        groups += [f"g{j}"] * n
+    return np.array(scores), np.array(yes), np.array(groups, object)
+
+
+def test_partial_pooling_shrinks_group_intercepts_by_their_evidence():
+    rng = np.random.default_rng(3)
+    # Groups that do not differ: the between-group spread is estimated small, offsets stay near 0.
+    alike = [rs.fit_partial_pooling(*_grouped_verdicts(rng, [0, 0, 0, 0], [40] * 4)) for _ in range(20)]
+    assert np.median([f.tau for f in alike]) < 0.3
+    assert max(abs(o) for f in alike for o in f.offsets.values()) < 0.8
+    # Groups that differ by +-2 logits: offsets recovered (relative to the overall fit, within noise);
+    # a group with 6 verdicts is pulled toward 0 more than a group with 80 of the same offset.
+    errors, small, large = [], [], []
+    for _ in range(20):
+        fit = rs.fit_partial_pooling(*_grouped_verdicts(rng, [2.0, -2.0, 0.0, 2.0], [80, 80, 80, 6]))
+        assert fit.tau > 0.5
+        centre = fit.offsets["g2"]
+        errors += [fit.offsets["g0"] - centre - 2.0, fit.offsets["g1"] - centre + 2.0]
+        large.append(fit.offsets["g0"] - centre)
+        small.append(fit.offsets["g3"] - centre)
+        assert fit.offset_sd["g3"] > fit.offset_sd["g0"]
+        assert fit.shrinkage("g3") < fit.shrinkage("g0")
+    assert np.median(np.abs(errors)) < 0.5, errors
+    assert np.mean(small) < np.mean(large), (small, large)
+    # A group whose answers are all yes (separated) still gets a finite offset.
+    scores, yes, groups = _grouped_verdicts(rng, [0, 0, 0], [30, 30, 30])
+    yes[groups == "g0"] = True
+    fit = rs.fit_partial_pooling(scores, yes, groups)
+    assert np.isfinite(fit.offsets["g0"]) and fit.offsets["g0"] > 0
+    assert fit.model("unseen") == fit.overall

@@ -7,8 +7,10 @@ from, then per group (site) and overall: a logistic regression of the verdict on
 lowest threshold whose expected precision on the group's windows reaches the target and the recall
 it implies (both from the fit over the group's scores; from a probability sample also the
 design-based recall and precision: estimated gunshot windows above the threshold over all of them,
-resp. over the windows above it); a group with fewer than --min_verdicts answers (or fewer than 3 yes or 3 no) uses the
-overall fit on its own scores, and the outputs say so. From a probability sample (stratified or
+resp. over the windows above it). Answered items count as their verdicts, the others as the fit's
+p(s). Each group's intercept is shrunk toward the overall fit by empirical Bayes (`--pooling partial`,
+review_stats.fit_partial_pooling); with `--pooling none` a group with fewer than --min_verdicts
+answers (or fewer than 3 yes or 3 no) uses the overall fit, else its own, and the outputs say so. From a probability sample (stratified or
 random) also the estimated number of windows holding a gunshot per group, per day and overall, with
 90 % intervals (`gunshot_core.review_stats`: model-assisted stratified estimator; assumptions in
 docs/review.md). Several reviewers: an item counts when their latest yes/no answers agree; unsure or
@@ -34,6 +36,7 @@ from gunshot_core.errors import GunshotError
 CALIBRATION_JSON = "calibration.json"
 OVERALL = "(all)"
 MIN_EACH = 3  # yes and no answers a group needs for its own fit
+POOLING = ("partial", "none")
 
 
 class CalibrationError(GunshotError):
@@ -59,16 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min_recall",
         type=float,
-        help="implied recall the threshold must keep (share of the true items of the frame it detects); "
+        help="implied recall the threshold must keep (share of the true items of the frame it detects, "
+        "estimated from the verdicts; for events: of the gunshots the run detected, not of all); "
         "when the target precision would cost more, the highest threshold keeping it is used and the "
         "note says so (default: none)",
     )
     parser.add_argument("--output", required=True, metavar="CAL_DIR", help="local folder for the results")
     parser.add_argument(
+        "--pooling",
+        choices=POOLING,
+        default="partial",
+        help="per-group fits: 'partial' shrinks each group's intercept toward the overall fit, by how much "
+        "its verdicts disagree with it and how many it has (empirical Bayes, docs/review.md); 'none' fits "
+        "each group on its own, or uses the overall fit below --min_verdicts (default partial)",
+    )
+    parser.add_argument(
         "--min_verdicts",
         type=int,
         default=30,
-        help="answers a group needs for its own fit; fewer: the overall fit is used (default 30)",
+        help="with --pooling none: answers a group needs for its own fit; fewer: the overall fit is used "
+        "(default 30)",
     )
     logs.add_logging_flags(parser)
     return parser
@@ -113,6 +126,7 @@ def calibrate(
     strata: np.ndarray | None,
     sampled: np.ndarray,
     min_recall: float | None = None,
+    pooling: str = "partial",
 ) -> dict:
     """Fits, thresholds and counts.
 
@@ -125,6 +139,8 @@ def calibrate(
       strata: object [n] stratum of every frame window for a probability sample, else None (no counts).
       sampled: bool [m] whether each answered item belongs to the sample (others only help the fit).
       min_recall: implied recall each threshold must keep (review_stats.threshold_for_precision).
+      pooling: "partial" (review_stats.fit_partial_pooling: group intercepts shrunk toward the overall
+        fit) or "none" (own fit per group, the overall one below `min_verdicts`).
     Returns:
       dict with `overall`, `groups` ({group: result}) and `counts` (`groups`, `days`, `overall`).
     """
@@ -135,8 +151,20 @@ def calibrate(
         )
     overall_model = review_stats.fit_logistic(frame.scores[answered], yes)
 
-    def result(model, scores, own, n, k, note):
-        choice = review_stats.threshold_for_precision(model, scores, target_precision, min_recall=min_recall)
+    pooled = None
+    if pooling == "partial":
+        pooled = review_stats.fit_partial_pooling(
+            frame.scores[answered], yes, frame.groups[answered], overall=overall_model
+        )
+
+    heard = np.full(len(frame), np.nan)  # float [n]: 1/0 for the answered items, NaN for the others
+    heard[answered] = yes
+
+    def result(model, inside, own, n, k, note):
+        scores = frame.scores[inside]
+        choice = review_stats.threshold_for_precision(
+            model, scores, target_precision, min_recall=min_recall, known=heard[inside]
+        )
         return {
             "threshold": choice.threshold,
             "expected_precision": choice.precision,
@@ -147,29 +175,41 @@ def calibrate(
             "fit": {
                 "intercept": model.intercept,
                 "slope": model.slope,
-                "source": "own" if own else "overall",
+                "source": own if isinstance(own, str) else ("own" if own else "overall"),
             },
             "verdicts": n,
             "yes": k,
             "note": note,
         }
 
-    overall = result(overall_model, frame.scores, True, int(answered.size), int(yes.sum()), "")
+    overall = result(overall_model, np.ones(len(frame), bool), True, int(answered.size), int(yes.sum()), "")
     groups, models = {}, {}
     answered_groups = frame.groups[answered]
     for group in sorted(set(frame.groups.tolist())):
         mine = answered_groups == group
         n, k = int(mine.sum()), int(yes[mine].sum())
         model, note = overall_model, ""
-        if n < min_verdicts or k < MIN_EACH or n - k < MIN_EACH:
+        if pooled is not None:
+            model = pooled.model(group)
+            offset, sd = pooled.offsets.get(group, 0.0), pooled.offset_sd.get(group, 0.0)
+            models[group] = model
+            groups[group] = result(model, frame.groups == group, "pooled", n, k, "")
+            groups[group]["fit"].update(offset=offset, offset_sd=sd, tau=pooled.tau)
+            note = (
+                f"pooled: intercept {offset:+.2f} from the overall fit (posterior sd {sd:.2f}; between-group"
+                f" sd {pooled.tau:.2f}; {n} verdicts, {k} yes)"
+            )
+            groups[group]["note"] = note
+        elif n < min_verdicts or k < MIN_EACH or n - k < MIN_EACH:
             note = (
                 f"overall fit used: {n} verdicts ({k} yes, {n - k} no); a group's own fit needs"
                 f" >= {min_verdicts} with >= {MIN_EACH} of each"
             )
         else:
             model = review_stats.fit_logistic(frame.scores[answered][mine], yes[mine])
-        models[group] = model
-        groups[group] = result(model, frame.scores[frame.groups == group], not note, n, k, note)
+        if pooled is None:
+            models[group] = model
+            groups[group] = result(model, frame.groups == group, not note, n, k, note)
         if not groups[group]["target_reached"]:
             groups[group]["note"] = (groups[group]["note"] + "; " if note else "") + (
                 f"precision {target_precision} would cost recall below {min_recall}: the highest threshold"
@@ -420,6 +460,7 @@ def run(args) -> dict:
         strata=strata,
         sampled=sampled,
         min_recall=args.min_recall,
+        pooling=args.pooling,
     )
     meta = {
         "scores": list(runs),
@@ -430,6 +471,7 @@ def run(args) -> dict:
         "target_precision": args.target_precision,
         "min_recall": args.min_recall,
         "min_verdicts": args.min_verdicts,
+        "pooling": args.pooling,
         "verdicts_used": int(answered.size),
         "left_out": decided - int(answered.size),
         "estimator": ESTIMATOR
