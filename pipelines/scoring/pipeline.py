@@ -35,7 +35,18 @@ from pipelines import schemas
 from pipelines.io import counters, files, launch
 from pipelines.io import errors as io_errors
 from pipelines.io import tables as io_tables
-from pipelines.scoring import clips, embed, exports, from_run, match, outputs, rerun, score, sources
+from pipelines.scoring import (
+    clips,
+    embed,
+    exports,
+    from_run,
+    match,
+    outputs,
+    rerun,
+    score,
+    shard_plan,
+    sources,
+)
 from pipelines.scoring import config as scoring_config
 from pipelines.scoring import provenance as scoring_provenance
 
@@ -90,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     scoring_config.add_decoding_arguments(perf)
     perf.add_argument(
         "--num_shards",
-        type=int,
-        default=1,
-        help="Parquet files of the windows/embeddings/frames tables (%(default)s); with --from_run, an "
-        f"archive of more than {from_run.MAX_SHARD_FRAMES:,} frames gets files of about that many by "
-        "ranges of source instead",
+        type=shard_plan.parse_num_shards,
+        default=shard_plan.AUTO,
+        help="Parquet files of the windows/embeddings/frames tables, or `auto` (%(default)s): as many as "
+        f"keep a file at about {from_run.MAX_SHARD_FRAMES:,} frames (~35 h of VGGish frames; with "
+        f"--write_embeddings at most {from_run.MAX_SHARD_EMBEDDING_BYTES >> 20} MB of embeddings), from "
+        "an upper bound of the audio hours that the input files' sizes and formats give at launch; "
+        "small runs get one file. With --from_run, an archive of more frames gets files of about "
+        "that many by ranges of source instead",
     )
     extra = parser.add_argument_group("exports")
     extra.add_argument(
@@ -131,9 +145,8 @@ def parse_known_args(argv):
             parser.error(f"--from_run reads the recordings of an earlier run: it takes no {', '.join(given)}")
     elif not args.input and not args.input_list:
         parser.error("give at least one --input or --input_list (or --from_run RUN_DIR)")
-    for name in ("batch_size", "num_shards"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.export_clips < 0:
         parser.error(f"--export_clips must be >= 0, got {args.export_clips}")
     if args.archive_part_mb < 0:
@@ -345,20 +358,42 @@ def _add_columns(row, columns):
     return scoring_provenance.with_provenance(row, columns)
 
 
-def build_pipeline(p, args, config, provenance, previous, parent=None):
+def input_patterns(args) -> list[str]:
+    """The --input patterns and the lines of the --input_list files (read at launch)."""
+    patterns = list(args.input)
+    for listing in args.input_list:
+        patterns.extend(sources.read_input_list(listing))
+    return patterns
+
+
+def plan_shards(args, config, parent=None) -> shard_plan.ShardPlan:
+    """The files of the per-frame tables: --num_shards as given, or chosen for `auto`.
+
+    `auto` sizes an audio run from its inputs (`shard_plan.plan_num_shards`); a rescored run's tables
+    follow the parent's ranges of source (`from_run.plan_shard_bounds`; one file up to
+    MAX_SHARD_FRAMES frames), and its TFRecord exports get as many files.
+    """
+    if args.num_shards != shard_plan.AUTO:
+        return shard_plan.ShardPlan(num_shards=args.num_shards)
+    if parent is not None:
+        return shard_plan.ShardPlan(num_shards=len(parent.shard_bounds) + 1)
+    return shard_plan.plan_num_shards(input_patterns(args), config.model, args.write_embeddings)
+
+
+def build_pipeline(p, args, config, provenance, previous, parent=None, num_shards=None):
     """Adds the scoring steps to pipeline `p`; returns nothing (all outputs are files).
 
     With `parent` (a from_run.ParentRun, --from_run) the parent's stored frames are scored instead
-    of matched inputs.
+    of matched inputs. `num_shards`: files of the per-frame tables (default: `plan_shards`).
     """
+    if num_shards is None:
+        num_shards = plan_shards(args, config, parent).num_shards
     staging = beam.io.filesystems.FileSystems.join(args.output, outputs.STAGING)
     if parent is not None:
         tables = p | "Rescore" >> score.RescoreRecordings(config, parent)
         extra_errors = []
     else:
-        patterns = list(args.input)
-        for listing in args.input_list:
-            patterns.extend(sources.read_input_list(listing))
+        patterns = input_patterns(args)
         srcs, match_errors = p | "Patterns" >> beam.Create(patterns) | "Match" >> match.MatchSources()
         if previous.done_files:
             done = previous.done_files
@@ -396,7 +431,7 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
             staging,
             name,
             schemas.score_tables(config.model)[name],
-            num_shards=args.num_shards if per_frame and not by_ranges else 1,
+            num_shards=num_shards if per_frame and not by_ranges else 1,
             batched=per_frame,
             shard_key=outputs.source_key,
             sort_columns=outputs.SORT_COLUMNS[name],
@@ -405,9 +440,7 @@ def build_pipeline(p, args, config, provenance, previous, parent=None):
         )
     _ = final["events"] | "Exports" >> exports.WriteEventExports(staging)
     if args.write_embeddings and config.model.audioset_records:  # AudioSet format: uint8 [n, 128] only
-        _ = final["embeddings"] | "EmbeddingRecords" >> exports.WriteEmbeddingRecords(
-            staging, args.num_shards
-        )
+        _ = final["embeddings"] | "EmbeddingRecords" >> exports.WriteEmbeddingRecords(staging, num_shards)
 
 
 def staging_dir(args) -> str:
@@ -502,7 +535,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     outputs.clear_staging(args.output)
     p = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(p, args, config, provenance, previous, parent)
+    shards = plan_shards(args, config, parent)
+    build_pipeline(p, args, config, provenance, previous, parent, num_shards=shards.num_shards)
     result = p.run()
     if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
         launch.log_detached(result, p.options, "score")
@@ -532,6 +566,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "embedding": None if parent else _manifest_embedding(config, provenance),
         "parent_run": parent.summary() if parent else None,
         "files_skipped_as_done": len(previous.done_files),
+        # files of the per-frame tables; for `--num_shards auto`, what the count was chosen from
+        "num_shards": shards.num_shards,
+        "num_shards_plan": shards.summary() if args.num_shards == shard_plan.AUTO else None,
         "counters": counts,
         "summary": summary,
         "files": sorted(moved),
