@@ -294,3 +294,20 @@ def test_the_program_batch_without_models_and_with_a_missing_input(tmp_path):
     assert (
         done.stderr.strip() == f"gunshot score: error: no such file: {NOWHERE}/missing.flac (check the path)"
     )
+
+
+def test_output_piped_into_a_reader_that_stops_early_gives_no_traceback(tmp_path):
+    """`gunshot models info | head -2` printed a BrokenPipeError traceback once head had left."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), GUNSHOT_MODELS_DIR=str(tmp_path))
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "gunshot_core.cli", "models", "info", "head"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader_gone.stdout.close()  # before the program has written a line
+    stderr = reader_gone.stderr.read().decode()
+    reader_gone.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert reader_gone.returncode == 141, stderr
