@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = arguments.ArgumentParser(
         "batch",
         description=__doc__.split("\n", 1)[0],
-        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
+        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project). "
+        "To re-derive a scored run's detections and events at the per-site thresholds of `gunshot "
+        "calibrate`, from its tables (no audio, no network): gunshot batch --thresholds "
+        "CAL_DIR/calibration.json --scores RUN_DIR --output NEW_DIR (options: gunshot batch --thresholds "
+        "--help).",
     )
     io_group = parser.add_argument_group("inputs and outputs")
     io_group.add_argument(
