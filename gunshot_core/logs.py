@@ -316,13 +316,23 @@ def filtered_stderr(drop_gpu_errors: bool = True):
                 _open_captures.remove(state)
 
 
+_native_lines_lock = threading.Lock()
+
+
+@contextlib.contextmanager
 def quiet_native_lines():
     """`filtered_stderr()` in quiet mode (the command's default, see QUIET_ENV), else a no-op.
 
     For native libraries that log at run time rather than at import, e.g. the TFLite interpreter
-    that BirdNET runs in ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.").
+    that BirdNET runs in ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."). Blocks of
+    several threads run one at a time: two overlapping captures would restore file descriptor 2 in
+    the wrong order and leave it pointing at a closed capture.
     """
-    return filtered_stderr() if os.environ.get(QUIET_ENV) else contextlib.nullcontext()
+    if not os.environ.get(QUIET_ENV):
+        yield
+        return
+    with _native_lines_lock, filtered_stderr():
+        yield
 
 
 def _flush_stderr() -> None:
