@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from gunshot_core import logs
 from gunshot_core.errors import EmbeddingModelError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -225,16 +226,17 @@ class BirdNET:
             log.info("writing BirdNET model with an embedding output to %s", derived)
             write_derived_model(self.files.model, derived)
         Interpreter = interpreter_class()
-        try:
-            self._interpreter = Interpreter(model_path=str(derived), num_threads=num_threads)
-        except (ValueError, RuntimeError) as e:
-            raise ModelFileError(f"{derived}: cannot load the BirdNET model: {e}") from e
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
-        self._logits_index = outputs["Identity"]
-        self._embedding_index = outputs[EMBEDDING_TENSOR]
-        self._interpreter.resize_tensor_input(self._input, [batch_size, FRAME_SAMPLES])
-        self._interpreter.allocate_tensors()
+        with logs.quiet_native_lines():  # the interpreter announces its XNNPACK delegate on stderr
+            try:
+                self._interpreter = Interpreter(model_path=str(derived), num_threads=num_threads)
+            except (ValueError, RuntimeError) as e:
+                raise ModelFileError(f"{derived}: cannot load the BirdNET model: {e}") from e
+            self._input = self._interpreter.get_input_details()[0]["index"]
+            outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
+            self._logits_index = outputs["Identity"]
+            self._embedding_index = outputs[EMBEDDING_TENSOR]
+            self._interpreter.resize_tensor_input(self._input, [batch_size, FRAME_SAMPLES])
+            self._interpreter.allocate_tensors()
         self._lock = threading.Lock()
 
     def class_layer(self) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,8 @@ here for every command (gunshot_core.logs: quiet by default, `--verbose` / `--lo
 """
 
 import importlib
+import os
+import signal
 import sys
 
 # name -> (module, callable taking argv, one-line help)
@@ -111,6 +113,11 @@ def main(argv=None) -> int:
         result = getattr(module, func_name)(rest)
         # Beam `run` functions return a PipelineResult or a summary; the other mains an exit code.
         status = result if isinstance(result, int) else 0
+    except BrokenPipeError:  # `gunshot models info | head`: the reader left; no traceback about it
+        if not as_program:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush into
+        status = 128 + signal.SIGPIPE  # what a shell reports for a program ended by SIGPIPE
     except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
         if not arguments.is_user_error(e):
             raise

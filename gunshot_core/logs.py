@@ -92,6 +92,7 @@ _NATIVE_RECORD = re.compile(
 _NATIVE_NOISE = (
     re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
     re.compile(r"^To enable the following instructions: .*rebuild TensorFlow"),  # cpu_feature_guard, 2nd line
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),  # a TFLite interpreter's start
 )
 # Native ERROR lines that only say "no GPU here" (kept visible when a GPU may be in use: --verbose).
 _NATIVE_NOISE_ERRORS = re.compile(
@@ -313,6 +314,25 @@ def filtered_stderr(drop_gpu_errors: bool = True):
             state.release()
             if state in _open_captures:
                 _open_captures.remove(state)
+
+
+_native_lines_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_lines():
+    """`filtered_stderr()` in quiet mode (the command's default, see QUIET_ENV), else a no-op.
+
+    For native libraries that log at run time rather than at import, e.g. the TFLite interpreter
+    that BirdNET runs in ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."). Blocks of
+    several threads run one at a time: two overlapping captures would restore file descriptor 2 in
+    the wrong order and leave it pointing at a closed capture.
+    """
+    if not os.environ.get(QUIET_ENV):
+        yield
+        return
+    with _native_lines_lock, filtered_stderr():
+        yield
 
 
 def _flush_stderr() -> None:

@@ -242,7 +242,8 @@ def _fetch_once(url: str, part: pathlib.Path, expected_size: int | None, progres
         if _is_offline(reason):
             raise DownloadError(
                 f"cannot reach {urllib.parse.urlsplit(url).netloc or url} ({reason}): no network? "
-                f"Connect and run the download again, or copy the model files into {part.parent} "
+                f"Connect and run the download again, fetch from a mirror you can reach (--base-url URL or "
+                f"${ENV_BASE_URL}), or copy the model files into {part.parent} "
                 f"(or set ${ENV_CHECKPOINT} and ${ENV_PCA} to copies)"
             ) from e
         raise _Retry(f"{type(e).__name__}: {reason}") from e

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from gunshot_core import arguments, audio, logs, options, resample, windows
-from gunshot_core.errors import AudioDecodeError, GunshotError, InputError
+from gunshot_core.errors import AudioDecodeError, GunshotError, InputError, ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,16 @@ def main(argv=None) -> int:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         return arguments.fail(
             "score", InputError(f"no such file: {shown} (check the path{'s' if len(missing) > 1 else ''})")
+        )
+    head = args.head
+    builtin = any(head in m.builtin_heads for m in embedding_models.MODELS.values())
+    if head and not builtin and "://" not in head and not os.path.exists(head):  # before the models load too
+        return arguments.fail(
+            "score",
+            ModelFileError(
+                f"--head {head}: no such file or folder; give a head folder written by `gunshot train`, an "
+                "original .h5 head, or leave --head out for the default head"
+            ),
         )
     try:
         from gunshot_core import precision

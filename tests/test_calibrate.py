@@ -281,3 +281,26 @@ def test_events_as_review_items_and_a_recall_floor(tmp_path):
         if r["implied_recall"] < 0.95:
             assert not f["target_reached"] and "recall below 0.95" in f["note"], f
     assert any(not f["target_reached"] for f in floor["groups"].values()), floor["groups"]
+
+
+def test_batch_help_shows_the_thresholds_mode_and_its_missing_files_are_named(tmp_path, capsys):
+    """`gunshot batch --help` did not mention --thresholds, `--thresholds --help` failed for want of a
+    file, and a missing --scores folder printed a bare `[Errno 2]`."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["batch", "--help"])
+    assert exit_.value.code == 0
+    assert "gunshot batch --thresholds" in " ".join(capsys.readouterr().out.split())
+    assert cli.main(["batch", "--thresholds", "--help"]) == 0
+    assert "--scores RUN_DIR" in capsys.readouterr().out
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"overall": {"threshold": 0.5}, "groups": {}}))
+    missing_run = ["batch", "--thresholds", str(calibration), "--scores", str(tmp_path / "nowhere")]
+    assert cli.main([*missing_run, "--output", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gunshot batch: error: --scores ") and "no such folder" in err, err
+    (tmp_path / "run").mkdir()
+    missing_file = ["batch", "--thresholds", str(tmp_path / "cal.json"), "--scores", str(tmp_path / "run")]
+    assert cli.main([*missing_file, "--output", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "gunshot calibrate --output" in err, err
+    assert not (tmp_path / "new").exists()

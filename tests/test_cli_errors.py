@@ -294,3 +294,34 @@ def test_the_program_batch_without_models_and_with_a_missing_input(tmp_path):
     assert (
         done.stderr.strip() == f"gunshot score: error: no such file: {NOWHERE}/missing.flac (check the path)"
     )
+
+
+def test_output_piped_into_a_reader_that_stops_early_gives_no_traceback(tmp_path):
+    """`gunshot models info | head -2` printed a BrokenPipeError traceback once head had left."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), GUNSHOT_MODELS_DIR=str(tmp_path))
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "gunshot_core.cli", "models", "info", "head"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader_gone.stdout.close()  # before the program has written a line
+    stderr = reader_gone.stderr.read().decode()
+    reader_gone.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert reader_gone.returncode == 141, stderr
+
+
+def test_score_with_a_missing_head_fails_before_the_models_load(tmp_path, capsys, monkeypatch):
+    """`gunshot score --head typo/ clip.wav` loaded VGGish (seconds) before saying the head was missing."""
+    from gunshot_core import score_cli
+
+    def no_model_load(*args, **kwargs):
+        raise AssertionError("the models were loaded")
+
+    monkeypatch.setattr(score_cli, "Scorer", no_model_load)
+    assert cli.main(["score", "--head", str(tmp_path / "heads" / "typo"), EXAMPLE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gunshot score: error: --head ") and "no such file or folder" in err, err
+    assert "gunshot train" in err and len(err.splitlines()) == 1, err

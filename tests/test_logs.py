@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from gunshot_core import logs
-from tests.conftest import REPO
+from tests.conftest import BIRDNET_TESTS, REPO
 
 # What a first run printed before gunshot_core.logs (TensorFlow/absl native lines, the CUDA probe of
 # a machine without a GPU, matplotlib's font cache, Beam's INFO lines and one line per counter).
@@ -106,6 +106,20 @@ def test_gunshot_score_is_quiet_unless_verbose(random_vggish, tmp_path, flags):
         assert "models loaded in" in done.stderr
 
 
+@pytest.mark.parametrize("flags", [(), ("--verbose",)], ids=["default", "verbose"])
+@BIRDNET_TESTS[0]
+@BIRDNET_TESTS[1]
+def test_gunshot_score_with_birdnet_is_quiet_unless_verbose(tmp_path, flags):
+    """The TFLite interpreter BirdNET runs in announces its XNNPACK delegate on stderr at load."""
+    wav = REPO / "examples" / "pistol_shot.wav"
+    done = _run(["score", "--embedding_model", "birdnet", wav, *flags], tmp_path)
+    assert done.stdout.startswith(f"{wav}: score "), done.stdout
+    assert ("XNNPACK delegate" in done.stderr) == bool(flags), done.stderr
+    if not flags:
+        assert not _noise(done.stderr), done.stderr
+        assert "models loaded in" in done.stderr
+
+
 def test_every_command_takes_the_logging_flags(capsys):
     from gunshot_core import score_cli
     from pipelines.scoring import pipeline
@@ -139,6 +153,7 @@ def test_the_native_filter_drops_start_up_lines_and_keeps_everything_else():
         "I0000 00:00:1796400232.483552    7742 port.cc:153] oneDNN custom operations are on.\n"
         "I0000 00:00:1796400232.642935    7742 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
         "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with flags.\n"
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
         "E0000 00:00:1796400241.577848    7742 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n"
         "2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] Could not find cuda\n"
         "E0000 00:00:1796400241.577848    7742 op_kernel.cc:1] real failure\n"

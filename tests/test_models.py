@@ -223,6 +223,7 @@ def test_offline_download_fails_at_once(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(calls) == 1 and len(err.splitlines()) == 1, err
     assert err.startswith("gunshot models: error: cannot reach mirror.invalid") and "no network?" in err
+    assert "--base-url URL" in err  # the fix on a machine without internet but with a mirror
     assert ".part" not in err and not list((tmp_path / "models").glob("*.part"))
 
 

@@ -6,6 +6,7 @@ the default resampler.
 """
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -345,7 +346,7 @@ def test_chunked_decoding_matches_whole_file_embeddings(scored, inputs, random_v
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.005
 
 
-def test_skip_existing_scores_only_what_is_missing(scored, inputs, random_vggish, tmp_path):
+def test_skip_existing_scores_only_what_is_missing(scored, inputs, random_vggish, tmp_path, caplog):
     output, _ = scored
     rerun = tmp_path / "rerun"
     shutil.copytree(output, rerun)
@@ -356,8 +357,14 @@ def test_skip_existing_scores_only_what_is_missing(scored, inputs, random_vggish
             table = pq.read_table(path)
             keep = [s != missing for s in table.column("source").to_pylist()]
             pq.write_table(table.filter(keep), path, compression="zstd")
-    summary = score.run(_argv(inputs, random_vggish, rerun, "--chunk_seconds=7", "--skip_existing"))
+    with caplog.at_level(logging.INFO, logger="pipelines"):
+        summary = score.run(_argv(inputs, random_vggish, rerun, "--chunk_seconds=7", "--skip_existing"))
     manifest = json.loads((rerun / outputs.RUN_MANIFEST).read_text())
+    # The summary line's counts are the tables' (kept rows too), its audio hours this run's only.
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("scored "))
+    kept = manifest["files_skipped_as_done"]
+    assert f"{summary['recordings']} recordings" in line and f"; {kept} file{'s' if kept != 1 else ''} kept from the previous run" in line
+    assert f"{summary['audio_hours_this_run']:.2f} audio hours this run in " in line, line
     counters = manifest["counters"]
     failed_files = 5 + 1  # the five broken inputs and the TFRecord holding a bad record are retried
     assert manifest["files_skipped_as_done"] > 0

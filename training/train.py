@@ -507,7 +507,8 @@ def log_validation(plan: ValidationPlan, labels) -> None:
     if plan.split == "eval":
         logging.info(
             "validation: the threshold is tuned on the eval split: measure on another split "
-            "(`gunshot dataset --split test=...`) for numbers not tuned on"
+            "(`gunshot dataset --split test=FRACTION` or `gunshot subset --split test=GLOB`) for numbers "
+            "not tuned on"
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from pipelines.report.tables import ReportTables, _quote
 
@@ -21,6 +22,11 @@ class ThresholdsFileError(ValueError):
 
 def read_calibration(path: str) -> dict:
     """{'overall': float, 'groups': {group: float}, 'group_pattern': str | None, 'target_precision'}."""
+    if not os.path.isfile(path):
+        raise ThresholdsFileError(
+            f"--thresholds {path}: no such file; give the calibration.json that "
+            "`gunshot calibrate --output CAL_DIR` wrote (CAL_DIR/calibration.json)"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             document = json.load(f)

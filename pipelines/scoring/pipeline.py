@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = arguments.ArgumentParser(
         "batch",
         description=__doc__.split("\n", 1)[0],
-        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project).",
+        epilog="Any other --flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, --project). "
+        "To re-derive a scored run's detections and events at the per-site thresholds of `gunshot "
+        "calibrate`, from its tables (no audio, no network): gunshot batch --thresholds "
+        "CAL_DIR/calibration.json --scores RUN_DIR --output NEW_DIR (options: gunshot batch --thresholds "
+        "--help).",
     )
     io_group = parser.add_argument_group("inputs and outputs")
     io_group.add_argument(
@@ -574,14 +578,18 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "files": sorted(moved),
     }
     files.write_json(beam.io.filesystems.FileSystems.join(args.output, outputs.RUN_MANIFEST), manifest)
+    # With --skip_existing the counts are the tables' (kept rows included), the audio hours this run's.
+    kept = len(previous.done_files)
     _LOG.info(
-        "scored %d recordings (%d failed, %d with detections, %d events), %.2f audio hours in %.1f s"
+        "scored %d recordings (%d failed, %d with detections, %d events%s), %.2f audio hours%s in %.1f s"
         " (%.1f audio hours/hour); %d error rows; tables in %s",
         summary["recordings"],
         summary["recordings_failed"],
         summary["recordings_detected"],
         summary["events"],
+        f"; {kept} file{'s' if kept != 1 else ''} kept from the previous run" if kept else "",
         summary["audio_hours_this_run"],
+        " this run" if kept else "",
         wall,
         summary["audio_hours_per_hour"] or 0.0,
         summary["errors"],

@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-derive a scoring run's detections and events at the per-group thresholds of a "
         "`gunshot calibrate` calibration.json, from the run's tables (VGGish is not run again).",
     )
-    parser.add_argument("--thresholds", required=True, metavar="calibration.json")
+    parser.add_argument(
+        "--thresholds",
+        required=True,
+        metavar="calibration.json",
+        help="what `gunshot calibrate --output CAL_DIR` wrote: CAL_DIR/calibration.json",
+    )
     parser.add_argument("--scores", required=True, metavar="RUN_DIR", help="the scoring run (local folder)")
     parser.add_argument("--output", required=True, metavar="NEW_DIR", help="local folder for the new tables")
     parser.add_argument(
@@ -248,15 +253,26 @@ def run(argv=None) -> int:
     from pipelines.report import thresholds
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:  # also `gunshot batch --thresholds --help`, without a file
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     for name in ("scores", "output"):
         if "://" in getattr(args, name):
             parser.error(f"--{name} must be a local folder with --thresholds (got {getattr(args, name)})")
+    if not os.path.isdir(args.scores):
+        print(
+            f"gunshot batch: error: --scores {args.scores}: no such folder; give the --output folder of "
+            "the `gunshot batch` run that was calibrated",
+            file=sys.stderr,
+        )
+        return 2
     try:
         calibration = thresholds.read_calibration(args.thresholds)
         summary = rethreshold(args.scores, calibration, args.output, args.group_pattern)
     except (thresholds.ThresholdsFileError, FileNotFoundError) as e:
-        print(f"gunshot batch: {e}", file=sys.stderr)
+        print(f"gunshot batch: error: {e}", file=sys.stderr)
         return 2
     for group, s in summary.items():
         print(

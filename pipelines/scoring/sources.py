@@ -12,7 +12,7 @@ reads local disks and Cloud Storage. Matched files become `Source` elements:
   (random access) is planned as parts of about 64 MB of members that different workers decode; a
   compressed tar is read in one sequential pass by one worker (it cannot be entered midway);
 - AudioSet embedding TFRecords (`.tfrecord`, `.tfrecord.gz`, `.tfrecords`) -> one `Source`, each
-  SequenceExample in it becomes a recording keyed `file!video_id@start_seconds`.
+  SequenceExample in it becomes a recording keyed `file!video_id:start_ms` (records.clip_key).
 
 A folder (or `gs://bucket/prefix/`) is expanded recursively and keeps only files with a known audio,
 archive or TFRecord extension; files named explicitly or by a glob are all kept, so a mis-named
@@ -363,12 +363,6 @@ def iter_archive_members(path: str, skipped: list[str] | None = None) -> Iterato
 def member_source_id(archive_path: str, member: str) -> str:
     """The `source` key of an archive member: `archive!member`."""
     return f"{archive_path}!{member}"
-
-
-def record_source_id(path: str, video_id: str, start_seconds: float) -> tuple[str, str]:
-    """(`source` key, member) of one SequenceExample in an embedding TFRecord."""
-    member = f"{video_id}@{start_seconds:.3f}"
-    return f"{path}!{member}", member
 
 
 # ---- File names to absolute times ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Search stage 1: query specs -> the uint8 VGGish frames of each query window (runs at launch).
 
-A query is `RECORDING[@START_SECONDS]` (the last `@number` is always START, so a TFRecord source
-such as `f.tfrecord!vid@30.000` is queried as `f.tfrecord!vid@30.000@0`). Without `@START` the
+A query is `RECORDING[@START_SECONDS]` (the last `@number` is always START, so a source that
+itself ends in `@30.000` is queried as `x@30.000@0`; TFRecord sources are `f.tfrecord!vid:30000`). Without `@START` the
 query window is the loudest N frames of the recording (the most energy on its 0.96 s frame grid,
 found by decoding it once), so a clip with a shot somewhere in it queries the shot, not its first
 0.96 s; when the audio cannot be read for that (a table source whose file is gone), the window is
