@@ -491,7 +491,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     in_process = test_pipeline is None and parent is None and launch.runs_in_this_process(options)
-    if in_process and config.precision != precision.INT8:  # int8 runs on OpenVINO, no TensorFlow
+    if in_process and precision.uses_tensorflow(config.precision):  # OpenVINO runs need no TensorFlow
         embed.import_tensorflow_ahead()
     started = time.monotonic()
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
