@@ -10,8 +10,9 @@ cache of built (quantised) models. The VGGish specifics (its graph) live in `gun
 | bf16 | OpenVINO (TensorFlow/oneDNN without it) | every layer in bfloat16 except the last (fc2), which stays float32 |
 | int8 | OpenVINO + NNCF | post-training static int8 (global min-max ranges), last layer float32 |
 
-OpenVINO runs bf16 where it is installed (the 'precision' extra): as fast as TensorFlow's bf16 for
-the network, and a process that runs it needs no TensorFlow import (~2 s less start-up per process).
+OpenVINO runs bf16 where it is installed (the 'precision' extra) and the CPU has native bfloat16: as
+fast as TensorFlow's bf16 for the network, and a process that runs it needs no TensorFlow import
+(~2 s less start-up per process).
 
 `auto` picks the fastest precision the CPU runs natively (see `auto_precision`). docs/precision.md
 has the measured speeds and accuracy.
