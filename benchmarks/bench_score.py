@@ -534,6 +534,7 @@ def print_precisions(figures: dict, args) -> None:
     for p, t in best.items():
         cells = "".join(f"{seconds / t[k]:>15.0f} ({best[base][k] / t[k]:5.2f}x)" for k, _ in columns)
         print(f"  {p:<22}{cells}")
+    print("  runtimes: " + "; ".join(f"{p} {precisions.embedding_runtime(p)}" for p in best))
     print(
         f"  decode + resample + log-mel alone (one thread): {seconds / figures['frontend']:.0f} audio-s/s"
         f" ({figures['frontend']:.2f} s)"

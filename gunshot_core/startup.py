@@ -157,6 +157,26 @@ def _openvino_convert_model(name: str):
     return convert_model
 
 
+@contextlib.contextmanager
+def no_ipython_probe():
+    """A block in which `import IPython` fails at once, unless IPython is already imported.
+
+    Apache Beam asks `is_in_ipython()` for every transform applied and again when a pipeline runs;
+    its first call imports IPython (~0.1-0.25 s of every command's start-up here) only to learn that
+    no IPython kernel runs. A process in which IPython has not been imported is not inside one, so the
+    answer is the same without the import (Beam catches the ImportError). In an IPython session or
+    notebook IPython is already in `sys.modules` and nothing changes.
+    """
+    skip = "IPython" not in sys.modules
+    if skip:
+        sys.modules["IPython"] = None
+    try:
+        yield
+    finally:
+        if skip and "IPython" in sys.modules and sys.modules["IPython"] is None:
+            del sys.modules["IPython"]
+
+
 def import_keras():
     """Imports Keras 3 (after any `import_tensorflow()` in progress in another thread); returns it."""
     module = sys.modules.get("keras")

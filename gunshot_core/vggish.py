@@ -348,6 +348,75 @@ def int8_forward(weights: dict, *, block: int, weights_sha256: str | None = None
     return precision.cached_build(key, build, load)
 
 
+def bf16_forward(weights, *, block: int, weights_sha256: str | None = None):
+    """The bf16 network on OpenVINO: every layer in bfloat16 but the last (fc2), which stays float32.
+
+    The float32 OpenVINO model (`build_openvino_model`) is cached under the user's cache
+    (`precision.cached_build`, keyed by the weights' hash, the OpenVINO version and the graph
+    version), so a process with a cached model imports neither TensorFlow nor reads the checkpoint's
+    tensors. It is compiled as two fixed-shape models: everything up to fc2's input with OpenVINO's
+    bf16 inference precision, and fc2 in float32 (OpenVINO's bf16 would round fc2's weights to
+    bfloat16 too, which doubled the heads' largest score change: 0.005 instead of 0.002).
+
+    Args:
+      weights, weights_sha256: as `int8_forward`.
+      block: examples per forward pass (the compiled shape).
+    Returns:
+      callable float32 [block, 96, 64] -> float32 [block, 128].
+    """
+    from gunshot_core import precision
+
+    ov = startup.import_openvino()
+    read_weights = weights if callable(weights) else (lambda: weights)
+    if weights_sha256 is None:
+        arrays = _weights_numpy(read_weights())
+        weights_sha256 = precision.array_sha256(*(arrays[n] for n in _variable_names()))
+    key = {
+        "model": "vggish",
+        "graph_version": _OV_GRAPH_VERSION,
+        "weights_sha256": weights_sha256,
+        "runtime": f"openvino {ov.__version__}",
+        "stored": "float32",
+    }
+
+    def build(folder: pathlib.Path):
+        arrays = _weights_numpy(read_weights())  # a bad checkpoint fails as with fp32
+        ov.save_model(build_openvino_model(arrays), str(folder / "vggish_fp32.xml"), compress_to_fp16=False)
+
+    def load(folder: pathlib.Path):
+        body, fc2 = _split_last_layer(ov, ov.Core().read_model(str(folder / "vggish_fp32.xml")))
+        return _Chain(
+            precision.OpenVINOBlocks(body, block, "bf16"),
+            precision.OpenVINOBlocks(fc2, block, "f32"),
+        )
+
+    return precision.cached_build(key, build, load)
+
+
+def _split_last_layer(ov, model):
+    """(everything up to fc2's input, fc2 alone) of a `build_openvino_model` model."""
+    import openvino.opset13 as ops
+
+    matmul = next(op for op in model.get_ordered_ops() if op.get_friendly_name() == _OV_FC2)
+    add = next(iter(matmul.output(0).get_target_inputs())).get_node()
+    kernel = matmul.input_value(1).get_node().get_data()
+    bias = add.input_value(1).get_node().get_data()
+    body = ov.Model([matmul.input_value(0)], model.get_parameters(), "vggish_to_fc2")
+    hidden = ops.parameter([-1, kernel.shape[0]], np.float32, name="hidden")
+    out = ops.add(ops.matmul(hidden, ops.constant(np.array(kernel)), False, False), ops.constant(np.array(bias)))
+    return body, ov.Model([out], [hidden], "vggish_fc2")
+
+
+class _Chain:
+    """Two fixed-block networks one after the other: block -> first -> second."""
+
+    def __init__(self, first, second):
+        self._first, self._second = first, second
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        return self._second(self._first(block))
+
+
 class VGGish:
     """VGGish embedding network: float32 [n, 96, 64] log-mel examples -> float32 [n, 128].
 
@@ -355,10 +424,10 @@ class VGGish:
     examples as convenient; they are run in compiled batches of exactly `batch_size` examples, so
     results are the same bits however the examples are grouped into calls.
 
-    `precision` (gunshot_core.precision): fp32 (default, the reference), bf16 (TensorFlow, fc2 in
-    float32) or int8 (OpenVINO, built once and cached); `auto` is resolved by the caller.
-    `weights`: {variable name: array or tf.Tensor}; for int8 also a function returning it (see
-    `int8_forward`).
+    `precision` (gunshot_core.precision): fp32 (default, the reference), bf16 (OpenVINO where
+    installed, else TensorFlow; fc2 in float32) or int8 (OpenVINO, built once and cached); `auto` is
+    resolved by the caller. `weights`: {variable name: array or tf.Tensor}, or a function returning
+    it (called only when needed; see `int8_forward`).
     """
 
     def __init__(
@@ -381,7 +450,11 @@ class VGGish:
         self.precision = precision
         if precision == precisions.INT8:
             self._forward = int8_forward(weights, block=batch_size, weights_sha256=weights_sha256)
+        elif precision == precisions.BF16 and precisions.bf16_on_openvino():
+            self._forward = bf16_forward(weights, block=batch_size, weights_sha256=weights_sha256)
         else:
+            if callable(weights):
+                weights = weights()
             self._forward = build_forward(weights, bf16=precision == precisions.BF16)
         self._lock = threading.Lock()
 
@@ -398,12 +471,15 @@ class VGGish:
         cls, path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32"
     ) -> "VGGish":
         """Loads the official `vggish_model.ckpt` (or any checkpoint with the same variable names)."""
+        from gunshot_core import precision as precisions
+
         log.info("loading VGGish checkpoint %s (%s)", path, precision)
         path = str(path)
-        if precision == "int8" and os.path.isfile(path) and not os.path.exists(path + ".index"):
+        on_openvino = not precisions.uses_tensorflow(precision) if precision in precisions.PRECISIONS else False
+        if on_openvino and os.path.isfile(path) and not os.path.exists(path + ".index"):
             from gunshot_core import hashes
 
-            # A local V1 file. The cached int8 model is keyed by the file's sha256 (from the hash
+            # A local V1 file. The cached int8/bf16 model is keyed by the file's sha256 (from the hash
             # cache) and needs neither its tensors nor TensorFlow: an entry exists only for a file
             # whose bytes were checked and read when it was built. The checkpoint is checked (the
             # same errors as fp32) and read only to build the model, on a cache miss.
@@ -413,7 +489,7 @@ class VGGish:
                 precision=precision,
                 weights_sha256=hashes.file_sha256(path),
             )
-        if precision == "int8" and not _check_checkpoint(path):  # e.g. gs://: the same errors as fp32
+        if on_openvino and not _check_checkpoint(path):  # e.g. gs://: the same errors as fp32
             from gunshot_core import hashes
 
             return cls(

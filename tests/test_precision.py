@@ -31,8 +31,14 @@ def int8_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(random_vggish, int8_cache):
-    """{precision: VGGish} built from the random-weight checkpoint (int8 into the temporary cache)."""
-    return {p: VGGish.from_checkpoint(random_vggish[0], precision=p) for p in precision.PRECISIONS}
+    """{precision: VGGish} built from the random-weight checkpoint (int8 and bf16 on OpenVINO into
+    the temporary cache), and "bf16_tensorflow": bf16 where OpenVINO is not installed."""
+    built = {p: VGGish.from_checkpoint(random_vggish[0], precision=p) for p in precision.PRECISIONS}
+    patch = pytest.MonkeyPatch()
+    patch.setattr(precision, "bf16_on_openvino", lambda flags=None: False)
+    built["bf16_tensorflow"] = VGGish.from_checkpoint(random_vggish[0], precision="bf16")
+    patch.undo()
+    return built
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +53,11 @@ def seed_heads():
     return {name: load_head(str(SEED_MODELS / name)) for name in SEED_HEADS}
 
 
-@pytest.mark.parametrize("name", ["bf16", "int8"])
+@pytest.mark.parametrize("name", ["bf16", "bf16_tensorflow", "int8"])
 def test_seed_head_scores_stay_close_to_fp32(name, models, postprocessor, seed_heads, golden):
-    """Every seed head on every golden clip: score within 0.005 (bf16) / 0.02 (int8) of fp32."""
+    """Every seed head on every golden clip: score within 0.005 (bf16, on OpenVINO or TensorFlow) /
+    0.02 (int8) of fp32."""
+    bound = TOLERANCE[name.split("_")[0]]
     worst = 0.0
     changed = []
     for clip in CLIPS:
@@ -62,14 +70,14 @@ def test_seed_head_scores_stay_close_to_fp32(name, models, postprocessor, seed_h
         for head_name, head in seed_heads.items():
             ours = float(np.asarray(head.predict(frames)).reshape(-1)[0])
             theirs = float(np.asarray(head.predict(reference)).reshape(-1)[0])
-            assert abs(ours - float(golden[clip][f"score_{head_key(head_name)}"])) < TOLERANCE[name] + 2e-3
+            assert abs(ours - float(golden[clip][f"score_{head_key(head_name)}"])) < bound + 2e-3
             worst = max(worst, abs(ours - theirs))
-            assert abs(ours - theirs) <= TOLERANCE[name], (clip, head_name, ours, theirs)
+            assert abs(ours - theirs) <= bound, (clip, head_name, ours, theirs)
     assert max(changed) > 0  # the precision really ran (fp32 would change nothing)
     print(f"{name}: largest score change {worst:.4f}, uint8 values changed up to {max(changed):.1%}")
 
 
-@pytest.mark.parametrize("name", ["bf16", "int8"])
+@pytest.mark.parametrize("name", ["bf16", "bf16_tensorflow", "int8"])
 def test_results_do_not_depend_on_batch_grouping(name, models, golden):
     """An example's embedding is the same bits alone, in sevens or with 70 neighbours."""
     model = models[name]
@@ -85,7 +93,7 @@ def test_results_do_not_depend_on_batch_grouping(name, models, golden):
     np.testing.assert_array_equal(together[[0, 33, 69]], one_by_one)
 
 
-@pytest.mark.parametrize("name", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("name", ["fp32", "bf16", "bf16_tensorflow", "int8"])
 def test_bad_input_behaves_as_fp32(name, models):
     """Empty input and wrong shapes: the same results and errors at every precision."""
     model = models[name]
@@ -101,8 +109,8 @@ def test_bad_input_behaves_as_fp32(name, models):
 def test_int8_cache_is_reused_and_rebuilt_after_damage(models, random_vggish, int8_cache, golden):
     """A second load reuses the cached model; a damaged file is detected and the model rebuilt."""
     entries = [p for p in int8_cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert len(entries) == 1
-    entry = entries[0]
+    assert len(entries) == 2  # int8 and bf16 (its float32 model)
+    (entry,) = [p for p in entries if (p / "vggish_int8.xml").exists()]
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["key"]["runtime"].startswith("openvino ")
     assert set(manifest["files"]) == {"vggish_int8.xml", "vggish_int8.bin"}
@@ -358,8 +366,8 @@ def test_openvino_graph_equals_the_tensorflow_graph_in_fp32(models, random_vggis
 
 
 def test_bad_checkpoint_errors_as_fp32(models, random_vggish, tmp_path):
-    """A missing, foreign or truncated checkpoint: the same ModelFileError at int8 as at fp32 (int8
-    reads a checkpoint only to build its model, which no cached model exists for here)."""
+    """A missing, foreign or truncated checkpoint: the same ModelFileError at bf16 and int8 as at
+    fp32 (OpenVINO reads a checkpoint only to build its cached model, which does not exist here)."""
     from gunshot_core.errors import ModelFileError
 
     text = tmp_path / "notes.ckpt"
@@ -368,16 +376,19 @@ def test_bad_checkpoint_errors_as_fp32(models, random_vggish, tmp_path):
     truncated.write_bytes(pathlib.Path(random_vggish[0]).read_bytes()[:5_000_000])
     for path in (tmp_path / "missing.ckpt", text, truncated):
         messages = {}
-        for name in ("fp32", "int8"):
+        for name in ("fp32", "bf16", "int8"):
             with pytest.raises(ModelFileError) as error:
                 VGGish.from_checkpoint(str(path), precision=name)
             messages[name] = str(error.value)
-        assert messages["fp32"] == messages["int8"], path
+        assert messages["fp32"] == messages["bf16"] == messages["int8"], path
 
 
-def test_int8_process_imports_neither_tensorflow_nor_the_converter(models, random_vggish, int8_cache, golden):
-    """A new process loading the cached int8 model: no TensorFlow, no OpenVINO model converter, no
-    NNCF, and the same embeddings."""
+@pytest.mark.parametrize("name", ["int8", "bf16"])
+def test_openvino_process_imports_neither_tensorflow_nor_the_converter(
+    name, models, random_vggish, int8_cache, golden
+):
+    """A new process loading the cached int8 or bf16 model: no TensorFlow, no OpenVINO model
+    converter, no NNCF, and the same embeddings."""
     import subprocess
     import sys
 
@@ -389,7 +400,7 @@ import numpy as np
 from gunshot_core import precision
 precision.cache_root = lambda: pathlib.Path({str(int8_cache)!r})
 from gunshot_core.vggish import VGGish
-model = VGGish.from_checkpoint({random_vggish[0]!r}, precision="int8")
+model = VGGish.from_checkpoint({random_vggish[0]!r}, precision={name!r})
 np.save({str(int8_cache.parent / "out.npy")!r}, model.embed(np.load({str(int8_cache.parent / "examples.npy")!r})))
 print(json.dumps([m for m in ("tensorflow", "openvino.tools.ovc", "nncf") if m in sys.modules]))
 """
@@ -399,8 +410,26 @@ print(json.dumps([m for m in ("tensorflow", "openvino.tools.ovc", "nncf") if m i
     assert json.loads(done.stdout.splitlines()[-1]) == []
     # a model loaded now: OpenVINO maps the weights file, and the damage test overwrites it in place
     # (the cache itself never does), which changes an earlier-loaded model such as models["int8"]
-    fresh = VGGish.from_checkpoint(random_vggish[0], precision="int8")
+    fresh = VGGish.from_checkpoint(random_vggish[0], precision=name)
     np.testing.assert_array_equal(np.load(int8_cache.parent / "out.npy"), fresh.embed(examples))
+
+
+def test_bf16_runs_on_openvino_from_a_cached_float32_model(models, int8_cache, golden):
+    """bf16 with OpenVINO installed: the cached entry holds the float32 IR, the run records OpenVINO
+    as its runtime; without OpenVINO (or without native bf16) TensorFlow runs it and is recorded."""
+    assert not hasattr(models["bf16"]._forward, "get_concrete_function")  # not a tf.function
+    assert hasattr(models["bf16_tensorflow"]._forward, "get_concrete_function")
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in int8_cache.iterdir() if p.is_dir()]
+    (entry,) = [m for m in manifests if m["key"].get("stored") == "float32"]
+    assert set(entry["files"]) == {"vggish_fp32.xml", "vggish_fp32.bin"}
+    assert entry["key"]["runtime"].startswith(precision.embedding_runtime("bf16"))  # + build number
+    assert precision.embedding_runtime("bf16").startswith("openvino ")
+    assert precision.bf16_on_openvino({"avx512_bf16"}) and not precision.bf16_on_openvino({"avx512bw"})
+    assert precision.uses_tensorflow("fp32") and not precision.uses_tensorflow("int8")
+    assert not precision.uses_tensorflow("bf16")  # this machine: avx512_bf16 + OpenVINO
+    examples = golden["pistol_shot"]["examples"]
+    on_tf, on_ov = models["bf16_tensorflow"].embed(examples), models["bf16"].embed(examples)
+    assert not np.array_equal(on_tf, on_ov) and np.abs(on_tf - on_ov).max() < 0.05  # two runtimes
 
 
 def test_cached_model_is_hashed_once_then_checked_by_file_stats(tmp_path, monkeypatch):

@@ -195,3 +195,21 @@ def test_exit_process_under_a_profiler_is_the_ordinary_exit(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert stats.stat().st_size > 0
+
+
+def test_no_ipython_probe_answers_beams_notebook_check_without_importing_ipython():
+    """Beam's is_in_ipython() inside the block: False, IPython not imported, and `import IPython`
+    works again after it; where IPython is already imported the block changes nothing."""
+    out = _fresh_python(
+        "import sys\n"
+        "from apache_beam.utils.interactive_utils import is_in_ipython\n"
+        "from gunshot_core import startup\n"
+        "with startup.no_ipython_probe():\n"
+        "    print(is_in_ipython(), 'IPython' in sys.modules)\n"
+        "print('IPython' in sys.modules)\n"
+        "import IPython\n"
+        "with startup.no_ipython_probe():\n"
+        "    print(sys.modules['IPython'] is IPython, is_in_ipython())\n"
+        "print(sys.modules['IPython'] is IPython)\n"
+    )
+    assert out.splitlines() == ["False True", "False", "True False", "True"]

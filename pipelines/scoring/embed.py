@@ -79,9 +79,10 @@ class _Embedder:
 
     def _load_models(self):
         try:
-            from gunshot_core import startup
+            from gunshot_core import precision, startup
 
-            if self._options.get("precision") != "int8":  # int8 runs on OpenVINO: TensorFlow only to build it
+            # int8 and (with OpenVINO) bf16 need TensorFlow only to build their cached model
+            if precision.uses_tensorflow(self._options.get("precision") or precision.FP32):
                 startup.import_tensorflow(freeze=True)  # ~250,000 long-lived objects; no eager Keras
             # Networks run fixed-shape blocks, so embeddings (and every table) are identical however
             # RunInference groups chunks into batches.

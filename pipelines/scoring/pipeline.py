@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineState
 
 import gunshot_core
-from gunshot_core import arguments, logs, options, precision, windows
+from gunshot_core import arguments, logs, options, precision, startup, windows
 from gunshot_core.errors import InputError, describe
 from pipelines import options as pipelines_options
 from pipelines import schemas
@@ -533,15 +533,16 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     in_process = test_pipeline is None and parent is None and launch.runs_in_this_process(options)
-    if in_process and config.precision != precision.INT8:  # int8 runs on OpenVINO, no TensorFlow
+    if in_process and precision.uses_tensorflow(config.precision):  # OpenVINO runs need no TensorFlow
         embed.import_tensorflow_ahead()
     started = time.monotonic()
     run_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     outputs.clear_staging(args.output)
-    p = test_pipeline or beam.Pipeline(options=options)
-    shards = plan_shards(args, config, parent)
-    build_pipeline(p, args, config, provenance, previous, parent, num_shards=shards.num_shards)
-    result = p.run()
+    with startup.no_ipython_probe():  # Beam's notebook check, ~0.1-0.25 s, answers no anyway
+        p = test_pipeline or beam.Pipeline(options=options)
+        shards = plan_shards(args, config, parent)
+        build_pipeline(p, args, config, provenance, previous, parent, num_shards=shards.num_shards)
+        result = p.run()
     if launch.job_detached(result, p.options):  # template / flex-template launch, dry run, no-wait
         launch.log_detached(result, p.options, "score")
         _LOG.info(
