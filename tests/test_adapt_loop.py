@@ -229,6 +229,9 @@ def test_a_head_trained_from_review_verdicts_finds_held_out_gunshots(review_loop
 
 CONFUSER_SITES = ("site5", "site6", "site7", "site8")
 CONFUSERS_PER_MINUTE = 8.0
+# 6 minutes per site (96 gunshots): with 3 the outcome hung on one or two events of a head that differs
+# from run to run (docs/review.md)
+CONFUSER_MINUTES = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +251,7 @@ def field_calibration(loop, random_vggish):
     work, _ = loop
     out = work / "confusers"
     insertions = field_sites.make_sites(
-        out / "sites", sites=CONFUSER_SITES, recordings_per_site=1, minutes=MINUTES, seed=2,
+        out / "sites", sites=CONFUSER_SITES, recordings_per_site=1, minutes=CONFUSER_MINUTES, seed=2,
         gunshots_per_minute=4.0, confusers_per_minute=CONFUSERS_PER_MINUTE,
     )  # fmt: skip
     pattern = "/(site[0-9]+)/"
