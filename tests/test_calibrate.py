@@ -249,6 +249,25 @@ def test_batch_rederives_events_at_the_calibrated_thresholds(calibrated, tmp_pat
     )
 
 
+def test_batch_rederives_events_at_one_plain_threshold_below_the_run_s(calibrated, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    _, review, _, _ = calibrated
+    run_dir = review.parent / "run"
+    old = pq.read_table(run_dir / "windows-00000-of-00001.parquet").to_pylist()
+    lower = round(min(w["threshold"] for w in old) - 0.2, 3)
+    assert cli.main(["batch", "--thresholds", str(lower), "--scores", str(run_dir), "--output", str(tmp_path / "low")]) == 0
+    windows = pq.read_table(tmp_path / "low" / "windows-00000-of-00001.parquet").to_pylist()
+    events = pq.read_table(tmp_path / "low" / "events-00000-of-00001.parquet").to_pylist()
+    assert all(w["threshold"] == lower and w["detected"] == (w["score"] >= lower) for w in windows)
+    assert sum(w["detected"] for w in windows) > sum(w["detected"] for w in old)
+    assert events and all(e["threshold"] == lower and e["peak_score"] >= lower for e in events)
+    assert min(e["peak_score"] for e in events) < min(w["threshold"] for w in old)  # events the run missed
+    for bad in ("1.5", "-0.1"):
+        assert cli.main(["batch", "--thresholds", bad, "--scores", str(run_dir), "--output", str(tmp_path / "x")]) == 2
+        assert "a single threshold must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_events_as_review_items_and_a_recall_floor(tmp_path):
     truth = make_run(
         tmp_path / "run", tmp_path / "audio", sites=("siteA", "siteB"), windows_per_recording=600,

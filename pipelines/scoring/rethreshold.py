@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--thresholds",
         required=True,
-        metavar="calibration.json",
-        help="what `gunshot calibrate --output CAL_DIR` wrote: CAL_DIR/calibration.json",
+        metavar="calibration.json|T",
+        help="what `gunshot calibrate --output CAL_DIR` wrote (CAL_DIR/calibration.json: per-group "
+        "thresholds), or one number T in [0, 1] for every recording (e.g. a threshold below the run's, "
+        "to offer a review the events the run missed)",
     )
     parser.add_argument("--scores", required=True, metavar="RUN_DIR", help="the scoring run (local folder)")
     parser.add_argument("--output", required=True, metavar="NEW_DIR", help="local folder for the new tables")
@@ -249,6 +251,20 @@ def rethreshold(run_dir: str, calibration: dict, output: str, group_pattern: str
     return summary
 
 
+def _plain_threshold(value: str) -> dict | None:
+    """A calibration (as `read_calibration` returns) of one threshold for every group when `value` is a
+    number in [0, 1], else None (a calibration.json path)."""
+    from pipelines.report import thresholds
+
+    try:
+        threshold = float(value)
+    except ValueError:
+        return None
+    if not 0.0 <= threshold <= 1.0:
+        raise thresholds.ThresholdsFileError(f"--thresholds {value}: a single threshold must be in [0, 1]")
+    return {"overall": threshold, "groups": {}, "group_pattern": None, "target_precision": None}
+
+
 def run(argv=None) -> int:
     from pipelines.report import thresholds
 
@@ -269,7 +285,7 @@ def run(argv=None) -> int:
         )
         return 2
     try:
-        calibration = thresholds.read_calibration(args.thresholds)
+        calibration = _plain_threshold(args.thresholds) or thresholds.read_calibration(args.thresholds)
         summary = rethreshold(args.scores, calibration, args.output, args.group_pattern)
     except (thresholds.ThresholdsFileError, FileNotFoundError) as e:
         print(f"gunshot batch: error: {e}", file=sys.stderr)
