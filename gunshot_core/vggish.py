@@ -298,6 +298,18 @@ def _weights_numpy(weights: dict) -> dict[str, np.ndarray]:
     }
 
 
+def _weights_and_hash(weights, weights_sha256: str | None):
+    """(function returning the weights, their sha256) for the OpenVINO builders: `weights` is a dict
+    or a function returning it; without `weights_sha256` the arrays are read and hashed now."""
+    from gunshot_core import precision
+
+    read_weights = weights if callable(weights) else (lambda: weights)
+    if weights_sha256 is None:
+        arrays = _weights_numpy(read_weights())
+        weights_sha256 = precision.array_sha256(*(arrays[n] for n in _variable_names()))
+    return read_weights, weights_sha256
+
+
 def int8_forward(weights: dict, *, block: int, weights_sha256: str | None = None):
     """The int8 network (OpenVINO, NNCF post-training quantisation), built once and cached.
 
@@ -316,10 +328,7 @@ def int8_forward(weights: dict, *, block: int, weights_sha256: str | None = None
     from gunshot_core import precision
 
     ov = startup.import_openvino()  # no model-conversion API: ~0.15-0.4 s less per process
-    read_weights = weights if callable(weights) else (lambda: weights)
-    if weights_sha256 is None:
-        arrays = _weights_numpy(read_weights())
-        weights_sha256 = precision.array_sha256(*(arrays[n] for n in _variable_names()))
+    read_weights, weights_sha256 = _weights_and_hash(weights, weights_sha256)
     key = {
         "model": "vggish",
         "graph_version": _OV_GRAPH_VERSION,
@@ -367,10 +376,7 @@ def bf16_forward(weights, *, block: int, weights_sha256: str | None = None):
     from gunshot_core import precision
 
     ov = startup.import_openvino()
-    read_weights = weights if callable(weights) else (lambda: weights)
-    if weights_sha256 is None:
-        arrays = _weights_numpy(read_weights())
-        weights_sha256 = precision.array_sha256(*(arrays[n] for n in _variable_names()))
+    read_weights, weights_sha256 = _weights_and_hash(weights, weights_sha256)
     key = {
         "model": "vggish",
         "graph_version": _OV_GRAPH_VERSION,
