@@ -104,15 +104,24 @@ def import_tensorflow(*, freeze: bool = False):
     if module is not None and not _initializing(module):
         return module
     with _IMPORT_LOCK, imports_without_gc(freeze=freeze):
-        skip = "keras" not in sys.modules and _KERAS_EAGER_MODULE not in sys.modules
-        if skip:
-            sys.modules[_KERAS_EAGER_MODULE] = None
-        try:
+        with _blocked_import(_KERAS_EAGER_MODULE, block="keras" not in sys.modules):
             import tensorflow
-        finally:
-            if skip and sys.modules.get(_KERAS_EAGER_MODULE, 0) is None:
-                del sys.modules[_KERAS_EAGER_MODULE]
     return tensorflow
+
+
+@contextlib.contextmanager
+def _blocked_import(name: str, block: bool = True):
+    """A block in which `import name` raises ImportError at once (`sys.modules[name] = None`), unless
+    the module is already imported or `block` is false; the entry is removed afterwards if it is
+    still the block's, so the module imports normally later."""
+    skip = block and name not in sys.modules
+    if skip:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        if skip and sys.modules.get(name, 0) is None:
+            del sys.modules[name]
 
 
 #: What `import openvino` imports last, guarded by `except ImportError`: the model-conversion API
@@ -136,14 +145,8 @@ def import_openvino():
     if module is not None and not _initializing(module):
         return module
     with _IMPORT_LOCK:
-        skip = _OPENVINO_CONVERTER not in sys.modules
-        if skip:
-            sys.modules[_OPENVINO_CONVERTER] = None
-        try:
+        with _blocked_import(_OPENVINO_CONVERTER):
             import openvino
-        finally:
-            if skip and sys.modules.get(_OPENVINO_CONVERTER, 0) is None:
-                del sys.modules[_OPENVINO_CONVERTER]
         if not hasattr(openvino, "convert_model") and "__getattr__" not in vars(openvino):
             openvino.__getattr__ = _openvino_convert_model
     return openvino
@@ -167,14 +170,8 @@ def no_ipython_probe():
     answer is the same without the import (Beam catches the ImportError). In an IPython session or
     notebook IPython is already in `sys.modules` and nothing changes.
     """
-    skip = "IPython" not in sys.modules
-    if skip:
-        sys.modules["IPython"] = None
-    try:
+    with _blocked_import("IPython"):
         yield
-    finally:
-        if skip and "IPython" in sys.modules and sys.modules["IPython"] is None:
-            del sys.modules["IPython"]
 
 
 def import_keras():
